@@ -1,0 +1,73 @@
+"""Loading of the compiled extension ``fastgen._C``.
+
+``import fastgen`` must work without it: a failed load gives one warning naming the cause and
+fastgen falls back to the plain-PyTorch reference. ``FASTGEN_REQUIRE_EXT=1`` turns that into
+an error (for CI and for users who want to be sure they run the kernels).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+
+import torch
+
+_loaded = False
+_load_error: str | None = None
+_cuda_kernels = False
+
+
+def _describe_failure(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    if "undefined symbol" in text or "version" in text.lower():
+        text += (
+            f" (the extension was probably built against another torch than the installed "
+            f"{torch.__version__}: rebuild it with `pip install --no-build-isolation -e .`)"
+        )
+    return text
+
+
+def _load() -> None:
+    global _loaded, _load_error, _cuda_kernels
+    if os.environ.get("FASTGEN_DISABLE_EXT") == "1":
+        _load_error = "disabled by FASTGEN_DISABLE_EXT=1"
+    else:
+        try:
+            module = importlib.import_module("fastgen._C")
+            _loaded = True
+            del module  # importing it ran the op registrations
+            _cuda_kernels = _has_cuda_kernel()
+        except Exception as error:  # noqa: BLE001 - any load failure means the same fallback
+            _load_error = _describe_failure(error)
+    if _loaded:
+        return
+    message = f"fastgen._C could not be loaded ({_load_error}); using the plain-PyTorch reference."
+    if os.environ.get("FASTGEN_REQUIRE_EXT") == "1":
+        raise ImportError(message + " FASTGEN_REQUIRE_EXT=1 makes this an error.")
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _has_cuda_kernel() -> bool:
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("fastgen::reparameterize", "CUDA")
+    except Exception:  # noqa: BLE001 - private API; absence just means "unknown"
+        return False
+
+
+def available() -> bool:
+    """Whether the compiled extension is loaded (its CPU kernels are then live)."""
+    return _loaded
+
+
+def cuda_kernels() -> bool:
+    """Whether the compiled extension carries the CUDA kernels."""
+    return _cuda_kernels
+
+
+def load_error() -> str | None:
+    """Why the extension is not loaded, or None when it is."""
+    return _load_error
+
+
+_load()

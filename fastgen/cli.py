@@ -1,0 +1,135 @@
+"""The ``fastgen`` command: ``fastgen <command> [options]`` (also ``python -m fastgen``).
+
+Commands are registered, not dispatched by an if-chain. A command is a module-level function
+decorated with :func:`command`: it receives its own ``argparse`` subparser, adds its options
+and returns the handler ``(args) -> exit status``::
+
+    @command("sample", help="draw samples from a trained model")
+    def _sample(parser: argparse.ArgumentParser) -> Handler:
+        parser.add_argument("checkpoint")
+        return run_sample            # imported lazily inside, so `fastgen --help` stays fast
+
+Commands defined in other modules register the same way; list the module in
+``COMMAND_MODULES`` so it is imported when the parser is built.
+
+User errors (bad arguments, unknown names, unwritable paths) are raised as
+:class:`CommandError` and printed as one line, ``fastgen: error: ...``, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+Handler = Callable[[argparse.Namespace], "int | None"]
+Configure = Callable[[argparse.ArgumentParser], Handler]
+
+# Modules that define commands with @command; imported when the parser is built.
+COMMAND_MODULES: tuple[str, ...] = ("fastgen.bench.cli",)
+
+
+class CommandError(Exception):
+    """A user error: printed as ``fastgen: error: <message>``, exit status 2, no traceback."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Configure
+    description: str | None = None
+
+
+_COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, *, help: str, description: str | None = None  # noqa: A002
+            ) -> Callable[[Configure], Configure]:
+    """Register a ``fastgen <name>`` command (decorator on its configure function)."""
+
+    def decorator(configure: Configure) -> Configure:
+        _COMMANDS[name] = Command(name, help, configure, description or configure.__doc__)
+        return configure
+
+    return decorator
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are CommandErrors (one line, exit 2, see main)."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f" (see `{self.prog} --help`)"
+        raise CommandError(message + hint)
+
+
+def _version() -> str:
+    try:
+        import fastgen
+
+        return str(getattr(fastgen, "__version__", "unknown"))
+    except Exception:  # noqa: BLE001 - --version must not fail
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser: every registered command as a subcommand."""
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+    parser = _Parser(prog="fastgen", description="fastgen: fast kernels, layers and models "
+                     "for deep generative models in PyTorch.")
+    parser.add_argument("--version", action="version", version=f"fastgen {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True,
+                                       parser_class=_Parser)
+    for name in sorted(_COMMANDS):
+        cmd = _COMMANDS[name]
+        sub = subparsers.add_parser(name, help=cmd.help, description=cmd.description,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.set_defaults(handler=cmd.configure(sub))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``fastgen`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help and --version
+            return done.code if isinstance(done.code, int) else 0
+        status = args.handler(args)
+        return 0 if status is None else int(status)
+    except CommandError as error:
+        print(f"fastgen: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastgen: interrupted", file=sys.stderr)
+        return 130
+
+
+def fail(message: str) -> NoReturn:
+    """Stop the command with a user error (one line on stderr, exit status 2)."""
+    raise CommandError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands defined here. (bench lives in fastgen/bench/cli.py.)
+
+
+@command("info", help="show versions and which backends (extension, CUDA, Triton) are live")
+def _info(parser: argparse.ArgumentParser) -> Handler:
+    """Print fastgen/torch/python versions, CPU threads, live backends and GPUs."""
+    parser.add_argument("--json", action="store_true", help="print the facts as JSON")
+
+    def run(args: argparse.Namespace) -> int:
+        from fastgen.info import collect, format_info
+
+        data = collect()
+        print(json.dumps(data, indent=2) if args.json else format_info(data))
+        return 0
+
+    return run

@@ -1,0 +1,5 @@
+"""Drop-in ``nn.Module`` layers built on :mod:`fastgen.ops`."""
+
+from fastgen.nn.gaussian import GaussianReparameterization
+
+__all__ = ["GaussianReparameterization"]

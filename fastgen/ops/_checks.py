@@ -1,0 +1,46 @@
+"""Argument checks for the functional API: each error names the argument and what was expected."""
+
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def check_float_tensor(value: object, name: str, *, min_dim: int = 1) -> torch.Tensor:
+    """``value`` must be a floating-point tensor of rank >= ``min_dim``."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must have a floating dtype (float32, float16, bfloat16 or float64), got {value.dtype}"
+        )
+    if value.dim() < min_dim:
+        raise ValueError(
+            f"{name} must have at least {min_dim} dimension(s) (the first is the batch), "
+            f"got shape {tuple(value.shape)}"
+        )
+    return value
+
+
+def check_like(value: object, name: str, reference: torch.Tensor, reference_name: str) -> torch.Tensor:
+    """``value`` must be a tensor with the shape, dtype and device of ``reference``."""
+    check_float_tensor(value, name, min_dim=0)
+    assert isinstance(value, torch.Tensor)
+    if value.shape != reference.shape:
+        raise ValueError(
+            f"{name} must have the shape of {reference_name} {tuple(reference.shape)}, got {tuple(value.shape)}"
+        )
+    if value.dtype != reference.dtype:
+        raise TypeError(f"{name} must have the dtype of {reference_name} ({reference.dtype}), got {value.dtype}")
+    if value.device != reference.device:
+        raise ValueError(
+            f"{name} must be on the device of {reference_name} ({reference.device}), got {value.device}"
+        )
+    return value
+
+
+def check_generator(generator: object) -> torch.Generator | None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    return generator

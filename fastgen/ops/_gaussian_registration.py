@@ -1,0 +1,123 @@
+"""Fake kernels, autograd and the Triton GPU fallback for the Gaussian op family.
+
+Why fake kernels: torch.compile traces ops with FakeTensors that have shapes but no data; the
+fake kernel tells it the output shapes so the compiled graph keeps the op without a break.
+Why autograd here: the C++ ops are plain functions; register_autograd attaches the one fused
+backward op (``reparameterize_backward``) to all three forward ops.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import torch
+
+from fastgen import _ext
+from fastgen.ops import _dispatch
+
+_log = logging.getLogger(__name__)
+
+GAUSSIAN_OPS = [
+    "reparameterize",
+    "gaussian_kl",
+    "reparameterize_with_kl",
+    "reparameterize_backward",
+    "standard_normal_log_prob",
+    "standard_normal_log_prob_backward",
+]
+
+
+def _per_sample(t: torch.Tensor) -> torch.Tensor:
+    return t.new_empty((t.shape[0],))
+
+
+def _register_fakes() -> None:
+    lib = torch.library
+
+    @lib.register_fake("fastgen::reparameterize")
+    def _(mu, logvar, eps, seed):
+        return torch.empty_like(mu)
+
+    @lib.register_fake("fastgen::gaussian_kl")
+    def _(mu, logvar):
+        return _per_sample(mu)
+
+    @lib.register_fake("fastgen::reparameterize_with_kl")
+    def _(mu, logvar, eps, seed):
+        return torch.empty_like(mu), _per_sample(mu)
+
+    @lib.register_fake("fastgen::reparameterize_backward")
+    def _(grad_z, grad_kl, mu, logvar, eps, seed):
+        return torch.empty_like(mu), torch.empty_like(mu)
+
+    @lib.register_fake("fastgen::standard_normal_log_prob")
+    def _(z):
+        return _per_sample(z)
+
+    @lib.register_fake("fastgen::standard_normal_log_prob_backward")
+    def _(grad, z):
+        return torch.empty_like(z)
+
+
+def _save_inputs(ctx, inputs, output) -> None:
+    mu, logvar = inputs[0], inputs[1]
+    eps = inputs[2] if len(inputs) > 2 else None
+    seed = inputs[3] if len(inputs) > 3 else None
+    ctx.save_for_backward(mu, logvar, eps, seed)
+
+
+def _gaussian_grads(ctx, grad_z, grad_kl):
+    mu, logvar, eps, seed = ctx.saved_tensors
+    if grad_z is None and grad_kl is None:
+        return None, None, None, None
+    grad_mu, grad_logvar = torch.ops.fastgen.reparameterize_backward(grad_z, grad_kl, mu, logvar, eps, seed)
+    grad_eps = None
+    if eps is not None and grad_z is not None and ctx.needs_input_grad[2]:
+        grad_eps = grad_z * torch.exp(0.5 * logvar)  # rare: only when the caller's noise needs grad
+    return grad_mu, grad_logvar, grad_eps, None
+
+
+def _register_autograd() -> None:
+    def reparameterize_backward(ctx, grad_z):
+        return _gaussian_grads(ctx, grad_z, None)
+
+    def reparameterize_with_kl_backward(ctx, grad_z, grad_kl):
+        return _gaussian_grads(ctx, grad_z, grad_kl)
+
+    def gaussian_kl_backward(ctx, grad_kl):
+        return _gaussian_grads(ctx, None, grad_kl)[:2]
+
+    def log_prob_setup(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    def log_prob_backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return torch.ops.fastgen.standard_normal_log_prob_backward(grad, z)
+
+    register = torch.library.register_autograd
+    register("fastgen::reparameterize", reparameterize_backward, setup_context=_save_inputs)
+    register("fastgen::reparameterize_with_kl", reparameterize_with_kl_backward, setup_context=_save_inputs)
+    register("fastgen::gaussian_kl", gaussian_kl_backward, setup_context=_save_inputs)
+    register("fastgen::standard_normal_log_prob", log_prob_backward, setup_context=log_prob_setup)
+
+
+def _register_triton_for_cuda() -> None:
+    """Use the Triton kernels as the CUDA implementation when no compiled CUDA kernels exist."""
+    if not torch.cuda.is_available() or _ext.cuda_kernels():
+        return
+    try:
+        triton_gaussian = importlib.import_module("fastgen.triton_kernels.gaussian")
+    except ImportError as error:
+        _log.info("Triton unavailable (%s): CUDA tensors use the reference implementation", error)
+        return
+    for name in GAUSSIAN_OPS:
+        torch.library.register_kernel(f"fastgen::{name}", "cuda", getattr(triton_gaussian, name))
+
+
+def register() -> None:
+    if _ext.available():
+        _register_fakes()
+        _register_autograd()
+        _register_triton_for_cuda()
+    _dispatch.record_kernels(GAUSSIAN_OPS)

@@ -1,0 +1,23 @@
+"""Plain-PyTorch versions of every fastgen op.
+
+They are the test oracle, the fallback when the compiled extension is missing, and the
+baseline of the benchmarks. They favour clarity over speed.
+"""
+
+from fastgen.reference.gaussian import (
+    gaussian_kl,
+    philox4x32_10,
+    reparameterize,
+    reparameterize_with_kl,
+    standard_normal,
+    standard_normal_log_prob,
+)
+
+__all__ = [
+    "gaussian_kl",
+    "philox4x32_10",
+    "reparameterize",
+    "reparameterize_with_kl",
+    "standard_normal",
+    "standard_normal_log_prob",
+]

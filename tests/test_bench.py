@@ -1,0 +1,291 @@
+"""The benchmark harness: timer, correctness gate, compile fallback, report writers.
+
+Fast (no torch.compile: the "compiled" implementation is skipped or faked).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from fastgen.bench import harness, registry, report
+from fastgen.bench.harness import (
+    COMPILED,
+    EAGER,
+    FASTGEN,
+    FORWARD,
+    FORWARD_BACKWARD,
+    BenchCase,
+    CaseSpec,
+    collect_cases,
+    measure,
+    run_cases,
+)
+
+
+def _axpy_inputs(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(64, 32, device=device), torch.randn(64, 32, device=device)
+
+
+def _eager_axpy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return 2 * x + y
+
+
+def _fast_axpy(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.add(y, x, alpha=2)
+
+
+def _axpy_case(mode: str = FORWARD, fast=_fast_axpy, **overrides) -> BenchCase:
+    fields = dict(op="axpy", shape="64x32", dtype=torch.float32, mode=mode,
+                  make_inputs=_axpy_inputs,
+                  implementations={EAGER: _eager_axpy, FASTGEN: fast},
+                  bytes_moved=3 * 64 * 32 * 4, family="tiny")
+    fields.update(overrides)
+    return BenchCase(**fields)
+
+
+def _rows_by_impl(run: harness.BenchRun) -> dict[str, harness.BenchRow]:
+    return {row.implementation: row for row in run.rows}
+
+
+FAST = dict(warmup=1, repeats=3, max_seconds=0.2)
+
+
+# --- timer --------------------------------------------------------------------------------------
+
+
+def test_measure_times_a_sleep():
+    timing = measure(lambda: time.sleep(0.002), "cpu", warmup=1, repeats=5)
+    assert 0.0018 < timing.median_s < 0.05
+    assert timing.q1_s <= timing.median_s <= timing.q3_s
+    assert timing.iqr_s >= 0
+    assert timing.samples == 5
+    assert timing.calls_per_sample == 1
+
+
+def test_measure_batches_tiny_calls():
+    timing = measure(lambda: None, "cpu", warmup=2, repeats=3)
+    assert timing.calls_per_sample > 1
+    assert 0 < timing.median_s < 1e-4
+
+
+def test_measure_stops_at_the_time_budget():
+    timing = measure(lambda: time.sleep(0.01), "cpu", warmup=1, repeats=1000, max_seconds=0.05)
+    assert 3 <= timing.samples < 20
+
+
+def test_measure_rejects_zero_repeats():
+    with pytest.raises(ValueError, match="repeats"):
+        measure(lambda: None, "cpu", repeats=0)
+
+
+def test_copy_bandwidth_cpu_is_positive():
+    assert harness.copy_bandwidth("cpu", nbytes=4 * 2**20, repeats=3) > 0
+
+
+# --- running cases ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [FORWARD, FORWARD_BACKWARD])
+def test_tiny_case_end_to_end(mode):
+    run = run_cases([_axpy_case(mode)], "cpu", implementations={EAGER, FASTGEN}, **FAST)
+    rows = _rows_by_impl(run)
+    assert set(rows) == {EAGER, FASTGEN}  # compiled skipped on request
+    assert rows[EAGER].check == "ref" and rows[FASTGEN].check == "ok"
+    for row in rows.values():
+        assert row.error is None
+        assert row.median_s > 0 and row.samples >= 1
+        assert row.gbps == pytest.approx(row.bytes_moved / row.median_s / 1e9)
+        assert row.vs_compiled is None and row.pct_copy_bandwidth is None
+        assert (row.op, row.shape, row.dtype, row.mode, row.family) == ("axpy", "64x32", "fp32", mode,
+                                                                       "tiny")
+    assert rows[EAGER].vs_eager == pytest.approx(1.0)
+    assert rows[FASTGEN].vs_eager == pytest.approx(rows[EAGER].median_s / rows[FASTGEN].median_s)
+    assert run.environment["device"] == "cpu" and run.settings["repeats"] == 3
+
+
+def test_wrong_kernel_is_not_timed():
+    case = _axpy_case(fast=lambda x, y: 2 * x + y + 1e-2)
+    run = run_cases([case], "cpu", implementations={EAGER, FASTGEN}, **FAST)
+    fast = _rows_by_impl(run)[FASTGEN]
+    assert fast.check.startswith("FAIL") and "max abs err" in fast.check
+    assert fast.median_s is None and fast.gbps is None
+    assert run.failed_checks == [fast]
+
+
+def test_wrong_gradient_is_caught():
+    class WrongGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, y):
+            return 2 * x + y
+
+        @staticmethod
+        def backward(ctx, grad):
+            return 3 * grad, grad
+
+    run = run_cases([_axpy_case(FORWARD_BACKWARD, fast=WrongGrad.apply)], "cpu",
+                    implementations={EAGER, FASTGEN}, **FAST)
+    assert _rows_by_impl(run)[FASTGEN].check.startswith("FAIL")
+
+
+def test_noise_ops_are_checked_through_their_explicit_noise_twins():
+    def eager(x):
+        return x + torch.randn_like(x)
+
+    def fast(x):
+        return x + torch.randn_like(x) * 1.0  # other noise draws: not comparable directly
+
+    case = BenchCase(op="noisy", shape="16", dtype=torch.float32, mode=FORWARD,
+                     make_inputs=lambda device: (torch.randn(16, 4, device=device),),
+                     implementations={EAGER: eager, FASTGEN: fast}, bytes_moved=2 * 64 * 4,
+                     check_implementations={EAGER: lambda x, eps: x + eps,
+                                            FASTGEN: lambda x, eps: eps + x},
+                     check_extra=lambda inputs: (torch.randn_like(inputs[0]),))
+    rows = _rows_by_impl(run_cases([case], "cpu", implementations={EAGER, FASTGEN}, **FAST))
+    assert rows[FASTGEN].check == "ok" and rows[FASTGEN].median_s is not None
+
+
+def test_compile_failure_is_recorded_not_raised(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def compiled(*args):
+            raise RuntimeError("inductor exploded\nsecond line")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    rows = _rows_by_impl(run_cases([_axpy_case()], "cpu", **FAST))
+    assert set(rows) == {EAGER, COMPILED, FASTGEN}
+    assert "inductor exploded" in rows[COMPILED].error
+    assert "second line" not in rows[COMPILED].error
+    assert rows[COMPILED].median_s is None
+    assert rows[FASTGEN].median_s is not None and rows[FASTGEN].vs_compiled is None
+
+
+def test_compiled_row_uses_the_compiled_callable(monkeypatch):
+    compiled_calls = []
+
+    def fake_compile(fn, **kwargs):
+        def compiled(*args):
+            compiled_calls.append(1)
+            return fn(*args)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    rows = _rows_by_impl(run_cases([_axpy_case(), _axpy_case(FORWARD_BACKWARD)], "cpu", **FAST))
+    assert rows[COMPILED].check == "ok" and rows[COMPILED].vs_compiled == pytest.approx(1.0)
+    assert rows[FASTGEN].vs_compiled is not None
+    assert compiled_calls
+
+
+def test_implementation_error_becomes_a_row():
+    def crash(x, y):
+        raise NotImplementedError("no kernel for this dtype")
+
+    rows = _rows_by_impl(run_cases([_axpy_case(fast=crash)], "cpu",
+                                   implementations={EAGER, FASTGEN}, **FAST))
+    assert "NotImplementedError: no kernel" in rows[FASTGEN].error
+    assert rows[EAGER].median_s is not None
+
+
+def test_case_validation():
+    with pytest.raises(ValueError, match="mode"):
+        _axpy_case(mode="backward")
+    with pytest.raises(ValueError, match="eager"):
+        _axpy_case(implementations={FASTGEN: _fast_axpy})
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_registry(monkeypatch):
+    """Only a 'tiny' family, so the test does not depend on the real cases."""
+    from fastgen.bench import cases
+
+    monkeypatch.setattr(registry, "_FAMILIES", {})
+    monkeypatch.setattr(cases, "load_all", lambda: [])
+
+    @harness.register_cases("tiny")
+    def tiny(spec: CaseSpec):
+        return [_axpy_case(FORWARD, family=""), _axpy_case(FORWARD_BACKWARD, family="")]
+
+    return tiny
+
+
+def test_collect_cases_filters_by_op_and_family(tiny_registry):
+    spec = CaseSpec(device=torch.device("cpu"))
+    assert len(collect_cases(spec)) == 2
+    assert len(collect_cases(spec, ["axpy"])) == 2
+    assert [c.family for c in collect_cases(spec, ["tiny"])] == ["tiny", "tiny"]
+    with pytest.raises(ValueError, match="unknown op 'nope'.*known ops: axpy"):
+        collect_cases(spec, ["nope"])
+
+
+def test_gaussian_cases_registered():
+    spec = CaseSpec(device=torch.device("cpu"))
+    cases = collect_cases(spec, ["gaussian"])
+    ops = {c.op for c in cases}
+    assert ops == {"reparameterize_with_kl", "reparameterize", "gaussian_kl",
+                   "standard_normal_log_prob"}
+    headline = [c for c in cases if c.op == "reparameterize_with_kl" and c.shape == "4096x512"]
+    assert {c.mode for c in headline} == {FORWARD, FORWARD_BACKWARD}
+    assert all(c.dtype == torch.float32 for c in cases)  # CPU default
+    quick = collect_cases(CaseSpec(device=torch.device("cpu"), quick=True))
+    assert 1 <= len(quick) <= 6
+
+
+def test_parse_dtype():
+    assert harness.parse_dtype("bf16") is torch.bfloat16
+    assert harness.parse_dtype("Float32") is torch.float32
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
+        harness.parse_dtype("fp8")
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    cases = [_axpy_case(), _axpy_case(fast=lambda x, y: 2 * x + y + 1)]
+    return run_cases(cases, "cpu", implementations={EAGER, FASTGEN}, **FAST)
+
+
+ENV_KEYS = {"device", "device_name", "torch", "triton", "fastgen", "cpu_threads", "date", "host",
+            "python", "copy_bandwidth_gbps"}
+
+
+def test_write_results_json_and_markdown(tiny_run, tmp_path):
+    paths = report.write_results(tiny_run, tmp_path / "out")
+    assert [p.name for p in paths] == ["results.json", "results.md"]
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert ENV_KEYS <= set(data["environment"])
+    assert data["environment"]["cpu_threads"] == torch.get_num_threads()
+    assert data["environment"]["torch"] == torch.__version__
+    row = data["rows"][0]
+    for key in ("op", "shape", "dtype", "pass", "implementation", "median_s", "iqr_s", "vs_eager",
+                "vs_compiled", "gbps", "pct_copy_bandwidth", "check", "error"):
+        assert key in row
+    assert len(data["rows"]) == 4
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "| op | shape | dtype | pass | impl | median | IQR | vs eager | vs compiled | GB/s" in markdown
+    assert "torch " + torch.__version__ in markdown and "CPU threads" in markdown
+    assert markdown.count("| axpy |") == 4
+
+
+def test_format_table_is_fixed_width(tiny_run):
+    table = report.format_table(tiny_run.rows)
+    lines = table.splitlines()
+    assert lines[0].split()[:5] == ["op", "shape", "dtype", "pass", "impl"]
+    assert "vs eager" in lines[0] and "GB/s" in lines[0] and "check" in lines[0]
+    assert "FAIL" in table and "ref" in table
+    column = lines[0].index("impl")
+    assert all(line[column:].split()[0] in {"eager", "fastgen"} for line in lines[2:] if line)
+
+
+def test_format_seconds():
+    assert report.format_seconds(0.00123) == "1.23 ms"
+    assert report.format_seconds(4.56e-5) == "45.6 us"
+    assert report.format_seconds(2.0) == "2.00 s"
+    assert report.format_seconds(None) == "-"
