@@ -65,11 +65,7 @@ void backward_all(const BackwardArgs<scalar_t>& args, const WorkSplit& split, ui
     for (int64_t index = first; index < last; ++index) {
       const WorkSplit::Item it = split.item(index);
       const acc_t* noise = nullptr;
-      if constexpr (kNoise == Noise::kDrawn) {
-        const int64_t flat_begin = it.row_begin * split.cols + it.col_begin;
-        const int64_t count = (it.row_end - it.row_begin - 1) * split.cols + it.col_end - it.col_begin;
-        noise = tile->generate(seed, flat_begin, count) - flat_begin;  // index by flat position
-      }
+      if constexpr (kNoise == Noise::kDrawn) noise = tile->generate_item(seed, split, it);
       for (int64_t row = it.row_begin; row < it.row_end; ++row) {
         const acc_t grad_kl = args.grad_kl ? static_cast<acc_t>(args.grad_kl[row]) : acc_t(0);
         const int64_t base = row * split.cols;

@@ -67,12 +67,8 @@ void forward_all(const ForwardArgs<scalar_t, at::opmath_type<scalar_t>>& args,
     if constexpr (kNoise == Noise::kDrawn) tile.emplace();
     for (int64_t index = first; index < last; ++index) {
       const WorkSplit::Item it = split.item(index);
-      const int64_t flat_begin = it.row_begin * split.cols + it.col_begin;
       const acc_t* noise = nullptr;
-      if constexpr (kNoise == Noise::kDrawn) {
-        const int64_t count = (it.row_end - it.row_begin - 1) * split.cols + it.col_end - it.col_begin;
-        noise = tile->generate(seed, flat_begin, count) - flat_begin;  // index by flat position
-      }
+      if constexpr (kNoise == Noise::kDrawn) noise = tile->generate_item(seed, split, it);
       for (int64_t row = it.row_begin; row < it.row_end; ++row) {
         const int64_t base = row * split.cols;
         const acc_t sum = forward_segment<scalar_t, acc_t, kWantZ, kWantKl, kNoise>(

@@ -58,16 +58,21 @@ class NoiseTile {
     const int64_t blocks = (begin + count + 3) / 4 - first_block;
     uint32_t* bits[4];
     for (int j = 0; j < 4; ++j) bits[j] = bits_.data() + j * kMaxBlocks;
+    int64_t done = 0;
 #ifdef FASTGEN_HAS_PHILOX_AVX2
-    if (cpu_has_avx2()) {
-      philox_blocks_avx2(bits[0], bits[1], bits[2], bits[3], seed, first_block, blocks);
-    } else
+    if (cpu_has_avx2()) done = philox_blocks_avx2(bits[0], bits[1], bits[2], bits[3], seed, first_block, blocks);
 #endif
-    {
-      philox_blocks(bits[0], bits[1], bits[2], bits[3], seed, first_block, blocks);
-    }
+    philox_blocks(bits[0] + done, bits[1] + done, bits[2] + done, bits[3] + done, seed,
+                  static_cast<uint64_t>(first_block + done), blocks - done);
     box_muller_blocks(bits[0], bits[1], bits[2], bits[3], values_.data(), blocks);
     return values_.data() + (begin - 4 * first_block);
+  }
+
+  // Noise for one work item, indexed by flat position (pointer[i] is element i's noise).
+  const acc_t* generate_item(uint64_t seed, const WorkSplit& split, const WorkSplit::Item& it) {
+    const int64_t flat_begin = it.row_begin * split.cols + it.col_begin;
+    const int64_t flat_end = (it.row_end - 1) * split.cols + it.col_end;
+    return generate(seed, flat_begin, flat_end - flat_begin) - flat_begin;
   }
 
  private:

@@ -47,15 +47,8 @@ Tensor standard_normal_log_prob(const Tensor& z_in) {
                                 z.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
     const scalar_t* z_data = z.const_data_ptr<scalar_t>();
     acc_t* partial_data = partials.mutable_data_ptr<acc_t>();
-    at::parallel_for(0, split.items, kItemsPerTask, [&](int64_t first, int64_t last) {
-      for (int64_t index = first; index < last; ++index) {
-        const WorkSplit::Item it = split.item(index);
-        for (int64_t row = it.row_begin; row < it.row_end; ++row) {
-          const int64_t base = row * split.cols;
-          partial_data[row * split.chunks_per_row + it.chunk] =
-              sum_of_squares<scalar_t, acc_t>(z_data, base + it.col_begin, base + it.col_end);
-        }
-      }
+    for_each_segment(split, [&](int64_t row, int64_t chunk, int64_t begin, int64_t end) {
+      partial_data[row * split.chunks_per_row + chunk] = sum_of_squares<scalar_t, acc_t>(z_data, begin, end);
     });
     finish_row_sums<scalar_t, acc_t>(partial_data, split, -0.5,
                                      -static_cast<double>(split.cols) * kHalfLog2Pi,
@@ -77,15 +70,8 @@ Tensor standard_normal_log_prob_backward(const Tensor& grad_in, const Tensor& z_
     const scalar_t* z_data = z.const_data_ptr<scalar_t>();
     const scalar_t* grad_data = grad.const_data_ptr<scalar_t>();
     scalar_t* out = grad_z.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, split.items, kItemsPerTask, [&](int64_t first, int64_t last) {
-      for (int64_t index = first; index < last; ++index) {
-        const WorkSplit::Item it = split.item(index);
-        for (int64_t row = it.row_begin; row < it.row_end; ++row) {
-          const int64_t base = row * split.cols;
-          scale_negated<scalar_t, acc_t>(z_data, static_cast<acc_t>(grad_data[row]), out,
-                                         base + it.col_begin, base + it.col_end);
-        }
-      }
+    for_each_segment(split, [&](int64_t row, int64_t, int64_t begin, int64_t end) {
+      scale_negated<scalar_t, acc_t>(z_data, static_cast<acc_t>(grad_data[row]), out, begin, end);
     });
   });
   return grad_z;

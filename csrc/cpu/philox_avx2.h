@@ -10,8 +10,6 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-#include "fastgen/philox.h"
-
 namespace fastgen::cpu {
 
 #define FASTGEN_AVX2 __attribute__((target("avx2")))
@@ -23,8 +21,9 @@ FASTGEN_AVX2 inline void mulhilo_x8(__m256i multiplier, __m256i a, __m256i* hi, 
   *hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
 }
 
-// out_j[k] = output j of philox4x32_10 at counter first_block + k, k < blocks.
-FASTGEN_AVX2 inline void philox_blocks_avx2(uint32_t* out0, uint32_t* out1, uint32_t* out2,
+// out_j[k] = output j of philox4x32_10 at counter first_block + k for the first k < blocks that
+// come in whole groups of 8; returns how many it wrote (the caller generates the rest).
+FASTGEN_AVX2 inline int64_t philox_blocks_avx2(uint32_t* out0, uint32_t* out1, uint32_t* out2,
                                             uint32_t* out3, uint64_t seed, uint64_t first_block,
                                             int64_t blocks) {
   const __m256i mul0 = _mm256_set1_epi64x(0xD2511F53u), mul1 = _mm256_set1_epi64x(0xCD9E8D57u);
@@ -54,15 +53,7 @@ FASTGEN_AVX2 inline void philox_blocks_avx2(uint32_t* out0, uint32_t* out1, uint
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out2 + k), c2);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out3 + k), c3);
   }
-  for (; k < blocks; ++k) {
-    const uint64_t block = first_block + static_cast<uint64_t>(k);
-    const Philox4 bits = philox4x32_10(static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
-                                       0u, 0u, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-    out0[k] = bits.x[0];
-    out1[k] = bits.x[1];
-    out2[k] = bits.x[2];
-    out3[k] = bits.x[3];
-  }
+  return k;
 }
 
 inline bool cpu_has_avx2() {
