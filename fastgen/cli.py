@@ -30,7 +30,7 @@ Handler = Callable[[argparse.Namespace], "int | None"]
 Configure = Callable[[argparse.ArgumentParser], Handler]
 
 # Modules that define commands with @command; imported when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ("fastgen.bench.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("fastgen.bench.cli", "fastgen.train.cli")
 
 
 class CommandError(Exception):
@@ -109,6 +109,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastgen: interrupted", file=sys.stderr)
         return 130
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for integers >= ``minimum`` (the error names the bound and the value)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def fail(message: str) -> NoReturn:

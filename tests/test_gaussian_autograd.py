@@ -30,9 +30,12 @@ def test_gradcheck_float64(shape, device):
         "with_kl(eps)": lambda m, v: OPS.reparameterize_with_kl(m, v, eps, None),
         "with_kl(seed)": lambda m, v: OPS.reparameterize_with_kl(m, v, None, seed),
     }
+    # Rows longer than a CPU tile use the chunked row sums; check them with gradcheck's fast mode
+    # (random projections), since the full numerical Jacobian of 9,000 inputs takes minutes.
+    fast = mu.numel() > 1000
     for name, fn in checks.items():
-        assert torch.autograd.gradcheck(fn, (mu, logvar)), name
-    assert torch.autograd.gradcheck(OPS.standard_normal_log_prob, (mu,))
+        assert torch.autograd.gradcheck(fn, (mu, logvar), fast_mode=fast), name
+    assert torch.autograd.gradcheck(OPS.standard_normal_log_prob, (mu,), fast_mode=fast)
 
 
 def test_gradient_flows_into_given_noise(device):

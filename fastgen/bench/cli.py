@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fastgen.cli import CommandError, Handler, command
+from fastgen.cli import CommandError, Handler, command, int_at_least
 
 DEFAULT_OUT = "bench-results"
 
@@ -19,26 +19,6 @@ def _names(values: list[str] | None) -> list[str] | None:
         return None
     names = [name.strip() for value in values for name in value.split(",") if name.strip()]
     return names or None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -103,10 +83,10 @@ results.md into --out. See benchmarks/README.md for the columns."""
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                         help=f"folder for results.json and results.md (default: ./{DEFAULT_OUT}; "
                              "files there are overwritten)")
-    parser.add_argument("--repeats", type=_positive_int, metavar="N",
+    parser.add_argument("--repeats", type=int_at_least(1), metavar="N",
                         help="timed samples per implementation (default: 20 on CPU, 100 on GPU; "
                              "10 with --quick)")
-    parser.add_argument("--warmup", type=_non_negative_int, metavar="N",
+    parser.add_argument("--warmup", type=int_at_least(0), metavar="N",
                         help="untimed calls before timing (default: 3 on CPU, 10 on GPU)")
     parser.add_argument("--max-time", type=_positive_float, default=2.0, metavar="SECONDS",
                         help="time budget for sampling one implementation of one case (default 2)")

@@ -1,0 +1,10 @@
+"""Generative models built on :mod:`fastgen.nn` and :mod:`fastgen.ops`.
+
+Every model is an ``nn.Module`` on images in [0, 1] shaped (N, C, H, W), with ``sample(n)`` and
+``config()`` (its constructor kwargs, so a checkpoint can rebuild it).
+"""
+
+from fastgen.models.dcgan import DCGAN
+from fastgen.models.vae import VAE
+
+__all__ = ["DCGAN", "VAE"]

@@ -1,0 +1,82 @@
+"""Checkpoints: written atomically, validated on load.
+
+A checkpoint holds everything needed to rebuild the model without the training command (its
+recipe name and constructor config, the data's shape and levels) and to resume training exactly
+(optimizers, schedulers, RNG states, epoch, position within the epoch, global step).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "fastgen-checkpoint-1"
+LAST = "last.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: unreadable, not fastgen's, or of another model."""
+
+
+def save_atomic(payload: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file in the same folder, flush it to disk, then rename over ``path``.
+
+    A crash or a second signal mid-write leaves the previous checkpoint intact.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load(path: str | Path, *, expected_model: str | None = None) -> dict[str, Any]:
+    """Read and validate a checkpoint (on the CPU).
+
+    Raises
+    ------
+    CheckpointError
+        Missing or unreadable file, not a fastgen checkpoint, or (with ``expected_model``) a
+        checkpoint of another model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the same user error
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a fastgen checkpoint")
+    if expected_model is not None and payload["model"] != expected_model:
+        raise CheckpointError(
+            f"{path} is a checkpoint of model '{payload['model']}', not '{expected_model}'"
+        )
+    return payload

@@ -1,0 +1,180 @@
+"""``fastgen train``, ``fastgen sample`` and ``fastgen evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fastgen.cli import CommandError, Handler, command, int_at_least
+
+
+def _device(name: str):
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CommandError(f"--device: unknown device {name!r} (use cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device {name}: CUDA is not available here")
+    if device.type not in ("cpu", "cuda"):
+        raise CommandError(f"--device: unsupported device {name!r} (use cpu or cuda)")
+    return device
+
+
+def _user_errors():
+    """The exceptions that are the user's to fix: shown as one line, never a traceback."""
+    from fastgen.data import DataError
+    from fastgen.train.checkpoint import CheckpointError
+    from fastgen.train.recipes import UnknownModelError
+
+    return (DataError, CheckpointError, UnknownModelError)
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    print(title)
+    width = max((len(k) for k in metrics), default=0)
+    for key, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"  {key:<{width}}  {shown}")
+
+
+@command("train", help="train a model (vae, gan, ...) on the embedded digits or your data")
+def _train(parser: argparse.ArgumentParser) -> Handler:
+    """Train MODEL and write checkpoints, metrics, sample grids and loss curves to --out.
+
+    Multi-process: torchrun --nproc_per_node=N -m fastgen train MODEL ... (DDP: nccl on GPUs,
+    gloo on the CPU). Ctrl-C or SIGTERM saves a checkpoint first; --resume continues it.
+    """
+    parser.add_argument("model", help="model name (fastgen train --list shows them)", nargs="?")
+    parser.add_argument("--list", action="store_true", help="list the models and exit")
+    parser.add_argument("--data", default="digits", help="digits, faces, or a path (folder, .npy/.npz, MNIST, CIFAR-10)")
+    parser.add_argument("--epochs", type=int_at_least(1), help="epochs (default: the model's)")
+    parser.add_argument("--batch-size", type=int_at_least(1), help="global batch size (default: the model's)")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the model's)")
+    parser.add_argument("--out", type=Path, help="run folder (default runs/MODEL)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    parser.add_argument("--quick", action="store_true", help="a short run (a few minutes on 2 CPU cores)")
+    parser.add_argument("--samples", type=int_at_least(1), default=64, help="images in each epoch's sample grid")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def run(args: argparse.Namespace) -> int:
+        from fastgen.train import recipes
+
+        if args.list:
+            print("\n".join(recipes.names()))
+            return 0
+        if args.model is None:
+            raise CommandError("MODEL is required (one of: " + ", ".join(recipes.names()) + ")")
+        if args.lr is not None and not args.lr > 0:
+            raise CommandError(f"--lr must be positive, got {args.lr}")
+        from fastgen.train.trainer import TrainConfig, TrainingInterrupted, train
+
+        config = TrainConfig(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+                             lr=args.lr, out=args.out, device=str(_device(args.device)), amp=args.amp,
+                             seed=args.seed, resume=args.resume, quick=args.quick, samples=args.samples,
+                             progress=not args.no_progress)
+        try:
+            final = train(config)
+        except _user_errors() as error:
+            raise CommandError(str(error)) from None
+        except ValueError as error:  # configuration problems found by the trainer
+            raise CommandError(str(error)) from None
+        except TrainingInterrupted as stop:
+            print(f"fastgen: {stop}; continue with --resume", file=sys.stderr)
+            return 128 + stop.signal_number
+        if final:
+            recipe = recipes.get(args.model)
+            _print_metrics(f"test metrics ({final['model']} on {final['data']}):", final)
+            if recipe.test_metric in final:
+                print(f"final test {recipe.test_metric}: {final[recipe.test_metric]:.4f}")
+        return 0
+
+    return run
+
+
+def _load_for_inference(path: str, device):
+    from fastgen.train import checkpoint, recipes
+
+    payload = checkpoint.load(path)
+    recipe = recipes.get(payload["model"])
+    model = recipe.rebuild(payload["config"])
+    model.load_state_dict(payload["state_dict"])
+    return payload, recipe, model.to(device).eval()
+
+
+@command("sample", help="draw samples from a checkpoint into a PNG grid")
+def _sample(parser: argparse.ArgumentParser) -> Handler:
+    """Draw -n samples from CHECKPOINT (a file or a run folder) and write them as one PNG grid."""
+    parser.add_argument("checkpoint")
+    parser.add_argument("-n", type=int_at_least(1), default=64, help="number of samples")
+    parser.add_argument("-o", "--output", type=Path, default=Path("samples.png"), help="PNG file to write")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+
+    def run(args: argparse.Namespace) -> int:
+        import torch
+
+        if args.output.suffix.lower() != ".png":
+            raise CommandError(f"-o {args.output}: only .png output is supported")
+        device = _device(args.device)
+        try:
+            payload, recipe, model = _load_for_inference(args.checkpoint, device)
+        except _user_errors() as error:
+            raise CommandError(str(error)) from None
+        from fastgen.train.plots import save_image_grid
+
+        with torch.no_grad():
+            samples = recipe.sample(model, args.n, torch.Generator(device=device).manual_seed(args.seed))
+        try:
+            save_image_grid(samples.float().cpu(), args.output)
+        except OSError as error:
+            raise CommandError(f"-o {args.output}: {error.strerror or error}") from None
+        print(f"wrote {args.n} samples of {payload['model']} to {args.output}")
+        return 0
+
+    return run
+
+
+@command("evaluate", help="print a checkpoint's test metrics")
+def _evaluate(parser: argparse.ArgumentParser) -> Handler:
+    """Evaluate CHECKPOINT on the test split of its data (or of --data, which must match in shape)."""
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data", help="dataset (default: the one it was trained on)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="fewer importance samples / generated images")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    def run(args: argparse.Namespace) -> int:
+        import torch
+
+        from fastgen.data import load_images
+
+        device = _device(args.device)
+        try:
+            payload, recipe, model = _load_for_inference(args.checkpoint, device)
+            data = load_images(args.data or payload["data"]["name"])
+            saved = payload["data"]
+            if list(data.shape) != list(saved["shape"]) or data.levels != saved["levels"]:
+                raise CommandError(
+                    f"--data {args.data}: shape {tuple(data.shape)} with {data.levels} levels does not match the "
+                    f"checkpoint's {tuple(saved['shape'])} with {saved['levels']} levels"
+                )
+            with torch.no_grad():
+                metrics = recipe.evaluate(model, data, device, quick=args.quick, seed=args.seed)
+        except _user_errors() as error:
+            raise CommandError(str(error)) from None
+        metrics = {"model": payload["model"], "data": data.name, **metrics}
+        if args.json:
+            print(json.dumps(metrics, indent=2))
+        else:
+            _print_metrics(f"test metrics ({metrics['model']} on {metrics['data']}):", metrics)
+        return 0
+
+    return run

@@ -1,0 +1,289 @@
+"""The training loop behind ``fastgen train``.
+
+One loop for every model: the model's :class:`~fastgen.train.recipes.Recipe` says what a step
+does. The loop owns data order (a DistributedSampler, also with one process), per-step
+randomness (:class:`StepContext`), logging, images, checkpoints, signals and resumption.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastgen import __version__
+from fastgen.data import ImageData, load_images
+from fastgen.train import checkpoint, distributed
+from fastgen.train.recipes import Amp, Recipe, get
+from fastgen.train.run_files import RunFiles
+from fastgen.train.step_context import StepContext, global_batches
+
+WARMUP_STEPS = 100  # linear learning-rate warm-up, then constant
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``fastgen train`` accepts (None means the recipe's default)."""
+
+    model: str
+    data: str = "digits"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    out: Path | None = None
+    device: str = "cpu"
+    amp: str | None = None
+    seed: int = 0
+    resume: bool = False
+    quick: bool = False
+    samples: int = 64
+    progress: bool = True
+    stop_after_steps: int | None = None  # end as if interrupted after this many steps (tests)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TrainingInterrupted(Exception):
+    """Raised after the checkpoint is written when SIGINT/SIGTERM (or stop_after_steps) ends a run."""
+
+    def __init__(self, signal_number: int, checkpoint_path: Path) -> None:
+        super().__init__(f"interrupted by signal {signal_number}; checkpoint saved to {checkpoint_path}")
+        self.signal_number = signal_number
+        self.checkpoint_path = checkpoint_path
+
+
+class _SignalFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps (so it can checkpoint)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_SignalFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        if self.received is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _schedulers(optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+    warmup = lambda step: min(1.0, (step + 1) / WARMUP_STEPS)  # noqa: E731
+    return {name: torch.optim.lr_scheduler.LambdaLR(opt, warmup) for name, opt in optimizers.items()}
+
+
+class Trainer:
+    """Runs one training job; see :func:`train`."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.recipe: Recipe = get(config.model)
+        self.device = torch.device(config.device)
+        self.dist = distributed.setup(self.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.epochs = config.epochs or (self.recipe.quick_epochs if config.quick else self.recipe.epochs)
+        self.batch_size = config.batch_size or self.recipe.batch_size
+        self.lr = config.lr or self.recipe.lr
+        if self.batch_size < self.dist.world_size:
+            raise ValueError(f"--batch-size {self.batch_size} is smaller than the {self.dist.world_size} processes")
+        self.out = config.out or Path("runs") / config.model
+        self.files = RunFiles(self.out, enabled=self.dist.is_main)
+        self.data: ImageData = load_images(config.data, seed=0)
+
+    # ------------------------------------------------------------------ state
+    def _build(self) -> dict[str, Any]:
+        resume_from = None
+        if self.config.resume:
+            resume_from = checkpoint.load(self.files.checkpoint, expected_model=self.recipe.name)
+            self._check_data(resume_from)
+        elif self.files.checkpoint.exists():
+            raise checkpoint.CheckpointError(
+                f"{self.out} already holds a checkpoint: pass --resume to continue it, or choose another --out"
+            )
+        torch.manual_seed(self.config.seed)
+        model = (self.recipe.rebuild(resume_from["config"]) if resume_from else self.recipe.build(self.data))
+        model = model.to(self.device)
+        parts = self.recipe.trained_parts(model)
+        optimizers = self.recipe.optimizers(parts, self.lr)
+        schedulers = _schedulers(optimizers)
+        amp = Amp(self.config.amp, self.device)
+        # Where the run stands; epoch_totals holds the sums of the current epoch's step losses so
+        # an epoch resumed mid-way reports the same means as an uninterrupted one.
+        position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "epoch_totals": {}}
+        if resume_from:
+            model.load_state_dict(resume_from["state_dict"])
+            for name, opt in optimizers.items():
+                opt.load_state_dict(resume_from["optimizers"][name])
+            for name, sched in schedulers.items():
+                sched.load_state_dict(resume_from["schedulers"][name])
+            amp.load_state_dict(resume_from.get("amp", {}))
+            checkpoint.restore_rng(resume_from["rng"])
+            position = {k: resume_from[k] for k in position}
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            parts = {k: DDP(v, device_ids=ids) for k, v in parts.items()}
+        return dict(model=model, parts=parts, optimizers=optimizers, schedulers=schedulers, amp=amp, **position)
+
+    def _check_data(self, payload: dict[str, Any]) -> None:
+        saved = payload["data"]
+        here = {"shape": list(self.data.shape), "levels": self.data.levels}
+        if [saved["shape"], saved["levels"]] != [here["shape"], here["levels"]]:
+            raise checkpoint.CheckpointError(
+                f"the checkpoint was trained on data of shape {tuple(saved['shape'])} with {saved['levels']} levels "
+                f"('{saved['name']}'), but --data {self.config.data} has shape {tuple(here['shape'])} "
+                f"with {here['levels']} levels"
+            )
+
+    def _save(self, state: dict[str, Any], metrics: dict[str, Any] | None = None) -> None:
+        if not self.dist.is_main:
+            return
+        payload = {
+            "format": checkpoint.FORMAT,
+            "fastgen_version": __version__,
+            "model": self.recipe.name,
+            "config": state["model"].config(),
+            "data": {"name": self.data.name, "shape": list(self.data.shape), "levels": self.data.levels},
+            "state_dict": state["model"].state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in state["optimizers"].items()},
+            "schedulers": {k: s.state_dict() for k, s in state["schedulers"].items()},
+            "amp": state["amp"].state_dict(),
+            "rng": checkpoint.rng_state(),
+            "epoch": state["epoch"],
+            "step_in_epoch": state["step_in_epoch"],
+            "global_step": state["global_step"],
+            "epoch_totals": state["epoch_totals"],
+            "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.config).items()},
+            "metrics": metrics or {},
+        }
+        checkpoint.save_atomic(payload, self.files.checkpoint)
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict[str, Any]:
+        state = self._build()
+        self.files.prepare(resume=self.config.resume)
+        if self.config.resume:
+            self.files.truncate_log_after(state["global_step"])
+        train = self.data.train
+        world, rank = self.dist.world_size, self.dist.rank
+        steps_done = 0
+        with _SignalFlag() as flag:
+            for epoch in range(state["epoch"], self.epochs):
+                batches = global_batches(len(train), self.batch_size, world, seed=self.config.seed, epoch=epoch)
+                steps = len(batches)
+                totals = state["epoch_totals"]
+                start = time.perf_counter()
+                bar = self._progress(epoch, steps, initial=state["step_in_epoch"])
+                for step in range(state["step_in_epoch"], steps):
+                    ctx = StepContext.for_step(self.config.seed, state["global_step"], len(batches[step]), rank, world,
+                                               self.device)
+                    batch = train[batches[step][ctx.rows]].to(self.device)
+                    losses = self.recipe.train_step(state["model"], state["parts"], state["optimizers"], batch,
+                                                    self.data.levels, ctx, state["amp"])
+                    for sched in state["schedulers"].values():
+                        sched.step()
+                    # Means over the global batch, whatever the number of processes.
+                    losses = distributed.average(losses, self.dist, self.device, weight=ctx.loss_scale)
+                    state["global_step"] += 1
+                    state["step_in_epoch"] = step + 1
+                    steps_done += 1
+                    for key, value in losses.items():
+                        totals[key] = totals.get(key, 0.0) + value
+                    self.files.log({"kind": "step", "epoch": epoch, "step": step, "global_step": state["global_step"],
+                                    **losses})
+                    if bar is not None:
+                        elapsed = time.perf_counter() - start
+                        bar.set_postfix(loss=f"{next(iter(losses.values())):.4f}",
+                                        img_s=f"{(step + 1 - bar.initial) * self.batch_size / max(elapsed, 1e-9):.0f}")
+                        bar.update(1)
+                    stop_signal = flag.received
+                    if stop_signal is None and self.config.stop_after_steps is not None \
+                            and steps_done >= self.config.stop_after_steps:
+                        stop_signal = signal.SIGINT
+                    if self._any_rank(stop_signal is not None):
+                        if bar is not None:
+                            bar.close()
+                        self._save(state)
+                        distributed.barrier(self.dist)
+                        raise TrainingInterrupted(int(stop_signal or signal.SIGTERM), self.files.checkpoint)
+                if bar is not None:
+                    bar.close()
+                self._end_epoch(state, epoch, steps, totals, time.perf_counter() - start)
+        final = self._final_evaluation(state)
+        return final
+
+    def _any_rank(self, flag: bool) -> bool:
+        if not self.dist.enabled:
+            return flag
+        return distributed.average({"stop": float(flag)}, self.dist, self.device)["stop"] > 0
+
+    def _progress(self, epoch: int, steps: int, initial: int):
+        if not (self.config.progress and self.dist.is_main):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=steps, initial=initial, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step",
+                    file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    def _end_epoch(self, state, epoch: int, steps: int, totals: dict[str, float], seconds: float) -> dict[str, Any]:
+        metrics: dict[str, Any] = {k: v / max(1, steps) for k, v in totals.items()}
+        model = state["model"]
+        if self.dist.is_main:
+            model.eval()
+            with torch.no_grad():
+                metrics.update({f"test_{k}": v for k, v in self.recipe.evaluate(
+                    model, self.data, self.device, quick=True, seed=self.config.seed).items()})
+                generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
+                samples = self.recipe.sample(model, self.config.samples, generator).float().cpu()
+            model.train()
+            self.files.images(samples, epoch + 1)
+        metrics = distributed.broadcast_object(metrics, self.dist)
+        metrics.update(seconds=seconds, images_per_second=steps * self.batch_size / max(seconds, 1e-9))
+        state["epoch"], state["step_in_epoch"], state["epoch_totals"] = epoch + 1, 0, {}
+        self.files.log({"kind": "epoch", "epoch": epoch + 1, "global_step": state["global_step"], **metrics})
+        self._save(state, metrics)
+        if self.dist.is_main:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+            print(f"epoch {epoch + 1}/{self.epochs}: {shown}", file=sys.stderr)
+        return metrics
+
+    def _final_evaluation(self, state) -> dict[str, Any]:
+        final: dict[str, Any] = {}
+        if self.dist.is_main:
+            model = state["model"].eval()
+            with torch.no_grad():
+                final = self.recipe.evaluate(model, self.data, self.device, quick=self.config.quick,
+                                             seed=self.config.seed)
+            final = {"model": self.recipe.name, "data": self.data.name, "epochs": state["epoch"],
+                     "global_step": state["global_step"], **final}
+            self.files.final(final)
+        distributed.barrier(self.dist)
+        return final
+
+    def close(self) -> None:
+        distributed.teardown(self.dist)
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train ``config.model`` on ``config.data``; returns the final test metrics (rank 0)."""
+    trainer = Trainer(config)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()

@@ -1,0 +1,159 @@
+"""The training workflow: run files, resume exactness, signals, DDP equivalence, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastgen.cli import main
+from fastgen.train import TrainConfig, TrainingInterrupted, train
+from fastgen.train.step_context import StepContext, global_batches
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _records(out: Path, kind: str) -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def _config(out: Path, **overrides) -> TrainConfig:
+    settings = dict(model="vae", epochs=2, batch_size=100, out=out, progress=False, samples=16, quick=True)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_a_run_writes_its_files_and_reports_the_test_metric(tmp_path, capsys):
+    status = main(["train", "vae", "--epochs", "1", "--batch-size", "128", "--out", str(tmp_path / "run"),
+                   "--no-progress", "--quick", "--samples", "16"])
+    assert status == 0
+    run = tmp_path / "run"
+    for name in ("last.pt", "metrics.jsonl", "samples.png", "samples-epoch001.png", "loss.png", "final_metrics.json"):
+        assert (run / name).is_file(), name
+    assert "final test bits_per_dim" in capsys.readouterr().out
+    steps, epochs = _records(run, "step"), _records(run, "epoch")
+    assert len(epochs) == 1 and len(steps) == epochs[0]["global_step"]
+    assert all(torch.isfinite(torch.tensor(s["loss"])) for s in steps)
+    assert main(["sample", str(run), "-n", "9", "-o", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").is_file()
+    assert main(["evaluate", str(run / "last.pt"), "--quick", "--json"]) == 0
+    assert "bits_per_dim" in json.loads(capsys.readouterr().out.split("wrote 9 samples")[-1].split("\n", 1)[1])
+
+
+def test_resume_reproduces_the_uninterrupted_losses(tmp_path):
+    full = tmp_path / "full"
+    train(_config(full))
+    part = tmp_path / "part"
+    with pytest.raises(TrainingInterrupted):
+        train(_config(part, stop_after_steps=19))  # mid-way through epoch 2 (15 steps per epoch)
+    assert json.loads(json.dumps(torch.load(part / "last.pt", weights_only=True)["global_step"])) == 19
+    train(_config(part, resume=True))
+    full_steps, part_steps = _records(full, "step"), _records(part, "step")
+    assert [s["global_step"] for s in part_steps] == [s["global_step"] for s in full_steps]
+    for a, b in zip(full_steps, part_steps):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-6), a["global_step"]
+    for a, b in zip(_records(full, "epoch"), _records(part, "epoch")):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+
+
+def test_sigint_writes_a_checkpoint_that_resumes(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fastgen", "train", "vae", "--epochs", "200", "--batch-size", "64", "--out", str(out),
+           "--no-progress", "--quick", "--samples", "4"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert "continue with --resume" in stderr
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["global_step"] > 0 and state["epoch"] < 200
+    logged = _records(out, "step")[-1]["global_step"]
+    assert state["global_step"] == logged  # nothing lost: every logged step is in the checkpoint
+    resumed = subprocess.run([*cmd[:6], str(state["epoch"] + 1), *cmd[7:], "--resume"], capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_global_batches_split_evenly_across_ranks():
+    batches = global_batches(103, 10, 2, seed=3, epoch=1)
+    assert sorted(torch.cat(batches).tolist()) == list(range(103))
+    assert torch.equal(torch.cat(batches), torch.cat(global_batches(103, 10, 1, seed=3, epoch=1)))
+    ctx0 = StepContext.for_step(0, 5, 3, 0, 2, torch.device("cpu"))
+    ctx1 = StepContext.for_step(0, 5, 3, 1, 2, torch.device("cpu"))
+    whole = StepContext.for_step(0, 5, 3, 0, 1, torch.device("cpu")).randn(4)
+    assert torch.equal(ctx0.randn(4), whole[0::2]) and torch.equal(ctx1.randn(4), whole[1::2])
+    assert ctx0.loss_scale + ctx1.loss_scale == pytest.approx(2.0)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_metrics_of_one(tmp_path):
+    common = ["vae", "--epochs", "2", "--batch-size", "64", "--no-progress", "--quick", "--samples", "4", "--seed", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "fastgen", "train", *common, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "fastgen", "train", *common, "--out", str(tmp_path / "two")],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert double.returncode == 0, double.stderr
+    one, two = _records(tmp_path / "one", "epoch"), _records(tmp_path / "two", "epoch")
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        for key in ("loss", "recon", "kl", "test_bits_per_dim"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "nosuchmodel"], "unknown model 'nosuchmodel'"),
+        (["train", "vae", "--data", "nosuchdata"], "nosuchdata"),
+        (["train", "vae", "--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
+        (["train", "vae", "--device", "cuda:7"] if not torch.cuda.is_available() else ["train", "vae", "--lr", "-1"],
+         "CUDA is not available" if not torch.cuda.is_available() else "--lr must be positive"),
+        (["sample", "/nonexistent/ckpt.pt"], "checkpoint not found"),
+        (["evaluate", "/nonexistent/ckpt.pt"], "checkpoint not found"),
+    ],
+)
+def test_user_errors_are_one_line(argv, message, capsys, tmp_path):
+    status = main([*argv, "--out", str(tmp_path / "x")] if argv[0] == "train" else argv)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_checkpoint_of_another_model_and_garbage_files(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_config(out, epochs=1))
+    assert main(["train", "gan", "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert "checkpoint of model 'vae', not 'gan'" in capsys.readouterr().err
+    assert main(["train", "vae", "--out", str(out), "--no-progress"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    assert main(["sample", str(garbage)]) == 2
+    assert "cannot read checkpoint" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_data_of_another_shape(tmp_path, capsys):
+    import numpy as np
+
+    out = tmp_path / "run"
+    train(_config(out, epochs=1))
+    other = tmp_path / "other.npy"
+    np.save(other, np.zeros((20, 12, 12), dtype=np.uint8))
+    assert main(["evaluate", str(out), "--data", str(other)]) == 2
+    assert "does not match" in capsys.readouterr().err
