@@ -36,8 +36,9 @@ class GANRecipe(Recipe):
         real = to_unit(batch, levels)
         with amp.autocast():
             fake = generator(ctx.randn(model.latent_dim)).detach()
-            logits = discriminator(torch.cat([real, fake]))  # one forward: DDP syncs once
-            d_loss = model.discriminator_loss(logits[: len(real)], logits[len(real):])
+            # Real and fake in separate forwards: the discriminator's BatchNorm must not see a
+            # mixed batch, or it can tell them apart by batch statistics and the generator collapses.
+            d_loss = model.discriminator_loss(discriminator(real), discriminator(fake))
         amp.backward_and_step(d_loss * ctx.loss_scale, optimizers["discriminator"])
         with amp.autocast():
             g_loss = model.generator_loss(discriminator(generator(ctx.randn(model.latent_dim))))

@@ -34,7 +34,7 @@ def save_image_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None 
     from PIL import Image
 
     scale = max(1, 64 // max(images.shape[-2:]))
-    array = image_grid(images, nrow=nrow, scale=scale)
+    array = image_grid(images, nrow=nrow, scale=scale, padding=max(1, scale // 2))
     mode = "L" if array.shape[2] == 1 else "RGB"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
