@@ -157,3 +157,13 @@ def test_evaluate_refuses_data_of_another_shape(tmp_path, capsys):
     np.save(other, np.zeros((20, 12, 12), dtype=np.uint8))
     assert main(["evaluate", str(out), "--data", str(other)]) == 2
     assert "does not match" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_steps_are_finite(tmp_path, amp):
+    out = tmp_path / amp
+    with pytest.raises(TrainingInterrupted):
+        train(_config(out, amp=amp, stop_after_steps=5))
+    steps = _records(out, "step")
+    assert len(steps) == 5 and all(torch.isfinite(torch.tensor(s["loss"])) for s in steps)
+    assert torch.load(out / "last.pt", weights_only=True)["train_config"]["amp"] == amp
