@@ -239,7 +239,7 @@ class Trainer:
         from tqdm import tqdm
 
         return tqdm(total=steps, initial=initial, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step",
-                    file=sys.stderr, dynamic_ncols=True, leave=True)
+                    file=sys.stderr, dynamic_ncols=True, leave=True, mininterval=0.5)
 
     def _end_epoch(self, state, epoch: int, steps: int, totals: dict[str, float], seconds: float) -> dict[str, Any]:
         metrics: dict[str, Any] = {k: v / max(1, steps) for k, v in totals.items()}
