@@ -21,4 +21,14 @@ TORCH_LIBRARY(fastgen, m) {
       " Tensor? eps, Tensor? seed) -> (Tensor, Tensor)");
   m.def("standard_normal_log_prob(Tensor z) -> Tensor");
   m.def("standard_normal_log_prob_backward(Tensor grad, Tensor z) -> Tensor");
+
+  // Convolution family. causal_conv1d: x (N, C_in, T), weight (C_out, C_in, K), bias (C_out,)
+  // or None -> y (N, C_out, T), y[t] depending on x[t - (K-1-k) * dilation] only (no padding
+  // copy is built). The backward returns (grad_x, grad_weight, grad_bias); an output whose
+  // output_mask entry is false is returned as an empty (0,) tensor, and grad_bias is the sum of
+  // grad_y over N and T.
+  m.def("causal_conv1d(Tensor x, Tensor weight, Tensor? bias, int dilation) -> Tensor");
+  m.def(
+      "causal_conv1d_backward(Tensor grad_y, Tensor x, Tensor weight, int dilation,"
+      " bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }

@@ -5,7 +5,8 @@ CPU/CUDA kernels or Triton; visible to torch.compile, autograd and opcheck) or, 
 kernel is available for the device, the plain-PyTorch reference in ``fastgen.reference``.
 """
 
-from fastgen.ops import _gaussian_registration
+from fastgen.ops import _conv_registration, _gaussian_registration
+from fastgen.ops.conv import causal_conv1d
 from fastgen.ops.gaussian import (
     draw_seed,
     gaussian_kl,
@@ -15,8 +16,10 @@ from fastgen.ops.gaussian import (
 )
 
 _gaussian_registration.register()
+_conv_registration.register()
 
 __all__ = [
+    "causal_conv1d",
     "draw_seed",
     "gaussian_kl",
     "reparameterize",

@@ -4,6 +4,7 @@ They are the test oracle, the fallback when the compiled extension is missing, a
 baseline of the benchmarks. They favour clarity over speed.
 """
 
+from fastgen.reference.conv import causal_conv1d
 from fastgen.reference.gaussian import (
     gaussian_kl,
     philox4x32_10,
@@ -14,6 +15,7 @@ from fastgen.reference.gaussian import (
 )
 
 __all__ = [
+    "causal_conv1d",
     "gaussian_kl",
     "philox4x32_10",
     "reparameterize",
