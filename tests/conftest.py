@@ -25,6 +25,10 @@ TOLERANCES = {
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+# Where Triton kernels can run: CPU tensors under the interpreter, CUDA tensors on a GPU.
+TRITON_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+TRITON_DEVICES = (["cpu"] if TRITON_INTERPRETING else []) + (["cuda"] if torch.cuda.is_available() else [])
+
 
 @pytest.fixture(params=DEVICES)
 def device(request):

@@ -15,10 +15,12 @@ if not torch.cuda.is_available():
 triton = pytest.importorskip("triton")
 
 from fastgen.reference import conv as ref  # noqa: E402
+from conftest import TRITON_DEVICES, TRITON_INTERPRETING  # noqa: E402
+
 from fastgen.triton_kernels import conv as tk  # noqa: E402
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-DEVICES = (["cpu"] if INTERPRET else []) + (["cuda"] if torch.cuda.is_available() else [])
+INTERPRET = TRITON_INTERPRETING
+DEVICES = TRITON_DEVICES
 if not DEVICES:
     pytest.skip("needs a CUDA device or TRITON_INTERPRET=1", allow_module_level=True)
 

@@ -15,6 +15,8 @@ Implementation names with a meaning to the harness:
 
 from __future__ import annotations
 
+import importlib
+
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -225,3 +227,14 @@ def collect_cases(spec: CaseSpec, names: Sequence[str] | None = None) -> list[Be
     wanted = set(names)
     selected = [case for case in all_cases if case.op in wanted or case.family in wanted]
     return selected
+
+
+def triton_kernels(family: str) -> Any | None:
+    """``fastgen.triton_kernels.<family>``, or None where Triton can't run (no GPU, no triton).
+
+    Case files use it to add ``fastgen-triton`` rows only where the kernels can be launched.
+    """
+    try:
+        return importlib.import_module(f"fastgen.triton_kernels.{family}")
+    except Exception:  # noqa: BLE001 - missing or broken triton: no fastgen-triton rows
+        return None

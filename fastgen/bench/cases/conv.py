@@ -8,13 +8,13 @@ place.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from fastgen import ops, reference
+from fastgen.bench.registry import triton_kernels
 from fastgen.bench.harness import (
     EAGER,
     FASTGEN,
@@ -40,11 +40,7 @@ def fastgen_causal_conv1d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, dil
 
 
 def _triton_module() -> Any | None:
-    """fastgen.triton_kernels.conv, or None where Triton can't run (no GPU, no triton)."""
-    try:
-        return importlib.import_module("fastgen.triton_kernels.conv")
-    except Exception:  # noqa: BLE001 - missing or broken triton: no fastgen-triton rows
-        return None
+    return triton_kernels("conv")
 
 
 class _TritonCausalConv1d(torch.autograd.Function):

@@ -12,13 +12,13 @@ inside the kernel. Both are checked on the same explicit ``eps`` before timing.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from fastgen import ops, reference
+from fastgen.bench.registry import triton_kernels
 from fastgen.bench.harness import (
     EAGER,
     FASTGEN,
@@ -57,11 +57,7 @@ def fastgen_reparameterize_with_kl(mu: torch.Tensor, logvar: torch.Tensor
 
 
 def _triton_module() -> Any | None:
-    """fastgen.triton_kernels.gaussian, or None where Triton can't run (no GPU, no triton)."""
-    try:
-        return importlib.import_module("fastgen.triton_kernels.gaussian")
-    except Exception:  # noqa: BLE001 - missing or broken triton: no fastgen-triton rows
-        return None
+    return triton_kernels("gaussian")
 
 
 class _TritonReparameterizeWithKL(torch.autograd.Function):
