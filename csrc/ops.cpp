@@ -31,4 +31,49 @@ TORCH_LIBRARY(fastgen, m) {
   m.def(
       "causal_conv1d_backward(Tensor grad_y, Tensor x, Tensor weight, int dilation,"
       " bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // masked_conv2d: x (N, C_in, H, W), weight (C_out, C_in/groups, KH, KW) with odd KH, KW, bias
+  // (C_out,) or None -> y (N, C_out, H, W) ("same" size). Only the taps kept by the PixelCNN
+  // mask (mask_type "A" or "B", RGB channel blocks when color_channels > 1) are read; the
+  // weight's masked entries are ignored and get zero gradient. Backward as for causal_conv1d.
+  m.def(
+      "masked_conv2d(Tensor x, Tensor weight, Tensor? bias, str mask_type, int dilation, int groups,"
+      " int color_channels) -> Tensor");
+  m.def(
+      "masked_conv2d_backward(Tensor grad_y, Tensor x, Tensor weight, str mask_type, int dilation,"
+      " int groups, int color_channels, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
+  // wavenet_layer: x (N, C_res, T), w_dilated (C_gate, C_res, K), w_res (C_res, C_gate/2),
+  // w_skip (C_skip, C_gate/2), cond (N, C_cond, T) with w_cond (C_gate, C_cond) or both None,
+  // biases (C,) or None -> (residual_out (N, C_res, T), skip (N, C_skip, T), h). h is the gate
+  // pre-activation (N, C_gate, T) in the accumulation dtype (float32 for float16/bfloat16),
+  // kept for the backward when save_pre_activation, else an empty (0,) tensor.
+  m.def(
+      "wavenet_layer(Tensor x, Tensor w_dilated, Tensor? b_dilated, Tensor w_res, Tensor? b_res,"
+      " Tensor w_skip, Tensor? b_skip, int dilation, Tensor? cond, Tensor? w_cond,"
+      " bool save_pre_activation) -> (Tensor, Tensor, Tensor)");
+  // Gradients of every input given grad_residual, grad_skip and the saved h: (grad_x,
+  // grad_w_dilated, grad_b_dilated, grad_w_res, grad_b_res, grad_w_skip, grad_b_skip, grad_cond,
+  // grad_w_cond); the last two are empty (0,) tensors when cond is None. Bias gradients are
+  // always computed (sums over N and T).
+  m.def(
+      "wavenet_layer_backward(Tensor grad_residual, Tensor grad_skip, Tensor x, Tensor h,"
+      " Tensor w_dilated, Tensor w_res, Tensor w_skip, int dilation, Tensor? cond, Tensor? w_cond)"
+      " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // gated_pixelcnn_layer: v, h (N, C_in, H, W); w_v (2C, C_in, n/2+1, n), w_h (2C, C_in, 1, n/2+1),
+  // w_v2h (2C, 2C), w_res (C, C), biases (C_out,) or None; cond (N, D) with w_cond_v, w_cond_h
+  // (2C, D) or all None -> (v_out, h_out, v_pre, h_pre). v_pre and h_pre, the gate
+  // pre-activations (N, 2C, H, W) in the accumulation dtype, are kept for the backward when
+  // save_pre_activation, else empty (0,) tensors. mask_type "A": the horizontal current-pixel
+  // tap is ignored and there is no residual; "B": h is added to h_out (C_in == C).
+  m.def(
+      "gated_pixelcnn_layer(Tensor v, Tensor h, Tensor w_v, Tensor? b_v, Tensor w_h, Tensor? b_h,"
+      " Tensor w_v2h, Tensor? b_v2h, Tensor w_res, Tensor? b_res, str mask_type, Tensor? cond,"
+      " Tensor? w_cond_v, Tensor? w_cond_h, bool save_pre_activation) -> (Tensor, Tensor, Tensor, Tensor)");
+  // Gradients of every input: (grad_v, grad_h, grad_w_v, grad_b_v, grad_w_h, grad_b_h, grad_w_v2h,
+  // grad_b_v2h, grad_w_res, grad_b_res, grad_cond, grad_w_cond_v, grad_w_cond_h); the last three
+  // are empty (0,) tensors when cond is None; grad_w_h is zero on its ignored tap for mask "A".
+  m.def(
+      "gated_pixelcnn_layer_backward(Tensor grad_v_out, Tensor grad_h_out, Tensor v, Tensor h,"
+      " Tensor v_pre, Tensor h_pre, Tensor w_v, Tensor w_h, Tensor w_v2h, Tensor w_res, str mask_type,"
+      " Tensor? cond, Tensor? w_cond_v, Tensor? w_cond_h) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,"
+      " Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -65,6 +65,35 @@ def cuda_kernels() -> bool:
     return _cuda_kernels
 
 
+def has_op(name: str) -> bool:
+    """Whether the loaded extension declares the op ``fastgen::name``."""
+    if not _loaded:
+        return False
+    try:
+        torch._C._dispatch_find_schema_or_throw(f"fastgen::{name}", "")
+    except RuntimeError:
+        return False
+    return True
+
+
+def check_ops(names: list[str]) -> bool:
+    """Whether the extension declares every op in ``names``; if not, warn (or raise) once for them.
+
+    A missing op means fastgen._C was built from older sources than this package (an editable
+    install not rebuilt after an update): that op family then runs the reference.
+    """
+    missing = [name for name in names if not has_op(name)]
+    if not _loaded or not missing:
+        return _loaded
+    message = (f"fastgen._C lacks the op(s) {', '.join(missing)}: it was built from older sources than "
+               "this package, so they run the plain-PyTorch reference; rebuild it with "
+               "`pip install --no-build-isolation -e .`.")
+    if os.environ.get("FASTGEN_REQUIRE_EXT") == "1":
+        raise ImportError(message + " FASTGEN_REQUIRE_EXT=1 makes this an error.")
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return False
+
+
 def load_error() -> str | None:
     """Why the extension is not loaded, or None when it is."""
     return _load_error

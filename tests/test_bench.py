@@ -233,7 +233,71 @@ def test_gaussian_cases_registered():
     assert {c.mode for c in headline} == {FORWARD, FORWARD_BACKWARD}
     assert all(c.dtype == torch.float32 for c in cases)  # CPU default
     quick = collect_cases(CaseSpec(device=torch.device("cpu"), quick=True))
-    assert 1 <= len(quick) <= 8  # gaussian 5, conv 2
+    assert 1 <= len(quick) <= 13  # gaussian 5, conv 2, masked_conv 2, wavenet 2, pixelcnn 2
+
+
+def test_masked_conv_cases_registered():
+    cpu = CaseSpec(device=torch.device("cpu"))
+    cases = collect_cases(cpu, ["masked_conv"])
+    assert {c.op for c in cases} == {"masked_conv2d"} and {c.family for c in cases} == {"masked_conv"}
+    assert all(c.dtype == torch.float32 for c in cases)  # CPU default
+    assert {(c.shape, c.mode) for c in cases} == {
+        (shape, mode) for shape in ("32x64x28x28->64 3x3 mask-B", "32x1x28x28->64 7x7 mask-A")
+        for mode in (FORWARD, FORWARD_BACKWARD)}
+    for case in cases:
+        assert set(case.implementation_names()) == {EAGER, COMPILED, FASTGEN}
+        assert case.grad_args == (0, 1, 2)
+        # useful FLOPs: 2 N H W C_out C_in kept_taps (5 of 9 for 3x3 "B", 24 of 49 for 7x7 "A")
+        kept = 64 * 64 * 5 if "mask-B" in case.shape else 64 * 1 * 24
+        assert case.flops == 2 * 32 * 28 * 28 * kept * (3 if case.mode == FORWARD_BACKWARD else 1)
+    quick = collect_cases(CaseSpec(device=torch.device("cpu"), quick=True), ["masked_conv2d"])
+    assert [(c.shape, c.mode) for c in quick] == [("32x64x28x28->64 3x3 mask-B", FORWARD),
+                                                  ("32x64x28x28->64 3x3 mask-B", FORWARD_BACKWARD)]
+    x, w, b, mask, *options = quick[0].make_inputs(torch.device("cpu"))
+    assert x.shape == (32, 64, 28, 28) and w.shape == (64, 64, 3, 3) and b.shape == (64,)
+    assert options == ["B", 1, 1, 1] and int(mask.sum()) == 64 * 64 * 5
+
+
+def test_masked_conv_implementations_agree_on_a_small_shape():
+    from fastgen.bench.cases import masked_conv
+
+    shape = masked_conv.Shape(2, 3, 6, 5, 6, 3, 5, "A", dilation=2, color_channels=3)
+    (case,) = masked_conv._cases(shape, torch.float32, FORWARD_BACKWARD, triton=False)
+    rows = _rows_by_impl(run_cases([case], "cpu", implementations={EAGER, FASTGEN}, **FAST))
+    assert rows[EAGER].check == "ref" and rows[FASTGEN].check == "ok"
+    assert rows[FASTGEN].tflops == pytest.approx(case.flops / rows[FASTGEN].median_s / 1e12)
+
+
+def test_pixelcnn_cases_registered():
+    cpu = CaseSpec(device=torch.device("cpu"))
+    cases = collect_cases(cpu, ["pixelcnn"])
+    assert {c.op for c in cases} == {"gated_pixelcnn_layer"} and {c.family for c in cases} == {"pixelcnn"}
+    assert all(c.dtype == torch.float32 for c in cases)  # CPU default
+    assert [(c.shape, c.mode) for c in cases] == [("32x64x28x28->64 3x3 mask-B", FORWARD),
+                                                  ("32x64x28x28->64 3x3 mask-B", FORWARD_BACKWARD)]
+    for case in cases:
+        assert set(case.implementation_names()) == {EAGER, COMPILED, FASTGEN}
+        assert case.grad_args == tuple(range(10))
+        # useful FLOPs per pixel: vertical 2C C_in (2x3), horizontal 2C C_in 2, link 2C 2C, out C C
+        per_pixel = 128 * 64 * 6 + 128 * 64 * 2 + 128 * 128 + 64 * 64
+        assert case.flops == 2 * 32 * 28 * 28 * per_pixel * (3 if case.mode == FORWARD_BACKWARD else 1)
+    quick = collect_cases(CaseSpec(device=torch.device("cpu"), quick=True), ["gated_pixelcnn_layer"])
+    assert [(c.shape, c.mode) for c in quick] == [(c.shape, c.mode) for c in cases]
+    v, h, w_v, b_v, w_h, b_h, w_v2h, b_v2h, w_res, b_res, mask_type = quick[0].make_inputs(torch.device("cpu"))
+    assert v.shape == h.shape == (32, 64, 28, 28) and mask_type == "B"
+    assert w_v.shape == (128, 64, 2, 3) and w_h.shape == (128, 64, 1, 2)
+    assert w_v2h.shape == (128, 128) and w_res.shape == (64, 64)
+    assert b_v.shape == b_h.shape == b_v2h.shape == (128,) and b_res.shape == (64,)
+
+
+def test_pixelcnn_implementations_agree_on_a_small_shape():
+    from fastgen.bench.cases import pixelcnn
+
+    shape = pixelcnn.Shape(2, 3, 4, 5, 6, 5, "A")
+    (case,) = pixelcnn._cases(shape, torch.float32, FORWARD_BACKWARD, triton=False)
+    rows = _rows_by_impl(run_cases([case], "cpu", implementations={EAGER, FASTGEN}, **FAST))
+    assert rows[EAGER].check == "ref" and rows[FASTGEN].check == "ok"
+    assert rows[FASTGEN].tflops == pytest.approx(case.flops / rows[FASTGEN].median_s / 1e12)
 
 
 def test_parse_dtype():
@@ -282,6 +346,30 @@ def test_format_table_is_fixed_width(tiny_run):
     assert "FAIL" in table and "ref" in table
     column = lines[0].index("impl")
     assert all(line[column:].split()[0] in {"eager", "fastgen"} for line in lines[2:] if line)
+
+
+def test_tflops_only_where_a_case_has_flops(tiny_run, tmp_path):
+    assert all(row.flops == 0 and row.tflops is None for row in tiny_run.rows)
+    assert "TFLOP/s" not in report.format_table(tiny_run.rows)
+    assert "TFLOP/s" not in report.format_markdown_table(tiny_run.rows)
+    assert "tflops" not in report.to_dict(tiny_run)["rows"][0]
+    assert "TFLOP/s" not in report.to_dict(tiny_run)["columns"]
+
+    flops = 64 * 32 * 2
+    run = run_cases([_axpy_case(flops=flops)], "cpu", implementations={EAGER, FASTGEN}, **FAST)
+    rows = _rows_by_impl(run)
+    for row in rows.values():
+        assert row.flops == flops and row.tflops == pytest.approx(flops / row.median_s / 1e12)
+    lines = report.format_table(run.rows).splitlines()
+    assert "TFLOP/s" in lines[0] and lines[0].index("% copy BW") < lines[0].index("TFLOP/s")
+    column_end = lines[0].index("TFLOP/s") + len("TFLOP/s")
+    assert all(line[:column_end].rstrip().split()[-1] == report._format_tflops(row.tflops)
+               for line, row in zip(lines[2:], run.rows))
+    data = report.to_dict(run)
+    assert "TFLOP/s" in data["columns"] and data["rows"][0]["flops"] == flops
+    assert "| TFLOP/s |" in report.format_markdown_table(run.rows)
+    with pytest.raises(ValueError, match="flops"):
+        _axpy_case(flops=-1)
 
 
 def test_format_seconds():

@@ -16,13 +16,11 @@
 //   grad_b           =  sum_{n,t} grad_y[n, :, t]
 // grad_w is reduced deterministically: a fixed number of groups of (n, time tile) slabs (not
 // depending on the thread count) each write a partial, summed in a fixed order afterwards.
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -31,6 +29,7 @@
 #include <tuple>
 
 #include "../conv_checks.h"
+#include "conv_common.h"
 
 namespace fastgen::cpu {
 namespace {
@@ -40,20 +39,6 @@ using at::Tensor;
 // Output times per work item: long enough that each GEMM streams well, short enough that a
 // few batch elements already give every core work.
 constexpr int64_t kTimeTile = 512;
-// Partials of grad_weight: at most this many groups of slabs (fixed, so results do not depend
-// on the number of threads).
-constexpr int64_t kWeightGroups = 16;
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-at::ScalarType acc_type(at::ScalarType dtype) { return at::toOpMathType(dtype); }
-
-// The kernels run ATen GEMMs inside at::parallel_for worker threads, whose thread-local
-// dispatch state is the default one: exclude autograd there explicitly (the inputs may require
-// grad; the op's own autograd is registered from Python).
-struct BelowAutograd {
-  c10::impl::ExcludeDispatchKeyGuard guard{c10::autograd_dispatch_keyset_with_ADInplaceOrView};
-};
 
 Tensor causal_conv1d(const Tensor& x_in, const Tensor& weight_in, const std::optional<Tensor>& bias,
                      int64_t dilation) {
@@ -172,7 +157,7 @@ std::tuple<Tensor, Tensor, Tensor> causal_conv1d_backward(const Tensor& grad_y_i
     gw = at::empty({0}, x_in.options());
   }
   if (output_mask[2]) {
-    gb = at::sum(gy, {0, 2}).to(dtype);
+    gb = gy.sum(at::IntArrayRef{0, 2}).to(dtype);
   } else {
     gb = at::empty({0}, x_in.options());
   }

@@ -80,6 +80,8 @@ class BenchRow:
     check: str = "-"
     error: str | None = None
     family: str = ""
+    flops: int = 0
+    tflops: float | None = None
 
     @property
     def iqr_s(self) -> float | None:
@@ -204,13 +206,35 @@ def _evaluate(case: BenchCase, fn: Callable[..., Any], inputs: Inputs, extra: In
     return tuple(o.detach() for o in outputs) + tuple(grads)
 
 
+@contextlib.contextmanager
+def _no_tf32() -> Iterator[None]:
+    """Full float32 matmuls and convolutions for the spot-check.
+
+    On a GPU, cuDNN convolutions use TF32 (10-bit mantissa) by default, so an eager float32
+    reference would be a worse oracle than the kernels it checks. The timed runs keep the
+    defaults: that is what users get.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def check_case(case: BenchCase, inputs: Inputs, implementations: Mapping[str, Callable[..., Any]]
                ) -> dict[str, str]:
     """Spot-check every implementation against eager on the same inputs (and the same noise).
 
     Returns name -> ``"ref"`` (eager), ``"ok"``, ``"-"`` (not checkable: noise drawn inside
-    and no explicit-noise twin) or ``"FAIL: ..."`` / ``"error: ..."``.
+    and no explicit-noise twin) or ``"FAIL: ..."`` / ``"error: ..."``. float32 runs without TF32.
     """
+    with _no_tf32():
+        return _check_case(case, inputs, implementations)
+
+
+def _check_case(case: BenchCase, inputs: Inputs, implementations: Mapping[str, Callable[..., Any]]
+                ) -> dict[str, str]:
     rtol, atol = case.tolerance or DEFAULT_TOLERANCES.get(case.dtype, (1e-4, 1e-4))
     extra: Inputs = ()
     if case.check_implementations is not None:
@@ -387,7 +411,7 @@ def _run_case(case: BenchCase, names: list[str], device: torch.device,
     def row(name: str, **values: Any) -> BenchRow:
         return BenchRow(op=case.op, shape=case.shape, dtype=dtype_name(case.dtype),
                         mode=case.mode, implementation=name, bytes_moved=case.bytes_moved,
-                        family=case.family, **values)
+                        family=case.family, flops=case.flops, **values)
 
     try:
         torch.manual_seed(0)
@@ -443,12 +467,13 @@ def _run_case(case: BenchCase, names: list[str], device: torch.device,
             rows.append(row(name, check=check, error=error))
             continue
         gbps = case.bytes_moved / timing.median_s / 1e9 if case.bytes_moved else None
+        tflops = case.flops / timing.median_s / 1e12 if case.flops else None
         rows.append(row(
             name, median_s=timing.median_s, q1_s=timing.q1_s, q3_s=timing.q3_s,
             samples=timing.samples, vs_eager=_ratio(eager_s, timing.median_s),
             vs_compiled=_ratio(compiled_s, timing.median_s), gbps=gbps,
             pct_copy_bandwidth=(100.0 * gbps / copy_gbps) if gbps and copy_gbps else None,
-            check=check))
+            tflops=tflops, check=check))
     del inputs, callables
     _release(device)
     return rows

@@ -65,6 +65,10 @@ class BenchCase:
         grad_args: indices of the inputs to differentiate in ``"forward+backward"``
             (None: every floating-point input).
         tolerance: ``(rtol, atol)`` overriding :data:`DEFAULT_TOLERANCES`.
+        flops: the useful floating-point operations of the whole pass (same for every
+            implementation; e.g. a masked convolution counts its kept taps only), from which
+            achieved TFLOP/s is computed; 0 (the default) for ops where FLOPs say nothing
+            (memory-bound ops), which then get no TFLOP/s column.
     """
 
     op: str
@@ -80,6 +84,7 @@ class BenchCase:
     check_extra: Callable[[Inputs], Inputs] | None = None
     grad_args: tuple[int, ...] | None = None
     tolerance: tuple[float, float] | None = None
+    flops: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in PASSES:
@@ -88,6 +93,8 @@ class BenchCase:
             raise ValueError(f"case {self.op} {self.shape} has no {EAGER!r} implementation")
         if self.check_implementations is not None and EAGER not in self.check_implementations:
             raise ValueError(f"check_implementations of {self.op} {self.shape} lack {EAGER!r}")
+        if self.flops < 0:
+            raise ValueError(f"flops of {self.op} {self.shape} must be >= 0, got {self.flops}")
 
     @property
     def label(self) -> str:

@@ -8,6 +8,9 @@ Columns (the same in all three):
     vs eager / vs compiled      eager time / this time (and compiled time / this time): >1 = faster
     GB/s                        minimum bytes the op must move / median time (effective bandwidth)
     % copy BW                   GB/s as a share of the device's measured memory-copy bandwidth (GPU)
+    TFLOP/s                     useful FLOPs of the pass / median time (achieved compute rate);
+                                only for cases that declare FLOPs (BenchCase.flops > 0): the column
+                                (and the JSON keys flops/tflops) appears only when a row has them
     check                       ref (eager), ok (close to eager on the same inputs and noise),
                                 - (not checked), FAIL: ... (not timed)
     note                        why a row has no time (compile or run error)
@@ -29,8 +32,10 @@ import torch
 from fastgen.bench.harness import BenchRow, BenchRun
 
 COLUMNS = ("op", "shape", "dtype", "pass", "impl", "median", "IQR", "vs eager",
-           "vs compiled", "GB/s", "% copy BW", "check", "note")
-_RIGHT_ALIGNED = {"median", "IQR", "vs eager", "vs compiled", "GB/s", "% copy BW"}
+           "vs compiled", "GB/s", "% copy BW", "TFLOP/s", "check", "note")
+_RIGHT_ALIGNED = {"median", "IQR", "vs eager", "vs compiled", "GB/s", "% copy BW", "TFLOP/s"}
+# Shown only when some row has a value: the ops without FLOPs keep their table unchanged.
+_OPTIONAL_COLUMNS = {"TFLOP/s"}
 _NOTE_WIDTH = 60
 
 
@@ -111,9 +116,25 @@ def _cells(row: BenchRow) -> dict[str, str]:
         "GB/s": f"{row.gbps:.1f}" if row.gbps is not None else "-",
         "% copy BW": f"{row.pct_copy_bandwidth:.0f}%" if row.pct_copy_bandwidth is not None
         else "-",
+        "TFLOP/s": _format_tflops(row.tflops),
         "check": check,
         "note": note,
     }
+
+
+def _format_tflops(tflops: float | None) -> str:
+    if tflops is None:
+        return "-"
+    return f"{tflops:.3f}" if tflops < 1 else f"{tflops:.2f}"
+
+
+def _has_flops(rows: Sequence[BenchRow]) -> bool:
+    return any(row.flops > 0 for row in rows)
+
+
+def _shown_columns(rows: Sequence[BenchRow]) -> list[str]:
+    """COLUMNS less the optional ones no row has (TFLOP/s without any FLOP count)."""
+    return [c for c in COLUMNS if c not in _OPTIONAL_COLUMNS or _has_flops(rows)]
 
 
 def format_table(rows: Sequence[BenchRow], *, note_width: int = _NOTE_WIDTH) -> str:
@@ -122,7 +143,7 @@ def format_table(rows: Sequence[BenchRow], *, note_width: int = _NOTE_WIDTH) -> 
     for cell in cells:
         if len(cell["note"]) > note_width:
             cell["note"] = cell["note"][: note_width - 3] + "..."
-    columns = [c for c in COLUMNS if c != "note" or any(cell["note"] for cell in cells)]
+    columns = [c for c in _shown_columns(rows) if c != "note" or any(cell["note"] for cell in cells)]
     widths = {c: max([len(c)] + [len(cell[c]) for cell in cells]) for c in columns}
 
     def line(values: dict[str, str]) -> str:
@@ -144,9 +165,10 @@ def format_table(rows: Sequence[BenchRow], *, note_width: int = _NOTE_WIDTH) -> 
 def format_markdown_table(rows: Sequence[BenchRow]) -> str:
     """The same table in GitHub markdown (numbers right-aligned, notes in full)."""
     cells = [_cells(row) for row in rows]
-    header = "| " + " | ".join(COLUMNS) + " |"
-    rule = "|" + "|".join("---:" if c in _RIGHT_ALIGNED else "---" for c in COLUMNS) + "|"
-    body = ["| " + " | ".join(cell[c].replace("|", "\\|") for c in COLUMNS) + " |"
+    columns = _shown_columns(rows)
+    header = "| " + " | ".join(columns) + " |"
+    rule = "|" + "|".join("---:" if c in _RIGHT_ALIGNED else "---" for c in columns) + "|"
+    body = ["| " + " | ".join(cell[c].replace("|", "\\|") for c in columns) + " |"
             for cell in cells]
     return "\n".join([header, rule, *body])
 
@@ -187,8 +209,10 @@ def to_dict(run: BenchRun) -> dict[str, Any]:
             "gbps": row.gbps, "pct_copy_bandwidth": row.pct_copy_bandwidth,
             "bytes_moved": row.bytes_moved, "check": row.check, "error": row.error,
         })
+        if row.flops > 0:
+            rows[-1].update({"flops": row.flops, "tflops": row.tflops})
     return {"schema": "fastgen-bench/1", "environment": run.environment,
-            "settings": run.settings, "columns": list(COLUMNS), "rows": rows}
+            "settings": run.settings, "columns": _shown_columns(run.rows), "rows": rows}
 
 
 def write_json(run: BenchRun, path: str | os.PathLike[str]) -> Path:
@@ -206,7 +230,9 @@ def write_markdown(run: BenchRun, path: str | os.PathLike[str]) -> Path:
              "Times are medians of one call of the whole pass; `vs eager` and `vs compiled` are "
              "baseline time / this time (>1 = faster); GB/s is the minimum bytes the op must "
              "move / median time; `% copy BW` compares it with the measured device copy "
-             "bandwidth (GPU only).", ""]
+             "bandwidth (GPU only)." + (" TFLOP/s is the useful FLOPs of the pass (e.g. the "
+                                        "kept taps of a masked convolution) / median time."
+                                        if _has_flops(run.rows) else ""), ""]
     path.write_text("\n".join(text), encoding="utf-8")
     return path
 

@@ -44,3 +44,40 @@ def check_generator(generator: object) -> torch.Generator | None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     return generator
+
+
+def check_rank(value: object, name: str, rank: int, layout: str) -> torch.Tensor:
+    """``value`` must be a floating-point tensor with exactly ``rank`` dimensions laid out as ``layout``."""
+    check_float_tensor(value, name, min_dim=0)
+    assert isinstance(value, torch.Tensor)
+    if value.dim() != rank:
+        raise ValueError(f"{name} must have {rank} dimensions {layout}, got shape {tuple(value.shape)}")
+    return value
+
+
+def check_same(value: torch.Tensor, name: str, x: torch.Tensor) -> None:
+    """``value`` must have the dtype and device of the input ``x``."""
+    if value.dtype != x.dtype:
+        raise TypeError(f"{name} must have the dtype of x ({x.dtype}), got {value.dtype}")
+    if value.device != x.device:
+        raise ValueError(f"{name} must be on the device of x ({x.device}), got {value.device}")
+
+
+def check_bias(bias: object, c_out: int, x: torch.Tensor, name: str = "bias") -> None:
+    """``bias`` must be None or a (C_out,) tensor with the dtype and device of ``x``."""
+    if bias is None:
+        return
+    check_float_tensor(bias, name, min_dim=0)
+    assert isinstance(bias, torch.Tensor)
+    check_same(bias, name, x)
+    if tuple(bias.shape) != (c_out,):
+        raise ValueError(f"{name} must have shape (C_out,) = ({c_out},), got {tuple(bias.shape)}")
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """``value`` must be a Python int >= 1 (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value

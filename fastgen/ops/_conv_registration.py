@@ -1,30 +1,36 @@
 """Fake kernels, autograd and the Triton GPU fallback for the convolution op family.
 
-``causal_conv1d_backward`` returns ``(grad_x, grad_weight, grad_bias)``; an output whose
+Each ``*_backward`` op returns ``(grad_x, grad_weight, grad_bias)``; an output whose
 ``output_mask`` entry is false comes back as an empty ``(0,)`` tensor (never computed), so the
 autograd formula only asks for the gradients that are needed.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
-
 import torch
 
 from fastgen import _ext
 from fastgen.ops import _dispatch
 
-_log = logging.getLogger(__name__)
-
-CONV_OPS = [
-    "causal_conv1d",
-    "causal_conv1d_backward",
-]
+# op name -> the Triton module that implements it for CUDA (when no compiled kernel does)
+TRITON_MODULES = {
+    "causal_conv1d": "fastgen.triton_kernels.conv",
+    "causal_conv1d_backward": "fastgen.triton_kernels.conv",
+    "masked_conv2d": "fastgen.triton_kernels.masked_conv",
+    "masked_conv2d_backward": "fastgen.triton_kernels.masked_conv",
+}
+CONV_OPS = list(TRITON_MODULES)
 
 
 def _register_fakes() -> None:
     lib = torch.library
+
+    def maybe_like(flag, like, x):
+        return torch.empty_like(like, memory_format=torch.contiguous_format) if flag else x.new_empty((0,))
+
+    def gradients(output_mask, x, weight):
+        return (maybe_like(output_mask[0], x, x), maybe_like(output_mask[1], weight, x),
+                x.new_empty((weight.shape[0],)) if output_mask[2] else x.new_empty((0,)))
 
     @lib.register_fake("fastgen::causal_conv1d")
     def _(x, weight, bias, dilation):
@@ -32,59 +38,49 @@ def _register_fakes() -> None:
 
     @lib.register_fake("fastgen::causal_conv1d_backward")
     def _(grad_y, x, weight, dilation, output_mask):
-        def maybe(flag, like):
-            return torch.empty_like(like, memory_format=torch.contiguous_format) if flag else x.new_empty((0,))
+        return gradients(output_mask, x, weight)
 
-        return (maybe(output_mask[0], x), maybe(output_mask[1], weight),
-                x.new_empty((weight.shape[0],)) if output_mask[2] else x.new_empty((0,)))
+    @lib.register_fake("fastgen::masked_conv2d")
+    def _(x, weight, bias, mask_type, dilation, groups, color_channels):
+        return x.new_empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]))
+
+    @lib.register_fake("fastgen::masked_conv2d_backward")
+    def _(grad_y, x, weight, mask_type, dilation, groups, color_channels, output_mask):
+        return gradients(output_mask, x, weight)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, weight, bias, dilation = inputs
+    # Every op of the family is (x, weight, bias, *int/str options).
+    x, weight, bias, *options = inputs
     ctx.save_for_backward(x, weight)
-    ctx.dilation = dilation
+    ctx.options = options
     ctx.has_bias = bias is not None
 
 
-def _backward(ctx, grad_y):
-    x, weight = ctx.saved_tensors
-    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    need_b = ctx.has_bias and ctx.needs_input_grad[2]
-    if not (need_x or need_w or need_b):
-        return None, None, None, None
-    grad_x, grad_w, grad_b = torch.ops.fastgen.causal_conv1d_backward(
-        grad_y, x, weight, ctx.dilation, [need_x, need_w, need_b])
-    return (grad_x if need_x else None, grad_w if need_w else None, grad_b if need_b else None, None)
+def _backward_of(backward_op):
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = ctx.has_bias and ctx.needs_input_grad[2]
+        no_grads = (None,) * (3 + len(ctx.options))
+        if not (need_x or need_w or need_b):
+            return no_grads
+        grad_x, grad_w, grad_b = backward_op(grad_y, x, weight, *ctx.options, [need_x, need_w, need_b])
+        return (grad_x if need_x else None, grad_w if need_w else None, grad_b if need_b else None,
+                *no_grads[3:])
+
+    return backward
 
 
 def _register_autograd() -> None:
-    torch.library.register_autograd("fastgen::causal_conv1d", _backward, setup_context=_setup_context)
-
-
-def _register_triton_for_cuda() -> None:
-    """Use the Triton kernels as the CUDA implementation of every op without a compiled one.
-
-    There is no CUDA kernel of this family in kernels/ yet, so even an extension built with
-    CUDA gets Triton here (checked per op, so a later CUDA kernel takes over by itself).
-    """
-    if not torch.cuda.is_available():
-        return
-    missing = [name for name in CONV_OPS
-               if not torch._C._dispatch_has_kernel_for_dispatch_key(f"fastgen::{name}", "CUDA")]
-    if not missing:
-        return
-    try:
-        triton_conv = importlib.import_module("fastgen.triton_kernels.conv")
-    except ImportError as error:
-        _log.info("Triton unavailable (%s): CUDA tensors use the reference implementation", error)
-        return
-    for name in missing:
-        torch.library.register_kernel(f"fastgen::{name}", "cuda", getattr(triton_conv, name))
+    for name in ("causal_conv1d", "masked_conv2d"):
+        backward_op = getattr(torch.ops.fastgen, f"{name}_backward")
+        torch.library.register_autograd(f"fastgen::{name}", _backward_of(backward_op), setup_context=_setup_context)
 
 
 def register() -> None:
-    if _ext.available():
+    if _ext.check_ops(CONV_OPS):
         _register_fakes()
         _register_autograd()
-        _register_triton_for_cuda()
+        _dispatch.register_triton_for_cuda(TRITON_MODULES)
     _dispatch.record_kernels(CONV_OPS)

@@ -8,11 +8,15 @@ The table is filled once at import, so under torch.compile the check is a consta
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 
 import torch
 
 from fastgen import _ext
+
+_log = logging.getLogger(__name__)
 
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
@@ -25,7 +29,7 @@ def record_kernels(op_names: list[str]) -> None:
     force_reference = os.environ.get("FASTGEN_FORCE_REFERENCE") == "1"
     for name in op_names:
         devices = set()
-        if _ext.available() and not force_reference:
+        if _ext.has_op(name) and not force_reference:
             for device_type, key in _DISPATCH_KEYS.items():
                 if torch._C._dispatch_has_kernel_for_dispatch_key(f"fastgen::{name}", key):
                     devices.add(device_type)
@@ -35,3 +39,27 @@ def record_kernels(op_names: list[str]) -> None:
 def use_kernel(op_name: str, tensor: torch.Tensor) -> bool:
     """Whether ``fastgen::op_name`` has a kernel for ``tensor``'s device."""
     return tensor.device.type in KERNEL_DEVICES.get(op_name, frozenset())
+
+
+def register_triton_for_cuda(modules: dict[str, str]) -> None:
+    """Register Triton kernels as the CUDA implementation of the ops without a compiled one.
+
+    ``modules`` maps op name -> module of ``fastgen.triton_kernels`` holding a function of that
+    name. Checked per op, so a compiled CUDA kernel, once written, takes over by itself. Without
+    a GPU nothing is registered; without Triton the reference runs on CUDA tensors.
+    """
+    if not torch.cuda.is_available():
+        return
+    for name, module_name in modules.items():
+        if torch._C._dispatch_has_kernel_for_dispatch_key(f"fastgen::{name}", "CUDA"):
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            _log.info("Triton unavailable (%s): %s on CUDA uses the reference implementation", error, name)
+            continue
+        except Exception as error:  # noqa: BLE001 - a broken kernel module must not break import
+            _log.warning("%s failed to load (%s): %s on CUDA uses the reference implementation",
+                         module_name, error, name)
+            continue
+        torch.library.register_kernel(f"fastgen::{name}", "cuda", getattr(module, name))

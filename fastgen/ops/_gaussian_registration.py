@@ -8,15 +8,10 @@ backward op (``reparameterize_backward``) to all three forward ops.
 
 from __future__ import annotations
 
-import importlib
-import logging
-
 import torch
 
 from fastgen import _ext
 from fastgen.ops import _dispatch
-
-_log = logging.getLogger(__name__)
 
 GAUSSIAN_OPS = [
     "reparameterize",
@@ -102,22 +97,9 @@ def _register_autograd() -> None:
     register("fastgen::standard_normal_log_prob", log_prob_backward, setup_context=log_prob_setup)
 
 
-def _register_triton_for_cuda() -> None:
-    """Use the Triton kernels as the CUDA implementation when no compiled CUDA kernels exist."""
-    if not torch.cuda.is_available() or _ext.cuda_kernels():
-        return
-    try:
-        triton_gaussian = importlib.import_module("fastgen.triton_kernels.gaussian")
-    except ImportError as error:
-        _log.info("Triton unavailable (%s): CUDA tensors use the reference implementation", error)
-        return
-    for name in GAUSSIAN_OPS:
-        torch.library.register_kernel(f"fastgen::{name}", "cuda", getattr(triton_gaussian, name))
-
-
 def register() -> None:
-    if _ext.available():
+    if _ext.check_ops(GAUSSIAN_OPS):
         _register_fakes()
         _register_autograd()
-        _register_triton_for_cuda()
+        _dispatch.register_triton_for_cuda({name: "fastgen.triton_kernels.gaussian" for name in GAUSSIAN_OPS})
     _dispatch.record_kernels(GAUSSIAN_OPS)

@@ -10,30 +10,14 @@ from __future__ import annotations
 import torch
 
 from fastgen import reference
-from fastgen.ops._checks import check_float_tensor
+from fastgen.ops._checks import check_bias, check_positive_int, check_rank, check_same
 from fastgen.ops._dispatch import use_kernel
 
 
-def _check_rank3(value: object, name: str, layout: str) -> torch.Tensor:
-    check_float_tensor(value, name, min_dim=0)
-    assert isinstance(value, torch.Tensor)
-    if value.dim() != 3:
-        raise ValueError(f"{name} must have 3 dimensions {layout}, got shape {tuple(value.shape)}")
-    return value
-
-
-def _check_same(value: torch.Tensor, name: str, x: torch.Tensor) -> None:
-    if value.dtype != x.dtype:
-        raise TypeError(f"{name} must have the dtype of x ({x.dtype}), got {value.dtype}")
-    if value.device != x.device:
-        raise ValueError(f"{name} must be on the device of x ({x.device}), got {value.device}")
-
-
 def _check_causal_conv1d(x: object, weight: object, bias: object, dilation: object) -> None:
-    _check_rank3(x, "x", "(N, C_in, T)")
-    _check_rank3(weight, "weight", "(C_out, C_in, K)")
-    assert isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor)
-    _check_same(weight, "weight", x)
+    x = check_rank(x, "x", 3, "(N, C_in, T)")
+    weight = check_rank(weight, "weight", 3, "(C_out, C_in, K)")
+    check_same(weight, "weight", x)
     if weight.shape[1] != x.shape[1]:
         raise ValueError(
             f"weight must have C_in = x.shape[1] = {x.shape[1]} input channels (dim 1), "
@@ -41,16 +25,8 @@ def _check_causal_conv1d(x: object, weight: object, bias: object, dilation: obje
         )
     if weight.shape[2] < 1:
         raise ValueError(f"weight must have a kernel size K >= 1 (dim 2), got shape {tuple(weight.shape)}")
-    if bias is not None:
-        check_float_tensor(bias, "bias", min_dim=0)
-        assert isinstance(bias, torch.Tensor)
-        _check_same(bias, "bias", x)
-        if tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(f"bias must have shape (C_out,) = ({weight.shape[0]},), got {tuple(bias.shape)}")
-    if isinstance(dilation, bool) or not isinstance(dilation, int):
-        raise TypeError(f"dilation must be an int, got {type(dilation).__name__}")
-    if dilation < 1:
-        raise ValueError(f"dilation must be >= 1, got {dilation}")
+    check_bias(bias, weight.shape[0], x)
+    check_positive_int(dilation, "dilation")
 
 
 def causal_conv1d(

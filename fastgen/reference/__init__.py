@@ -4,7 +4,7 @@ They are the test oracle, the fallback when the compiled extension is missing, a
 baseline of the benchmarks. They favour clarity over speed.
 """
 
-from fastgen.reference.conv import causal_conv1d
+from fastgen.reference.conv import MASK_TYPES, causal_conv1d, gated_pixelcnn_layer, masked_conv2d, masked_conv2d_mask, wavenet_layer
 from fastgen.reference.gaussian import (
     gaussian_kl,
     philox4x32_10,
@@ -15,11 +15,16 @@ from fastgen.reference.gaussian import (
 )
 
 __all__ = [
+    "MASK_TYPES",
     "causal_conv1d",
+    "gated_pixelcnn_layer",
+    "masked_conv2d",
+    "masked_conv2d_mask",
     "gaussian_kl",
     "philox4x32_10",
     "reparameterize",
     "reparameterize_with_kl",
     "standard_normal",
     "standard_normal_log_prob",
+    "wavenet_layer",
 ]

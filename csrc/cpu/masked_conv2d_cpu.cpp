@@ -1,0 +1,293 @@
+// CPU kernels of masked_conv2d (PixelCNN masked convolution, "same" size) and its backward.
+//
+// Only the taps the mask keeps are touched. They are listed once (TapPlan); for a tile of
+// whole output rows the kept taps of every input channel are gathered into a column matrix
+//     cols[c * T + t, p] = x[n, c, h(p) + dy_t, w(p) + dx_t]   (zero outside the image)
+// with T = number of kept taps (5 of 9 for a 3x3 mask B, 24 of 49 for a 7x7 mask A), and the
+// tile is one GEMM  y[n, :, tile] = W_kept (C_out, C_in * T) @ cols  (+ bias). Rows of the
+// gather are contiguous row segments of x, copied with memcpy.
+//
+// Backward, with the same plan:
+//   grad_x:      the correlation with the mirrored taps: gather grad_y at p - offset_t and
+//                multiply by W_kept rearranged to (C_in, C_out * T) (each tile owns its rows of
+//                grad_x); or, when C_in < C_out, multiply grad_y by W_kept^T first and add
+//                the C_in * T rows of the product into grad_x at their offsets (less data).
+//   grad_weight: grad_y_tile (C_out, P) @ cols^T summed over tiles into a fixed number of
+//                partials (deterministic, independent of the thread count), then scattered
+//                into the kept taps; masked taps stay exactly zero.
+//   grad_bias:   grad_y summed over (N, H, W).
+// With color_channels > 1 the centre tap is kept for the channel pairs the colour mask allows:
+// its weight (and its gradient) is multiplied by that 0/1 channel mask.
+// float16/bfloat16 are computed in float32 (inputs upcast once, outputs rounded once).
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "../conv_checks.h"
+#include "conv_common.h"
+#include "tap_gather.h"
+
+namespace fastgen::cpu {
+namespace {
+
+using at::Tensor;
+
+// The kept taps of a KH x KW kernel in raster order (TapPlan, gather_taps: tap_gather.h).
+TapPlan plan_taps(int64_t KH, int64_t KW, bool mask_b, int64_t dilation, int64_t color_channels) {
+  const int64_t cy = KH / 2, cx = KW / 2;
+  TapPlan plan;
+  for (int64_t ky = 0; ky <= cy; ++ky) {
+    for (int64_t kx = 0; kx < KW; ++kx) {
+      if (ky == cy && kx > cx) break;  // the rest of the centre row comes after the centre
+      const bool before = ky < cy || kx < cx;
+      const bool centre = ky == cy && kx == cx;
+      if (!before && !(centre && (mask_b || color_channels > 1))) continue;
+      if (centre) {
+        plan.centre = plan.size();
+        plan.colour = color_channels > 1;
+      }
+      plan.index.push_back(ky * KW + kx);
+      plan.dy.push_back((ky - cy) * dilation);
+      plan.dx.push_back((kx - cx) * dilation);
+    }
+  }
+  return plan;
+}
+
+// (C_out, C_in) 0/1 mask of the centre tap under RGB masking: output block o / (C_out / c) sees
+// input blocks before it (mask A) or up to it (mask B).
+Tensor colour_mask(int64_t C_out, int64_t C_in, int64_t color_channels, bool mask_b, const at::TensorOptions& opts) {
+  const Tensor out_block = at::arange(C_out, opts.dtype(at::kLong)).div(C_out / color_channels, "floor");
+  const Tensor in_block = at::arange(C_in, opts.dtype(at::kLong)).div(C_in / color_channels, "floor");
+  const Tensor allowed = mask_b ? in_block.unsqueeze(0).le(out_block.unsqueeze(1))
+                                : in_block.unsqueeze(0).lt(out_block.unsqueeze(1));
+  return allowed.to(opts.dtype());
+}
+
+// Everything the three kernels share about one call.
+struct Problem {
+  int64_t N, C_in, C_out, H, W, groups, Cg_in, Cg_out;
+  TapPlan taps;
+  std::optional<Tensor> centre_mask;  // (C_out, C_in) when taps.colour
+  int64_t rows_per_tile, tiles;
+
+  Problem(const Tensor& x, const Tensor& weight, c10::string_view mask_type, int64_t dilation, int64_t groups_,
+          int64_t color_channels, at::ScalarType acc)
+      : N(x.size(0)), C_in(x.size(1)), C_out(weight.size(0)), H(x.size(2)), W(x.size(3)), groups(groups_),
+        Cg_in(C_in / groups_), Cg_out(C_out / groups_),
+        taps(plan_taps(weight.size(2), weight.size(3), mask_type == "B", dilation, color_channels)) {
+    if (taps.colour) {
+      centre_mask = colour_mask(C_out, C_in, color_channels, mask_type == "B", x.options().dtype(acc));
+    }
+    const int64_t per_row = std::max<int64_t>(1, std::max(Cg_in, Cg_out) * taps.size() * W);
+    rows_per_tile = std::clamp<int64_t>(kColsElements / per_row, 1, std::max<int64_t>(H, 1));
+    tiles = ceil_div(H, rows_per_tile);
+  }
+
+  int64_t T() const { return taps.size(); }
+  int64_t row0(int64_t tile) const { return tile * rows_per_tile; }
+  int64_t row1(int64_t tile) const { return std::min(H, (tile + 1) * rows_per_tile); }
+
+  // (C_out, C_in / groups, KH, KW) in acc -> (groups, C_out / groups, C_in / groups * T), the
+  // kept taps only (colour mask applied to the centre).
+  Tensor kept_weight(const Tensor& w) const {
+    const Tensor index = at::tensor(taps.index, w.options().dtype(at::kLong));
+    Tensor kept = w.reshape({C_out, Cg_in, w.size(2) * w.size(3)}).index_select(2, index);
+    if (taps.colour) kept.select(2, taps.centre).mul_(*centre_mask);
+    return kept.reshape({groups, Cg_out, Cg_in * T()}).contiguous();
+  }
+};
+
+// The columns of channels [c0, c0 + C) of image n of `src` (N, C_all, H, W) for one tile.
+Tensor tile_columns(const Tensor& src, int64_t n, int64_t c0, int64_t C, const Problem& pb, int64_t sign,
+                    int64_t tile) {
+  const int64_t h0 = pb.row0(tile), h1 = pb.row1(tile);
+  Tensor cols = at::empty({C * pb.T(), (h1 - h0) * pb.W}, src.options());
+  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "masked_conv2d_gather", [&] {
+    const scalar_t* plane = src.const_data_ptr<scalar_t>() + (n * src.size(1) + c0) * pb.H * pb.W;
+    gather_taps<scalar_t>(plane, C, pb.H, pb.W, pb.taps, sign, h0, h1, cols.mutable_data_ptr<scalar_t>());
+  });
+  return cols;
+}
+
+// Rows [h0, h1) of channels [c0, c0 + C) of image n of a contiguous (N, C_all, H, W) tensor, as
+// a (C, (h1 - h0) * W) matrix view (row stride H * W).
+Tensor tile_view(const Tensor& t, int64_t n, int64_t c0, int64_t C, const Problem& pb, int64_t tile) {
+  return t.select(0, n).slice(0, c0, c0 + C).flatten(1).slice(1, pb.row0(tile) * pb.W, pb.row1(tile) * pb.W);
+}
+
+Tensor masked_conv2d(const Tensor& x_in, const Tensor& weight_in, const std::optional<Tensor>& bias,
+                     c10::string_view mask_type, int64_t dilation, int64_t groups, int64_t color_channels) {
+  check_masked_conv2d_inputs(x_in, weight_in, bias, mask_type, dilation, groups, color_channels, "cpu");
+  const at::ScalarType dtype = x_in.scalar_type(), acc = acc_type(dtype);
+  BelowAutograd below;
+  const Problem pb(x_in, weight_in, mask_type, dilation, groups, color_channels, acc);
+  Tensor y = at::empty({pb.N, pb.C_out, pb.H, pb.W}, x_in.options().dtype(acc));
+  if (y.numel() == 0) return y.to(dtype);
+  const Tensor x = x_in.to(acc).contiguous();
+  const Tensor w = pb.kept_weight(weight_in.to(acc));
+  const std::optional<Tensor> b =
+      bias.has_value() ? std::optional<Tensor>(bias->to(acc).reshape({pb.C_out, 1})) : std::nullopt;
+  const bool no_taps = pb.T() == 0 || pb.Cg_in == 0;
+  at::parallel_for(0, pb.N * pb.tiles, 1, [&](int64_t begin, int64_t end) {
+    BelowAutograd below_in_worker;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / pb.tiles, tile = item % pb.tiles;
+      for (int64_t g = 0; g < groups; ++g) {
+        Tensor y_tile = tile_view(y, n, g * pb.Cg_out, pb.Cg_out, pb, tile);
+        if (b.has_value()) {
+          y_tile.copy_(b->slice(0, g * pb.Cg_out, (g + 1) * pb.Cg_out).expand_as(y_tile));
+        } else {
+          y_tile.zero_();
+        }
+        if (no_taps) continue;
+        y_tile.addmm_(w.select(0, g), tile_columns(x, n, g * pb.Cg_in, pb.Cg_in, pb, +1, tile));
+      }
+    }
+  });
+  return acc == dtype ? y : y.to(dtype);
+}
+
+// gx[c, p + offset_t] += Z[c * T + t, p] for the rows [h0, h1) of Z (C * T, (h1 - h0) * W): the
+// scatter form of the input gradient (clipped to the image).
+template <typename scalar_t>
+void scatter_taps(const scalar_t* Z, int64_t C, int64_t H, int64_t W, const TapPlan& taps, int64_t h0, int64_t h1,
+                  scalar_t* gx) {
+  const int64_t T = taps.size(), P = (h1 - h0) * W;
+  for (int64_t c = 0; c < C; ++c) {
+    scalar_t* plane = gx + c * H * W;
+    for (int64_t t = 0; t < T; ++t) {
+      const scalar_t* row = Z + (c * T + t) * P;
+      const int64_t dy = taps.dy[t], dx = taps.dx[t];
+      const int64_t w_lo = std::clamp<int64_t>(-dx, 0, W), w_hi = std::clamp<int64_t>(W - dx, 0, W);
+      for (int64_t h = h0; h < h1; ++h, row += W) {
+        const int64_t hs = h + dy;
+        if (hs < 0 || hs >= H) continue;
+        scalar_t* out = plane + hs * W + dx;
+        for (int64_t w = w_lo; w < w_hi; ++w) out[w] += row[w];
+      }
+    }
+  }
+}
+
+// Input gradient, gather form: per tile, W_kept^T (mirrored) @ the gathered taps of grad_y. Its
+// column matrix has C_out * T rows; each tile owns its rows of gx, so tiles run in parallel.
+Tensor grad_input_gather(const Tensor& gy, const Tensor& w_kept, const Problem& pb, Tensor& gx) {
+  // (groups, Cg_out, Cg_in, T) -> (groups, Cg_in, Cg_out * T), matching the mirrored gather of gy.
+  const Tensor wt = w_kept.reshape({pb.groups, pb.Cg_out, pb.Cg_in, pb.T()})
+                        .permute({0, 2, 1, 3})
+                        .reshape({pb.groups, pb.Cg_in, pb.Cg_out * pb.T()})
+                        .contiguous();
+  at::parallel_for(0, pb.N * pb.tiles, 1, [&](int64_t begin, int64_t end) {
+    BelowAutograd below_in_worker;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / pb.tiles, tile = item % pb.tiles;
+      for (int64_t g = 0; g < pb.groups; ++g) {
+        Tensor gx_tile = tile_view(gx, n, g * pb.Cg_in, pb.Cg_in, pb, tile);
+        gx_tile.addmm_(wt.select(0, g), tile_columns(gy, n, g * pb.Cg_out, pb.Cg_out, pb, -1, tile));
+      }
+    }
+  });
+  return gx;
+}
+
+// Input gradient, scatter form: per tile Z = W_kept^T (C_in * T, C_out) @ grad_y, then each row of
+// Z is added into gx at its tap's offset. Z has C_in * T rows, so this is the cheaper form when
+// C_in < C_out (a first layer reading 1 or 3 image channels). Tiles of one image write
+// overlapping rows, so each image is one work item and its tiles run in order.
+Tensor grad_input_scatter(const Tensor& gy, const Tensor& w_kept, const Problem& pb, Tensor& gx) {
+  at::parallel_for(0, pb.N, 1, [&](int64_t begin, int64_t end) {
+    BelowAutograd below_in_worker;
+    for (int64_t n = begin; n < end; ++n) {
+      for (int64_t tile = 0; tile < pb.tiles; ++tile) {
+        for (int64_t g = 0; g < pb.groups; ++g) {
+          const Tensor Z = at::mm(w_kept.select(0, g).t(), tile_view(gy, n, g * pb.Cg_out, pb.Cg_out, pb, tile));
+          AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "masked_conv2d_scatter", [&] {
+            scalar_t* plane = gx.mutable_data_ptr<scalar_t>() + (n * pb.C_in + g * pb.Cg_in) * pb.H * pb.W;
+            scatter_taps<scalar_t>(Z.const_data_ptr<scalar_t>(), pb.Cg_in, pb.H, pb.W, pb.taps, pb.row0(tile),
+                                   pb.row1(tile), plane);
+          });
+        }
+      }
+    }
+  });
+  return gx;
+}
+
+Tensor grad_input(const Tensor& gy, const Tensor& w_kept, const Problem& pb) {
+  // gy (N, C_out, H, W) contiguous in acc; w_kept (groups, Cg_out, Cg_in * T).
+  Tensor gx = at::zeros({pb.N, pb.C_in, pb.H, pb.W}, gy.options());
+  if (gx.numel() == 0 || pb.T() == 0 || pb.Cg_out == 0) return gx;
+  return pb.Cg_in < pb.Cg_out ? grad_input_scatter(gy, w_kept, pb, gx) : grad_input_gather(gy, w_kept, pb, gx);
+}
+
+Tensor grad_weight(const Tensor& gy, const Tensor& x, const Problem& pb, int64_t KH, int64_t KW) {
+  // gy (N, C_out, H, W), x (N, C_in, H, W) contiguous in acc -> (C_out, Cg_in, KH, KW).
+  const int64_t items = pb.N * pb.tiles;
+  const int64_t parts = std::max<int64_t>(1, std::min(items, kWeightGroups));
+  Tensor partials = at::zeros({parts, pb.groups, pb.Cg_out, pb.Cg_in * pb.T()}, gy.options());
+  if (items > 0 && pb.T() > 0 && pb.Cg_in > 0 && pb.Cg_out > 0) {
+    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+      BelowAutograd below_in_worker;
+      for (int64_t part = begin; part < end; ++part) {
+        for (int64_t item = part * items / parts; item < (part + 1) * items / parts; ++item) {
+          const int64_t n = item / pb.tiles, tile = item % pb.tiles;
+          for (int64_t g = 0; g < pb.groups; ++g) {
+            const Tensor cols = tile_columns(x, n, g * pb.Cg_in, pb.Cg_in, pb, +1, tile);
+            partials.select(0, part).select(0, g).addmm_(tile_view(gy, n, g * pb.Cg_out, pb.Cg_out, pb, tile),
+                                                         cols.t());
+          }
+        }
+      }
+    });
+  }
+  Tensor kept = partials.sum(0).reshape({pb.C_out, pb.Cg_in, pb.T()});
+  if (pb.taps.colour) kept.select(2, pb.taps.centre).mul_(*pb.centre_mask);
+  Tensor gw = at::zeros({pb.C_out, pb.Cg_in, KH * KW}, gy.options());
+  if (pb.T() > 0) gw.index_copy_(2, at::tensor(pb.taps.index, gy.options().dtype(at::kLong)), kept);
+  return gw.reshape({pb.C_out, pb.Cg_in, KH, KW});
+}
+
+std::tuple<Tensor, Tensor, Tensor> masked_conv2d_backward(const Tensor& grad_y_in, const Tensor& x_in,
+                                                          const Tensor& weight_in, c10::string_view mask_type,
+                                                          int64_t dilation, int64_t groups, int64_t color_channels,
+                                                          std::array<bool, 3> output_mask) {
+  check_masked_conv2d_inputs(x_in, weight_in, std::nullopt, mask_type, dilation, groups, color_channels, "cpu");
+  check_conv_grad(grad_y_in, x_in, {x_in.size(0), weight_in.size(0), x_in.size(2), x_in.size(3)});
+  const at::ScalarType dtype = x_in.scalar_type(), acc = acc_type(dtype);
+  BelowAutograd below;
+  const Problem pb(x_in, weight_in, mask_type, dilation, groups, color_channels, acc);
+  const Tensor gy = grad_y_in.to(acc).contiguous();
+  // Gradients not asked for are empty tensors, each its own (outputs must not alias).
+  Tensor gx = at::empty({0}, x_in.options()), gw = at::empty({0}, x_in.options()),
+         gb = at::empty({0}, x_in.options());
+  if (output_mask[0]) gx = grad_input(gy, pb.kept_weight(weight_in.to(acc)), pb).to(dtype);
+  if (output_mask[1]) {
+    gw = grad_weight(gy, x_in.to(acc).contiguous(), pb, weight_in.size(2), weight_in.size(3)).to(dtype);
+  }
+  if (output_mask[2]) gb = gy.sum(at::IntArrayRef{0, 2, 3}).to(dtype);
+  return {gx, gw, gb};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  m.impl("masked_conv2d", &masked_conv2d);
+  m.impl("masked_conv2d_backward", &masked_conv2d_backward);
+}
+
+}  // namespace fastgen::cpu
