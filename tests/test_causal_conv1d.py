@@ -7,21 +7,13 @@ import itertools
 
 import pytest
 import torch
+from conv_cases import DTYPES, assert_compiled_op_matches_eager, close
 from torch.library import opcheck
 
 from fastgen import _ext, ops, reference
 from fastgen.ops import _dispatch
 
 OPS = torch.ops.fastgen
-DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-# (rtol, atol relative to the largest expected magnitude) vs the float64 reference on the same
-# (rounded) inputs: the kernels accumulate in float32 (float64) and round the output once.
-TOL = {
-    torch.float32: (1e-4, 1e-5),
-    torch.float16: (3e-3, 3e-3),
-    torch.bfloat16: (2e-2, 2e-2),
-    torch.float64: (1e-10, 1e-12),
-}
 
 # (N, C_in, C_out, T, K, dilation): K in {1, 2, 3, 5}, dilations {1, 2, 4, 7}, channels 1 and
 # odd, batch 1, T = 1 and T shorter than the receptive field, T longer than a CPU time tile.
@@ -49,14 +41,6 @@ def _inputs(shape, dtype, device="cpu", seed=0, bias=True):
 def _expected(x, w, b, dilation):
     return reference.causal_conv1d(x.double().cpu(), w.double().cpu(), None if b is None else b.double().cpu(),
                                    dilation)
-
-
-def close(actual, expected, dtype):
-    assert actual.dtype == dtype
-    assert actual.shape == expected.shape
-    rtol, atol = TOL[dtype]
-    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(actual.double().cpu(), expected, rtol=rtol, atol=atol * scale)
 
 
 @pytest.mark.skipif(not _ext.available(), reason="compiled extension not loaded")
@@ -162,14 +146,7 @@ def test_torch_compile_fullgraph(device):
         return torch.tanh(ops.causal_conv1d(x_, w_, b_, dilation=2)) * 2.0
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    leaves_c = [t.detach().clone().requires_grad_(True) for t in (x, w, b)]
-    leaves_e = [t.detach().clone().requires_grad_(True) for t in (x, w, b)]
-    y_c, y_e = compiled(*leaves_c), f(*leaves_e)
-    torch.testing.assert_close(y_c, y_e)
-    y_c.sum().backward()
-    y_e.sum().backward()
-    for a, e in zip(leaves_c, leaves_e):
-        torch.testing.assert_close(a.grad, e.grad)
+    assert_compiled_op_matches_eager(compiled, f, (x, w, b))
 
 
 def test_torch_compile_inductor(device):

@@ -60,6 +60,7 @@ SHAPES = [
     Case(2, 2, 2, 9, 1, 3, "B"),  # W = 1
     Case(2, 3, 3, 6, 5, 1, "B", cond=2),  # n = 1, mask B
     Case(1, 1, 2, 1, 1, 3, "A"),  # one pixel
+    Case(2, 5, 2, 4, 5, 3, "A", cond=1),  # C_in > 2C: grad_v by the mirrored gather, not the scatter
     Case(2, 32, 32, 28, 28, 5, "B", cond=3),  # 4 grad_v tiles per image
     Case(1, 64, 64, 36, 20, 5, "B", cond=2),  # 2 tiles in the fused passes, 6 in pass 2
     Case(1, 3, 128, 48, 48, 3, "A"),  # 2 tiles in the fused passes, 16 in pass 2: a 3-channel image

@@ -10,21 +10,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from conv_cases import DTYPES, assert_compiled_op_matches_eager, close
 from torch.library import opcheck
 
 from fastgen import _ext, ops, reference
 from fastgen.ops import _dispatch
 
 OPS = torch.ops.fastgen
-DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-# (rtol, atol relative to the largest expected magnitude) vs the float64 reference on the same
-# (rounded) inputs: the kernels accumulate in float32 (float64) and round the output once.
-TOL = {
-    torch.float32: (1e-4, 1e-5),
-    torch.float16: (3e-3, 3e-3),
-    torch.bfloat16: (2e-2, 2e-2),
-    torch.float64: (1e-10, 1e-12),
-}
 
 
 class Case(NamedTuple):
@@ -95,14 +87,6 @@ def _expected(x, w, b, case: Case):
 def _mask(case: Case):
     return reference.masked_conv2d_mask((case.c_out, case.c_in // case.groups, case.kh, case.kw),
                                         case.mask_type, case.color_channels, case.groups)
-
-
-def close(actual, expected, dtype):
-    assert actual.dtype == dtype
-    assert actual.shape == expected.shape
-    rtol, atol = TOL[dtype]
-    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(actual.double().cpu(), expected, rtol=rtol, atol=atol * scale)
 
 
 def _has_kernel(device) -> bool:
@@ -369,14 +353,7 @@ def test_torch_compile_fullgraph(device):
         return torch.tanh(ops.masked_conv2d(x_, w_, b_, **case.options)) * 2.0
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
-    leaves_c = [t.detach().clone().requires_grad_(True) for t in (x, w, b)]
-    leaves_e = [t.detach().clone().requires_grad_(True) for t in (x, w, b)]
-    y_c, y_e = compiled(*leaves_c), f(*leaves_e)
-    torch.testing.assert_close(y_c, y_e)
-    y_c.sum().backward()
-    y_e.sum().backward()
-    for a, e in zip(leaves_c, leaves_e):
-        torch.testing.assert_close(a.grad, e.grad)
+    assert_compiled_op_matches_eager(compiled, f, (x, w, b))
 
 
 def test_torch_compile_inductor(device):

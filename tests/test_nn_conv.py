@@ -5,13 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from nn_cases import DTYPES, TOL, assert_compiled_layers_match_eager
 from torch import nn
 
 from fastgen import nn as fnn
 from fastgen import reference
-
-TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
-DTYPES = [torch.float32, torch.float64]
 
 
 def _causal_reference(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
@@ -372,10 +370,5 @@ def test_torch_compile_fullgraph(device):
 
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     x1, x2 = torch.randn(2, 2, 9, device=device), torch.randn(2, 3, 5, 5, device=device)
-    out_c = compiled(x1, x2)
-    grads_c = torch.autograd.grad(out_c, list(causal.parameters()) + list(masked.parameters()))
-    out_e = f(x1, x2)
-    grads_e = torch.autograd.grad(out_e, list(causal.parameters()) + list(masked.parameters()))
-    torch.testing.assert_close(out_c, out_e)
-    for a, e in zip(grads_c, grads_e):
-        torch.testing.assert_close(a, e)
+    params = list(causal.parameters()) + list(masked.parameters())
+    assert_compiled_layers_match_eager(compiled, f, (x1, x2), params)

@@ -8,14 +8,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from nn_cases import DTYPES, TOL, assert_compiled_layers_match_eager
 from torch import nn
 
 from fastgen import nn as fnn
 from fastgen import reference
 
-TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
 GRAD_TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float64: dict(rtol=1e-10, atol=1e-10)}
-DTYPES = [torch.float32, torch.float64]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -356,10 +355,4 @@ def test_torch_compile_fullgraph(device):
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     x, cond = torch.randn(2, 1, 6, 7, device=device), torch.randn(2, 2, device=device)
     params = list(first.parameters()) + list(second.parameters())
-    out_c = compiled(x, cond)
-    grads_c = torch.autograd.grad(out_c, params)
-    out_e = f(x, cond)
-    grads_e = torch.autograd.grad(out_e, params)
-    torch.testing.assert_close(out_c, out_e)
-    for a, e in zip(grads_c, grads_e):
-        torch.testing.assert_close(a, e)
+    assert_compiled_layers_match_eager(compiled, f, (x, cond), params)

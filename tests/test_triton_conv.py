@@ -1,37 +1,17 @@
 """Triton kernels of causal_conv1d against the plain-PyTorch reference.
 
-Without a GPU the kernels run on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, set
-before the kernels are defined); with one they run compiled on CUDA tensors.
+Without a GPU the kernels run on CPU tensors in Triton's interpreter (set up by ``triton_helpers``,
+imported before the kernels); with one they run compiled on CUDA tensors.
 """
-
-import os
 
 import pytest
 import torch
+from conv_cases import close
+from triton_helpers import DTYPES, device, use_large_blocks  # noqa: F401 (device: a fixture)
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from fastgen.reference import conv as ref
+from fastgen.triton_kernels import conv as tk
 
-triton = pytest.importorskip("triton")
-
-from fastgen.reference import conv as ref  # noqa: E402
-from conftest import TRITON_DEVICES, TRITON_INTERPRETING  # noqa: E402
-
-from fastgen.triton_kernels import conv as tk  # noqa: E402
-
-INTERPRET = TRITON_INTERPRETING
-DEVICES = TRITON_DEVICES
-if not DEVICES:
-    pytest.skip("needs a CUDA device or TRITON_INTERPRET=1", allow_module_level=True)
-
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-# (rtol, atol relative to the largest expected magnitude) vs the float64 reference.
-TOL = {
-    torch.float32: (1e-4, 1e-5),
-    torch.float64: (1e-10, 1e-12),
-    torch.float16: (3e-3, 3e-3),
-    torch.bfloat16: (2e-2, 2e-2),
-}
 # (N, C_in, C_out, T, K, dilation)
 SHAPES = [
     (2, 3, 5, 37, 3, 2),
@@ -43,24 +23,7 @@ SHAPES = [
 
 @pytest.fixture(autouse=True)
 def _large_blocks(monkeypatch):
-    # The interpreter's cost is per program: big tiles keep the suite fast.
-    if INTERPRET:
-        monkeypatch.setattr(tk, "BLOCK_O", 32)
-        monkeypatch.setattr(tk, "BLOCK_C", 32)
-        monkeypatch.setattr(tk, "BLOCK_T", 128)
-        monkeypatch.setattr(tk, "WEIGHT_SPLIT", 2)
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    return request.param
-
-
-def close(actual, expected, dtype):
-    assert actual.dtype == dtype and actual.shape == expected.shape
-    rtol, atol = TOL[dtype]
-    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(actual.double().cpu(), expected, rtol=rtol, atol=atol * scale)
+    use_large_blocks(monkeypatch, tk, BLOCK_O=32, BLOCK_C=32, BLOCK_T=128, WEIGHT_SPLIT=2)
 
 
 def _inputs(shape, dtype, device):

@@ -1,33 +1,22 @@
 """Triton kernels of the fused Gated PixelCNN layer against the plain-PyTorch reference.
 
-Without a GPU the kernels run on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, set
-before the kernels are defined); with one they run compiled on CUDA tensors. The outputs, the
+Without a GPU the kernels run on CPU tensors in Triton's interpreter (set up by ``triton_helpers``,
+imported before the kernels); with one they run compiled on CUDA tensors. The outputs, the
 saved pre-activations and all 13 gradients of the backward are compared with the float64
 reference (gradients by autograd through it).
 """
 
-import os
+import functools
 
 import pytest
 import torch
 import torch.nn.functional as F
+import conv_cases
+from triton_helpers import DTYPES, INTERPRET, device, use_large_blocks  # noqa: F401 (device: a fixture)
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from fastgen.reference import conv as ref
+from fastgen.triton_kernels import gated_pixelcnn as tk
 
-triton = pytest.importorskip("triton")
-
-from fastgen.reference import conv as ref  # noqa: E402
-from conftest import TRITON_DEVICES, TRITON_INTERPRETING  # noqa: E402
-
-from fastgen.triton_kernels import gated_pixelcnn as tk  # noqa: E402
-
-INTERPRET = TRITON_INTERPRETING
-DEVICES = TRITON_DEVICES
-if not DEVICES:
-    pytest.skip("needs a CUDA device or TRITON_INTERPRET=1", allow_module_level=True)
-
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 # (rtol, atol relative to the largest expected magnitude) vs the float64 reference. Loose for
 # float16/bfloat16: on a GPU, v_pre, the gate, dV and dH are rounded to the input dtype for the
 # tensor cores.
@@ -37,6 +26,7 @@ TOL = {
     torch.float16: (1e-2, 1e-2),
     torch.bfloat16: (5e-2, 5e-2),
 }
+close = functools.partial(conv_cases.close, tol=TOL)
 ACC = {torch.float32: torch.float32, torch.float64: torch.float64, torch.float16: torch.float32,
        torch.bfloat16: torch.float32}
 GRAD_NAMES = ["v", "h", "w_v", "b_v", "w_h", "b_h", "w_v2h", "b_v2h", "w_res", "b_res", "cond", "w_cond_v",
@@ -55,26 +45,7 @@ CASES = [
 
 @pytest.fixture(autouse=True)
 def _large_blocks(monkeypatch):
-    # The interpreter's cost is per program: big tiles keep the suite fast.
-    if INTERPRET:
-        monkeypatch.setattr(tk, "BLOCK_G", 16)
-        monkeypatch.setattr(tk, "BLOCK_C", 16)
-        monkeypatch.setattr(tk, "BLOCK_O", 16)
-        monkeypatch.setattr(tk, "BLOCK_P", 64)
-        monkeypatch.setattr(tk, "WEIGHT_SPLIT", 2)
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    return request.param
-
-
-def close(actual, expected, dtype, name=""):
-    assert actual.dtype == dtype and actual.shape == expected.shape, name
-    rtol, atol = TOL[dtype]
-    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(actual.double().cpu(), expected.double(), rtol=rtol, atol=atol * scale,
-                               msg=lambda m: f"{name}: {m}")
+    use_large_blocks(monkeypatch, tk, BLOCK_G=16, BLOCK_C=16, BLOCK_O=16, BLOCK_P=64, WEIGHT_SPLIT=2)
 
 
 def _inputs(case, dtype, device, seed=0):

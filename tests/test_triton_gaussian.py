@@ -1,32 +1,21 @@
 """Triton kernels of the Gaussian family against the plain-PyTorch reference.
 
-Without a GPU the kernels run on CPU tensors in Triton's interpreter (TRITON_INTERPRET=1, set
-before the kernels are defined); with one they run compiled on CUDA tensors.
+Without a GPU the kernels run on CPU tensors in Triton's interpreter (set up by ``triton_helpers``,
+imported before the kernels); with one they run compiled on CUDA tensors.
 """
 
 import math
-import os
 
 import pytest
 import torch
+from triton_helpers import DTYPES, device, use_large_blocks  # noqa: F401 (device: a fixture)
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+import triton
+import triton.language as tl
 
-triton = pytest.importorskip("triton")
-tl = pytest.importorskip("triton.language")
+from fastgen.reference import gaussian as ref
+from fastgen.triton_kernels import gaussian as tk
 
-from fastgen.reference import gaussian as ref  # noqa: E402
-from conftest import TRITON_DEVICES, TRITON_INTERPRETING  # noqa: E402
-
-from fastgen.triton_kernels import gaussian as tk  # noqa: E402
-
-INTERPRET = TRITON_INTERPRETING
-DEVICES = TRITON_DEVICES
-if not DEVICES:
-    pytest.skip("needs a CUDA device or TRITON_INTERPRET=1", allow_module_level=True)
-
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 # (rtol, atol) per output dtype. float64 is tight enough to catch float32 math sneaking in.
 TOL = {
     torch.float32: (2e-5, 2e-5),
@@ -40,14 +29,7 @@ SEED = -(2**40) - 12345  # negative and beyond 32 bits: both key words matter
 
 @pytest.fixture(autouse=True)
 def _large_blocks(monkeypatch):
-    # The interpreter's cost is per program: big tiles keep the suite fast.
-    if INTERPRET:
-        monkeypatch.setattr(tk, "BLOCK", 4096)
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    return request.param
+    use_large_blocks(monkeypatch, tk, BLOCK=4096)
 
 
 def close(actual, expected, dtype):

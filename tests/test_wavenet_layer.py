@@ -8,21 +8,13 @@ from typing import NamedTuple
 
 import pytest
 import torch
+from conv_cases import DTYPES, close
 from torch.library import opcheck
 
 from fastgen import _ext, ops, reference
 from fastgen.ops import _dispatch
 
 OPS = torch.ops.fastgen
-DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-# (rtol, atol relative to the largest expected magnitude) vs the float64 reference on the same
-# (rounded) inputs: the kernels compute in float32 (float64) and round each output once.
-TOL = {
-    torch.float32: (1e-4, 1e-5),
-    torch.float16: (3e-3, 3e-3),
-    torch.bfloat16: (2e-2, 2e-2),
-    torch.float64: (1e-10, 1e-12),
-}
 NAMES = ("x", "w_dilated", "b_dilated", "w_res", "b_res", "w_skip", "b_skip", "cond", "w_cond")
 needs_ext = pytest.mark.skipif(not (_ext.available() and _ext.has_op("wavenet_layer")),
                                reason="compiled extension (with wavenet_layer) not loaded")
@@ -94,15 +86,6 @@ def _run(fn, tensors, dilation):
 
 def _as_double_leaves(tensors):
     return [None if t is None else t.detach().double().cpu().requires_grad_(True) for t in tensors]
-
-
-def close(actual, expected, dtype, name=""):
-    assert actual.dtype == dtype, name
-    assert actual.shape == expected.shape, name
-    rtol, atol = TOL[dtype]
-    scale = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
-    torch.testing.assert_close(actual.detach().double().cpu(), expected.detach(), rtol=rtol, atol=atol * scale,
-                               msg=lambda m: f"{name}: {m}")
 
 
 def _check_forward_and_grads(case, tensors, dtype, device, seed=1):

@@ -92,4 +92,27 @@ void gather_taps(const scalar_t* src, int64_t C, int64_t H, int64_t W, const Tap
   }
 }
 
+// The transpose of gather_taps (sign = +1):
+//     dst[c, h + dy_t, w + dx_t] += Z[c * T + t, (h - h0) * W + w]
+// for the rows [h0, h1) of Z (C * T, (h1 - h0) * W), clipped to the image (dst: contiguous
+// (C, H, W) planes). An input gradient as W^T @ grad_y followed by this scatter needs a column
+// matrix of C_in * T rows instead of the C_out * T of the mirrored gather.
+template <typename scalar_t>
+void scatter_add_taps(const scalar_t* Z, int64_t C, int64_t H, int64_t W, const TapPlan& taps, int64_t h0,
+                      int64_t h1, scalar_t* dst) {
+  const int64_t T = taps.size(), P = (h1 - h0) * W;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t dy = taps.dy[t], dx = taps.dx[t];
+    const int64_t r0 = std::clamp<int64_t>(-dy, h0, h1), r1 = std::clamp<int64_t>(H - dy, r0, h1);
+    const int64_t w_lo = std::clamp<int64_t>(-dx, 0, W), w_hi = std::clamp<int64_t>(W - dx, w_lo, W);
+    for (int64_t c = 0; c < C; ++c) {
+      const scalar_t* z = Z + (c * T + t) * P + (r0 - h0) * W;
+      scalar_t* out = dst + c * H * W + (r0 + dy) * W;
+      for (int64_t h = r0; h < r1; ++h, z += W, out += W) {
+        for (int64_t w = w_lo; w < w_hi; ++w) out[w + dx] += z[w];
+      }
+    }
+  }
+}
+
 }  // namespace fastgen::cpu

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -41,6 +42,16 @@ def use_kernel(op_name: str, tensor: torch.Tensor) -> bool:
     return tensor.device.type in KERNEL_DEVICES.get(op_name, frozenset())
 
 
+def needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will ask for a gradient of any of ``tensors`` (None entries are skipped)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels accumulate and save pre-activations in: float32 for float16/bfloat16."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
 def register_triton_for_cuda(modules: dict[str, str]) -> None:
     """Register Triton kernels as the CUDA implementation of the ops without a compiled one.
 
@@ -63,3 +74,15 @@ def register_triton_for_cuda(modules: dict[str, str]) -> None:
                          module_name, error, name)
             continue
         torch.library.register_kernel(f"fastgen::{name}", "cuda", getattr(module, name))
+
+
+def register_fused_layer(op_names: list[str], triton_module: str, register_fakes: Callable[[], None],
+                         backward: Callable, setup_context: Callable) -> None:
+    """Register a fused layer ``[forward op, backward op]``: its fake kernels, the autograd of the
+    forward op and the Triton CUDA fallback of both, when the extension has the ops; then record
+    which devices have kernels."""
+    if _ext.check_ops(op_names):
+        register_fakes()
+        torch.library.register_autograd(f"fastgen::{op_names[0]}", backward, setup_context=setup_context)
+        register_triton_for_cuda({name: triton_module for name in op_names})
+    record_kernels(op_names)

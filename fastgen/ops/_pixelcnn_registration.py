@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from fastgen import _ext
 from fastgen.ops import _dispatch
 
 PIXELCNN_OPS = ["gated_pixelcnn_layer", "gated_pixelcnn_layer_backward"]
 TRITON_MODULE = "fastgen.triton_kernels.gated_pixelcnn"
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _register_fakes() -> None:
@@ -27,7 +22,7 @@ def _register_fakes() -> None:
         two_c = w_v.shape[0]
         pre_shape = (n, two_c, height, width) if save else (0,)
         out = (n, two_c // 2, height, width)
-        acc = _acc_dtype(v.dtype)
+        acc = _dispatch.accumulation_dtype(v.dtype)
         return v.new_empty(out), v.new_empty(out), v.new_empty(pre_shape, dtype=acc), v.new_empty(pre_shape, dtype=acc)
 
     @torch.library.register_fake("fastgen::gated_pixelcnn_layer_backward")
@@ -73,8 +68,4 @@ def _backward(ctx, grad_v_out, grad_h_out, _grad_v_pre, _grad_h_pre):
 
 
 def register() -> None:
-    if _ext.check_ops(PIXELCNN_OPS):
-        _register_fakes()
-        torch.library.register_autograd("fastgen::gated_pixelcnn_layer", _backward, setup_context=_setup_context)
-        _dispatch.register_triton_for_cuda({name: TRITON_MODULE for name in PIXELCNN_OPS})
-    _dispatch.record_kernels(PIXELCNN_OPS)
+    _dispatch.register_fused_layer(PIXELCNN_OPS, TRITON_MODULE, _register_fakes, _backward, _setup_context)

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from fastgen import _ext
 from fastgen.ops import _dispatch
 
 WAVENET_OPS = ["wavenet_layer", "wavenet_layer_backward"]
 TRITON_MODULE = "fastgen.triton_kernels.wavenet"
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _register_fakes() -> None:
@@ -26,7 +21,7 @@ def _register_fakes() -> None:
         n, _, t = x.shape
         h_shape = (n, w_dilated.shape[0], t) if save_pre_activation else (0,)
         return (x.new_empty(x.shape), x.new_empty((n, w_skip.shape[0], t)),
-                x.new_empty(h_shape, dtype=_acc_dtype(x.dtype)))
+                x.new_empty(h_shape, dtype=_dispatch.accumulation_dtype(x.dtype)))
 
     @torch.library.register_fake("fastgen::wavenet_layer_backward")
     def _(grad_residual, grad_skip, x, h, w_dilated, w_res, w_skip, dilation, cond, w_cond):
@@ -67,8 +62,4 @@ def _backward(ctx, grad_residual, grad_skip, _grad_h):
 
 
 def register() -> None:
-    if _ext.check_ops(WAVENET_OPS):
-        _register_fakes()
-        torch.library.register_autograd("fastgen::wavenet_layer", _backward, setup_context=_setup_context)
-        _dispatch.register_triton_for_cuda({name: TRITON_MODULE for name in WAVENET_OPS})
-    _dispatch.record_kernels(WAVENET_OPS)
+    _dispatch.register_fused_layer(WAVENET_OPS, TRITON_MODULE, _register_fakes, _backward, _setup_context)

@@ -14,7 +14,7 @@ import torch
 
 from fastgen import reference
 from fastgen.ops._checks import check_bias, check_rank, check_same
-from fastgen.ops._dispatch import use_kernel
+from fastgen.ops._dispatch import needs_grad, use_kernel
 
 
 def _pointwise_weight(value: object, name: str, shape: tuple[int, int], x: torch.Tensor) -> torch.Tensor:
@@ -139,9 +139,7 @@ def gated_pixelcnn_layer(
     if not use_kernel("gated_pixelcnn_layer", v):
         return reference.gated_pixelcnn_layer(v, h, w_v, b_v, w_h, b_h, w_v2h, b_v2h, w_res, b_res, mask_type,
                                               cond, w_cond_v, w_cond_h)
-    tensors = (v, h, w_v, b_v, w_h, b_h, w_v2h2, b_v2h, w_res2, b_res, cond, w_cond_v, w_cond_h)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    save = needs_grad(v, h, w_v, b_v, w_h, b_h, w_v2h2, b_v2h, w_res2, b_res, cond, w_cond_v, w_cond_h)
     v_out, h_out, _, _ = torch.ops.fastgen.gated_pixelcnn_layer(v, h, w_v, b_v, w_h, b_h, w_v2h2, b_v2h, w_res2,
-                                                                b_res, mask_type, cond, w_cond_v, w_cond_h,
-                                                                needs_grad)
+                                                                b_res, mask_type, cond, w_cond_v, w_cond_h, save)
     return v_out, h_out

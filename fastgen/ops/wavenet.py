@@ -13,7 +13,7 @@ import torch
 
 from fastgen import reference
 from fastgen.ops._checks import check_bias, check_positive_int, check_rank, check_same
-from fastgen.ops._dispatch import use_kernel
+from fastgen.ops._dispatch import needs_grad, use_kernel
 
 
 def _pointwise_weight(value: object, name: str, c_out_name: str, c_in: int, x: torch.Tensor) -> torch.Tensor:
@@ -119,8 +119,7 @@ def wavenet_layer(
                                                    dilation, cond, w_cond)
     if not use_kernel("wavenet_layer", x):
         return reference.wavenet_layer(x, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip, dilation, cond, w_cond)
-    tensors = (x, w_dilated, b_dilated, w_res2, b_res, w_skip2, b_skip, cond, w_cond2)
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    save = needs_grad(x, w_dilated, b_dilated, w_res2, b_res, w_skip2, b_skip, cond, w_cond2)
     residual, skip, _ = torch.ops.fastgen.wavenet_layer(x, w_dilated, b_dilated, w_res2, b_res, w_skip2, b_skip,
-                                                        dilation, cond, w_cond2, needs_grad)
+                                                        dilation, cond, w_cond2, save)
     return residual, skip

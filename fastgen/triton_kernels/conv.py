@@ -13,20 +13,21 @@ copy of x is built.
   a partial; the partials are summed by torch in a fixed order (deterministic, no atomics).
 * grad_bias: ``grad_y.sum((0, 2))`` in float32 (float64), by torch.
 
-float16/bfloat16 tiles go to ``tl.dot`` as they are (tensor cores, float32 accumulate);
-float32 uses ``input_precision="ieee"`` (no TF32, so results match the reference to ~1e-5);
-float64 uses a broadcast multiply-sum. Under ``TRITON_INTERPRET=1`` every tile is upcast first
-(the interpreter's numpy has no bfloat16 arithmetic).
+The two backward kernels also serve the fused WaveNet layer (``wavenet.py``), whose operands may
+be in the accumulation dtype: they round tiles to the input dtype LOW for ``tl.dot`` (a no-op here).
+Precision as in ``_common.py``: float16/bfloat16 tiles go to ``tl.dot`` (float32 accumulate),
+float32 uses ``input_precision="ieee"``, float64 a broadcast multiply-sum; the interpreter upcasts
+every tile first.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from fastgen.triton_kernels._common import (
+    LOW, accumulation_dtype, guard, mma, mma_low, mma_meta, program_blocks, store_rows, wrap)
 
 # Tile sizes (tl.dot needs >= 16 on every side) and warps per program. Tests raise them under
 # the interpreter, whose cost is per program.
@@ -36,24 +37,6 @@ BLOCK_T = 64
 NUM_WARPS = 4
 # Programs along the (n, time block) slabs for grad_weight (each writes one partial).
 WEIGHT_SPLIT = 32
-
-_wrap = getattr(torch.library, "wrap_triton", lambda kernel: kernel)
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-@triton.jit
-def _mma(acc, a, b, MODE: tl.constexpr, ACC: tl.constexpr):
-    """acc + a @ b. MODE 0: tl.dot on the tiles as loaded; 1: upcast, IEEE fp32 dot; 2: multiply-sum."""
-    if MODE == 0:
-        acc += tl.dot(a, b)
-    elif MODE == 1:
-        acc += tl.dot(a.to(ACC), b.to(ACC), input_precision="ieee")
-    else:
-        acc += tl.sum(a.to(ACC)[:, :, None] * b.to(ACC)[None, :, :], axis=1)
-    return acc
 
 
 @triton.jit
@@ -80,7 +63,7 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, C_in, C_out, T, K, dilation, n_o
                         mask=o_ok[:, None] & c_ok[None, :], other=0.0)
             x = tl.load(x_base + offs_c[:, None] * T + t_in[None, :],
                         mask=c_ok[:, None] & t_ok[None, :], other=0.0)
-            acc = _mma(acc, w, x, MODE, ACC)
+            acc = mma(acc, w, x, MODE, ACC)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_o, mask=o_ok, other=0.0).to(ACC)[:, None]
     tl.store(y_ptr + n * C_out * T + offs_o[:, None] * T + offs_t[None, :],
@@ -88,16 +71,11 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, y_ptr, C_in, C_out, T, K, dilation, n_o
 
 
 @triton.jit
-def _grad_x_kernel(gy_ptr, w_ptr, gx_ptr, C_in, C_out, T, K, dilation, n_c_blocks, n_t_blocks,
-                   MODE: tl.constexpr, ACC: tl.constexpr,
-                   BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    t_block = pid % n_t_blocks
-    rest = pid // n_t_blocks
-    c_block = rest % n_c_blocks
-    n = rest // n_c_blocks
-    offs_c = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
-    offs_t = t_block * BLOCK_T + tl.arange(0, BLOCK_T)
+def grad_input_kernel(gy_ptr, w_ptr, add_ptr, gx_ptr, C_in, C_out, T, K, dilation, n_c_blocks, n_t_blocks,
+                      HAS_ADD: tl.constexpr, LOW: tl.constexpr, MODE: tl.constexpr, ACC: tl.constexpr,
+                      BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    """gx[n, c_blk, t_blk] = sum_k w[:, c_blk, k]^T @ gy[n, :, t_blk + (K-1-k) dilation] (+ add)."""
+    n, offs_c, offs_t = program_blocks(n_c_blocks, n_t_blocks, BLOCK_C, BLOCK_T)
     c_ok = offs_c < C_in
     acc = tl.zeros((BLOCK_C, BLOCK_T), ACC)
     gy_base = gy_ptr + n * C_out * T
@@ -109,18 +87,17 @@ def _grad_x_kernel(gy_ptr, w_ptr, gx_ptr, C_in, C_out, T, K, dilation, n_c_block
             o_ok = offs_o < C_out
             wt = tl.load(w_ptr + offs_o[None, :] * C_in * K + offs_c[:, None] * K + k,
                          mask=c_ok[:, None] & o_ok[None, :], other=0.0)
-            gy = tl.load(gy_base + offs_o[:, None] * T + t_out[None, :],
-                         mask=o_ok[:, None] & t_ok[None, :], other=0.0)
-            acc = _mma(acc, wt, gy, MODE, ACC)
-    tl.store(gx_ptr + n * C_in * T + offs_c[:, None] * T + offs_t[None, :],
-             acc.to(gx_ptr.dtype.element_ty), mask=c_ok[:, None] & (offs_t < T)[None, :])
+            gy = tl.load(gy_base + offs_o[:, None] * T + t_out[None, :], mask=o_ok[:, None] & t_ok[None, :],
+                         other=0.0)
+            acc = mma_low(acc, wt, gy, LOW, MODE, ACC)
+    store_rows(acc, gx_ptr, add_ptr, gx_ptr, n, offs_c, offs_t, C_in, T, HAS_ADD, False, ACC)
 
 
 @triton.jit
-def _grad_w_kernel(gy_ptr, x_ptr, partial_ptr, C_in, C_out, T, K, dilation, n_o_blocks, n_c_blocks,
-                   n_t_blocks, n_slabs, n_split,
-                   MODE: tl.constexpr, ACC: tl.constexpr,
-                   BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+def grad_weight_kernel(gy_ptr, u_ptr, partial_ptr, C_in, C_out, T, K, dilation, n_o_blocks, n_c_blocks,
+                       n_t_blocks, n_slabs, n_split, LOW: tl.constexpr, MODE: tl.constexpr, ACC: tl.constexpr,
+                       BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+    """partial[split, o_blk, c_blk, k] = sum over the split's slabs of gy[n, o_blk, t] u[n, c_blk, t-s]^T."""
     pid = tl.program_id(0).to(tl.int64)
     c_block = pid % n_c_blocks
     rest = pid // n_c_blocks
@@ -142,33 +119,17 @@ def _grad_w_kernel(gy_ptr, x_ptr, partial_ptr, C_in, C_out, T, K, dilation, n_o_
         t_ok = (offs_t >= s) & (offs_t < T)
         gy = tl.load(gy_ptr + n * C_out * T + offs_o[:, None] * T + offs_t[None, :],
                      mask=o_ok[:, None] & t_ok[None, :], other=0.0)
-        xt = tl.load(x_ptr + n * C_in * T + offs_c[None, :] * T + (offs_t - s)[:, None],
+        ut = tl.load(u_ptr + n * C_in * T + offs_c[None, :] * T + (offs_t - s)[:, None],
                      mask=t_ok[:, None] & c_ok[None, :], other=0.0)
-        acc = _mma(acc, gy, xt, MODE, ACC)
+        acc = mma_low(acc, gy, ut, LOW, MODE, ACC)
     # partial layout (split, C_out, C_in, K): the sum over split is the weight layout.
     tl.store(partial_ptr + split * C_out * C_in * K + offs_o[:, None] * C_in * K + offs_c[None, :] * K + k,
              acc, mask=o_ok[:, None] & c_ok[None, :])
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _meta(dtype: torch.dtype) -> dict:
-    if dtype == torch.float64:
-        mode = 2
-    elif dtype == torch.float32 or _interpreting():
-        mode = 1
-    else:
-        mode = 0
-    acc = tl.float64 if dtype == torch.float64 else tl.float32
-    return {"MODE": mode, "ACC": acc, "BLOCK_O": BLOCK_O, "BLOCK_C": BLOCK_C, "BLOCK_T": BLOCK_T,
+    return {**mma_meta(dtype), "BLOCK_O": BLOCK_O, "BLOCK_C": BLOCK_C, "BLOCK_T": BLOCK_T,
             "num_warps": NUM_WARPS}
-
-
-def _guard(device: torch.device):
-    # Triton launches on the current device's current stream: make that the tensor's device.
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> None:
@@ -194,8 +155,8 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     has_bias = bias is not None
     b = bias.contiguous() if has_bias else y
     n_o, n_t = triton.cdiv(C_out, BLOCK_O), triton.cdiv(T, BLOCK_T)
-    with _guard(x.device):
-        _wrap(_forward_kernel)[(N * n_o * n_t,)](
+    with guard(x.device):
+        wrap(_forward_kernel)[(N * n_o * n_t,)](
             x, weight, b, y, C_in, C_out, T, K, dilation, n_o, n_t, HAS_BIAS=has_bias, **_meta(x.dtype))
     return y
 
@@ -211,10 +172,10 @@ def causal_conv1d_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.
         raise ValueError(f"grad_y must have shape {(N, C_out, T)}, got {tuple(grad_y.shape)}")
     grad_y = grad_y.to(x.dtype).contiguous()
     empty = x.new_empty((0,))
-    meta = _meta(x.dtype)
+    meta = {**_meta(x.dtype), "LOW": LOW[x.dtype]}
     n_t = triton.cdiv(T, BLOCK_T)
     grad_x = grad_w = grad_b = empty
-    with _guard(x.device):
+    with guard(x.device):
         if output_mask[0]:
             grad_x = torch.empty_like(x)
             if grad_x.numel() > 0:
@@ -222,8 +183,9 @@ def causal_conv1d_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.
                     grad_x.zero_()
                 else:
                     n_c = triton.cdiv(C_in, BLOCK_C)
-                    _wrap(_grad_x_kernel)[(N * n_c * n_t,)](
-                        grad_y, weight, grad_x, C_in, C_out, T, K, dilation, n_c, n_t, **meta)
+                    wrap(grad_input_kernel)[(N * n_c * n_t,)](  # nothing to add: grad_x is a placeholder
+                        grad_y, weight, grad_x, grad_x, C_in, C_out, T, K, dilation, n_c, n_t, HAS_ADD=False,
+                        **meta)
         if output_mask[1]:
             n_slabs = N * n_t
             if weight.numel() == 0 or n_slabs == 0:
@@ -231,11 +193,12 @@ def causal_conv1d_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.
             else:
                 n_split = min(n_slabs, WEIGHT_SPLIT)
                 n_o, n_c = triton.cdiv(C_out, BLOCK_O), triton.cdiv(C_in, BLOCK_C)
-                partials = torch.empty((n_split, C_out, C_in, K), dtype=_acc_dtype(x.dtype), device=x.device)
-                _wrap(_grad_w_kernel)[(n_split * K * n_o * n_c,)](
+                partials = torch.empty((n_split, C_out, C_in, K), dtype=accumulation_dtype(x.dtype),
+                                       device=x.device)
+                wrap(grad_weight_kernel)[(n_split * K * n_o * n_c,)](
                     grad_y, x, partials, C_in, C_out, T, K, dilation, n_o, n_c, n_t, n_slabs, n_split,
                     **meta)
                 grad_w = partials.sum(0).to(x.dtype)
         if output_mask[2]:
-            grad_b = grad_y.sum((0, 2), dtype=_acc_dtype(x.dtype)).to(x.dtype)
+            grad_b = grad_y.sum((0, 2), dtype=accumulation_dtype(x.dtype)).to(x.dtype)
     return grad_x, grad_w, grad_b

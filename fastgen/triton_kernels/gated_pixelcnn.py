@@ -41,7 +41,7 @@ is one tap (dy, dx) = (-1, 0) with w_v2h as its weight, and a 1x1 projection one
   sum_n sH, grad_b_res = g_h summed, grad_cond = sV w_cond_v + sH w_cond_h, grad_w_cond_v = sV^T cond,
   grad_w_cond_h = sH^T cond (deterministic torch reductions and matmuls).
 
-Precision as in ``conv.py``: float16/bfloat16 tiles go to ``tl.dot`` (float32 accumulate; an operand
+Precision as in ``_common.py``: float16/bfloat16 tiles go to ``tl.dot`` (float32 accumulate; an operand
 in the accumulation dtype, v_pre, the gate, dV or dH, is rounded to the input dtype first), float32
 uses ``input_precision="ieee"``, float64 a broadcast multiply-sum; the interpreter upcasts every
 tile. Offsets into the activations are int64. tanh and sigmoid are built from ``exp(-|x|)``
@@ -54,8 +54,9 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgen.triton_kernels.conv import _acc_dtype, _guard, _interpreting
-from fastgen.triton_kernels.conv import _mma as _conv_mma
+from fastgen.triton_kernels._common import (
+    LOW, accumulation_dtype, fused_gate_rows, guard, mma_low, mma_meta, program_blocks, project, project_tile,
+    shifted_pixel_products, store_rows, tanh_sigmoid, wrap)
 
 # Tile sizes (tl.dot needs >= 16 on every side) and warps per program. Tests raise them under
 # the interpreter, whose cost is per program.
@@ -70,32 +71,11 @@ FUSED_NUM_WARPS = 8
 # Programs along the (n, pixel block) slabs for the weight gradients (each writes one partial).
 WEIGHT_SPLIT = 32
 
-_wrap = getattr(torch.library, "wrap_triton", lambda kernel: kernel)
-
-_LOW = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
-        torch.float64: tl.float64}
-
-
-@triton.jit
-def _mma(acc, a, b, LOW: tl.constexpr, MODE: tl.constexpr, ACC: tl.constexpr):
-    """acc + a @ b, where an operand may be in the accumulation dtype: MODE 0 rounds both tiles to
-    the input dtype LOW for the tensor cores; the other modes upcast anyway."""
-    if MODE == 0:
-        acc += tl.dot(a.to(LOW), b.to(LOW))
-    else:
-        acc = _conv_mma(acc, a, b, MODE, ACC)
-    return acc
-
 
 @triton.jit
 def _gates(a, s):
-    """(tanh(a), sigmoid(s)) from exp(-|x|) in (0, 1]: tanh(a) = 2 sigmoid(2a) - 1 = (1 - e) / (1 + e)
-    with e = exp(-2|a|), sign restored; no overflow for any finite input."""
-    ea = tl.exp(-2.0 * tl.abs(a))
-    th = (1.0 - ea) / (1.0 + ea)
-    th = tl.where(a < 0, -th, th)
-    es = tl.exp(-tl.abs(s))
-    sg = tl.where(s >= 0, 1.0 / (1.0 + es), es / (1.0 + es))
+    """(tanh(a), sigmoid(s)), overflow-free (``tanh_sigmoid``)."""
+    th, sg, _, _ = tanh_sigmoid(a, s)
     return th, sg
 
 
@@ -124,8 +104,8 @@ def _taps(acc_a, acc_s, x_base, w_ptr, offs_g, g_ok, C, C_in, offs_p, i, j, p_ok
         w_ok = g_ok[:, None] & c_ok[None, :]
         wa = tl.load(w_off, mask=w_ok, other=0.0)
         ws = tl.load(w_off + C * C_in, mask=w_ok, other=0.0)
-        acc_a = _mma(acc_a, wa, xt, LOW, MODE, ACC)
-        acc_s = _mma(acc_s, ws, xt, LOW, MODE, ACC)
+        acc_a = mma_low(acc_a, wa, xt, LOW, MODE, ACC)
+        acc_s = mma_low(acc_s, ws, xt, LOW, MODE, ACC)
     return acc_a, acc_s
 
 
@@ -151,7 +131,7 @@ def _mirrored_taps(acc, gy_base, w_ptr, offs_c, c_ok, C_out, C_in, offs_p, i, j,
                      mask=c_ok[:, None] & o_ok[None, :], other=0.0)
         gy = tl.load(gy_base + offs_o[:, None] * HW + (offs_p - dy * W - dx)[None, :],
                      mask=o_ok[:, None] & ok[None, :], other=0.0)
-        acc = _mma(acc, wt, gy, LOW, MODE, ACC)
+        acc = mma_low(acc, wt, gy, LOW, MODE, ACC)
     return acc
 
 
@@ -194,28 +174,11 @@ def _load_halves(ptr, n, offs_g, offs_p, C, HW, ok):
 
 
 @triton.jit
-def _finish(acc, out_ptr, add_ptr, b_ptr, n, offs_o, offs_p, C_out, HW, HAS_ADD: tl.constexpr,
-            HAS_BIAS: tl.constexpr, ACC: tl.constexpr):
-    """out[n, offs_o, offs_p] = acc (+ add[n, offs_o, offs_p]) (+ b[offs_o]) in out's dtype."""
-    o_ok = offs_o < C_out
-    ok = o_ok[:, None] & (offs_p < HW)[None, :]
-    off = n * C_out * HW + offs_o[:, None] * HW + offs_p[None, :]
-    if HAS_ADD:
-        acc += tl.load(add_ptr + off, mask=ok, other=0.0).to(ACC)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_o, mask=o_ok, other=0.0).to(ACC)[:, None]
-    tl.store(out_ptr + off, acc.to(out_ptr.dtype.element_ty), mask=ok)
-
-
-@triton.jit
-def _program(n_g_blocks, n_p_blocks, BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr):
-    """(n, offs_g, offs_p) of a program over (n, channel block, pixel block); int64 from here on."""
-    pid = tl.program_id(0).to(tl.int64)
-    p_block = pid % n_p_blocks
-    rest = pid // n_p_blocks
-    g_block = rest % n_g_blocks
-    n = rest // n_g_blocks
-    return n, g_block * BLOCK_G + tl.arange(0, BLOCK_G), p_block * BLOCK_P + tl.arange(0, BLOCK_P)
+def _gate_program(n_g_blocks, n_p_blocks, C, H, W, BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr):
+    """(n, offs_g, g_ok, offs_p, p_ok, i, j) of a program over (n, gate block, pixel block), with (i, j)
+    the pixels' row and column."""
+    n, offs_g, offs_p = program_blocks(n_g_blocks, n_p_blocks, BLOCK_G, BLOCK_P)
+    return n, offs_g, offs_g < C, offs_p, offs_p < H * W, offs_p // W, offs_p % W
 
 
 @triton.jit
@@ -223,12 +186,8 @@ def _vertical_kernel(v_ptr, wv_ptr, bv_ptr, cond_ptr, wc_ptr, vpre_ptr, vout_ptr
                      n_g_blocks, n_p_blocks, KW: tl.constexpr, TOP: tl.constexpr, LEFT: tl.constexpr,
                      HAS_BIAS: tl.constexpr, HAS_COND: tl.constexpr, LOW: tl.constexpr, MODE: tl.constexpr,
                      ACC: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    n, offs_g, offs_p = _program(n_g_blocks, n_p_blocks, BLOCK_G, BLOCK_P)
+    n, offs_g, g_ok, offs_p, p_ok, i, j = _gate_program(n_g_blocks, n_p_blocks, C, H, W, BLOCK_G, BLOCK_P)
     HW = H * W
-    g_ok = offs_g < C
-    p_ok = offs_p < HW
-    i = offs_p // W
-    j = offs_p % W
     acc_a = tl.zeros((BLOCK_G, BLOCK_P), ACC)
     acc_s = tl.zeros((BLOCK_G, BLOCK_P), ACC)
     acc_a, acc_s = _taps(acc_a, acc_s, v_ptr + n * C_in * HW, wv_ptr, offs_g, g_ok, C, C_in, offs_p, i, j,
@@ -253,12 +212,8 @@ def _horizontal_kernel(h_ptr, wh_ptr, bh_ptr, vpre_ptr, wl_ptr, bl_ptr, cond_ptr
                        ACC: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
                        BLOCK_P: tl.constexpr):
     # FUSED: n_g_blocks == 1 and BLOCK_G >= C, the program holds every gate channel.
-    n, offs_g, offs_p = _program(n_g_blocks, n_p_blocks, BLOCK_G, BLOCK_P)
+    n, offs_g, g_ok, offs_p, p_ok, i, j = _gate_program(n_g_blocks, n_p_blocks, C, H, W, BLOCK_G, BLOCK_P)
     HW = H * W
-    g_ok = offs_g < C
-    p_ok = offs_p < HW
-    i = offs_p // W
-    j = offs_p % W
     acc_a = tl.zeros((BLOCK_G, BLOCK_P), ACC)
     acc_s = tl.zeros((BLOCK_G, BLOCK_P), ACC)
     # horizontal taps: row i, columns j - LEFT .. j - LEFT + n_taps - 1
@@ -279,13 +234,9 @@ def _horizontal_kernel(h_ptr, wh_ptr, bh_ptr, vpre_ptr, wl_ptr, bl_ptr, cond_ptr
     th, sg = _gates(acc_a, acc_s)
     z = th * sg
     if FUSED:
-        # h_out[o_blk] = w_res[o_blk, :] @ z (+ b_res) (+ h): z never goes to memory
-        for o0 in range(0, C, BLOCK_O):
-            offs_o = (o0 + tl.arange(0, BLOCK_O)).to(tl.int64)
-            w = tl.load(wr_ptr + offs_o[:, None] * C + offs_g[None, :],
-                        mask=(offs_o < C)[:, None] & g_ok[None, :], other=0.0)
-            acc = _mma(tl.zeros((BLOCK_O, BLOCK_P), ACC), w, z, LOW, MODE, ACC)
-            _finish(acc, hout_ptr, h_ptr, br_ptr, n, offs_o, offs_p, C, HW, RESIDUAL, HAS_BR, ACC)
+        # h_out = w_res @ z (+ b_res) (+ h): z never goes to memory
+        project_tile(z, offs_g, g_ok, wr_ptr, hout_ptr, h_ptr, br_ptr, n, offs_p, C, C, HW, RESIDUAL, HAS_BR,
+                     LOW, MODE, ACC, BLOCK_O, BLOCK_P)
     else:
         tl.store(z_ptr + n * C * HW + offs_g[:, None] * HW + offs_p[None, :], z, mask=ok)
 
@@ -295,31 +246,16 @@ def _project_kernel(z_ptr, w_ptr, b_ptr, add_ptr, out_ptr, C, HW, n_o_blocks, n_
                     HAS_ADD: tl.constexpr, HAS_BIAS: tl.constexpr, LOW: tl.constexpr, MODE: tl.constexpr,
                     ACC: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_P: tl.constexpr):
     """out[n] = w_res @ z[n] (+ add[n]) (+ b): the 1x1 projection of the scratch gate (unfused path)."""
-    n, offs_o, offs_p = _program(n_o_blocks, n_p_blocks, BLOCK_O, BLOCK_P)
-    o_ok = offs_o < C
-    p_ok = offs_p < HW
-    acc = tl.zeros((BLOCK_O, BLOCK_P), ACC)
-    for g0 in range(0, C, BLOCK_G):
-        offs_g = (g0 + tl.arange(0, BLOCK_G)).to(tl.int64)
-        g_ok = offs_g < C
-        w = tl.load(w_ptr + offs_o[:, None] * C + offs_g[None, :], mask=o_ok[:, None] & g_ok[None, :],
-                    other=0.0)
-        z = tl.load(z_ptr + n * C * HW + offs_g[:, None] * HW + offs_p[None, :],
-                    mask=g_ok[:, None] & p_ok[None, :], other=0.0)
-        acc = _mma(acc, w, z, LOW, MODE, ACC)
-    _finish(acc, out_ptr, add_ptr, b_ptr, n, offs_o, offs_p, C, HW, HAS_ADD, HAS_BIAS, ACC)
+    project(z_ptr, w_ptr, b_ptr, add_ptr, out_ptr, C, C, HW, n_o_blocks, n_p_blocks, HAS_ADD, HAS_BIAS, LOW,
+            MODE, ACC, BLOCK_O, BLOCK_G, BLOCK_P)
 
 
 @triton.jit
 def _grad_h_pre_kernel(gh_ptr, hpre_ptr, wr_ptr, dh_ptr, z_ptr, C, H, W, n_g_blocks, n_p_blocks,
                        LOW: tl.constexpr, MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_G: tl.constexpr,
                        BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr):
-    n, offs_g, offs_p = _program(n_g_blocks, n_p_blocks, BLOCK_G, BLOCK_P)
+    n, offs_g, g_ok, offs_p, p_ok, i, j = _gate_program(n_g_blocks, n_p_blocks, C, H, W, BLOCK_G, BLOCK_P)
     HW = H * W
-    g_ok = offs_g < C
-    p_ok = offs_p < HW
-    i = offs_p // W
-    j = offs_p % W
     # dG = w_res[:, offs_g]^T @ g_h[n]: the mirror of a 1x1 tap
     dg = _mirrored_taps(tl.zeros((BLOCK_G, BLOCK_P), ACC), gh_ptr + n * C * HW, wr_ptr, offs_g, g_ok, C, C,
                         offs_p, i, j, p_ok, H, W, 1, 1, 0, 0, LOW, MODE, ACC, BLOCK_O)
@@ -334,12 +270,8 @@ def _grad_h_pre_kernel(gh_ptr, hpre_ptr, wr_ptr, dh_ptr, z_ptr, C, H, W, n_g_blo
 def _grad_v_pre_kernel(gv_ptr, vpre_ptr, dh_ptr, wl_ptr, dv_ptr, C, H, W, n_g_blocks, n_p_blocks,
                        LOW: tl.constexpr, MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_G: tl.constexpr,
                        BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr):
-    n, offs_g, offs_p = _program(n_g_blocks, n_p_blocks, BLOCK_G, BLOCK_P)
+    n, offs_g, g_ok, offs_p, p_ok, i, j = _gate_program(n_g_blocks, n_p_blocks, C, H, W, BLOCK_G, BLOCK_P)
     HW = H * W
-    g_ok = offs_g < C
-    p_ok = offs_p < HW
-    i = offs_p // W
-    j = offs_p % W
     # the link's share: w_v2h[:, rows]^T @ dH[n, :, row i + 1] (zero for the last row), the mirror of
     # the tap (dy, dx) = (-1, 0), for the rows offs_g (tanh half) and C + offs_g (sigmoid half)
     dh_base = dh_ptr + n * 2 * C * HW
@@ -361,14 +293,14 @@ def _grad_input_kernel(gy_ptr, w_ptr, add_ptr, gx_ptr, C_out, C_in, H, W, n_taps
                        LOW: tl.constexpr, MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr,
                        BLOCK_O: tl.constexpr, BLOCK_P: tl.constexpr):
     """gx[n, c_blk, p_blk] = the mirrored taps of gy[n] (N, C_out, H, W) (+ add[n])."""
-    n, offs_c, offs_p = _program(n_c_blocks, n_p_blocks, BLOCK_C, BLOCK_P)
+    n, offs_c, offs_p = program_blocks(n_c_blocks, n_p_blocks, BLOCK_C, BLOCK_P)
     HW = H * W
     c_ok = offs_c < C_in
     p_ok = offs_p < HW
     acc = _mirrored_taps(tl.zeros((BLOCK_C, BLOCK_P), ACC), gy_ptr + n * C_out * HW, w_ptr, offs_c, c_ok,
                          C_out, C_in, offs_p, offs_p // W, offs_p % W, p_ok, H, W, n_taps, KW, TOP, LEFT, LOW,
                          MODE, ACC, BLOCK_O)
-    _finish(acc, gx_ptr, add_ptr, gx_ptr, n, offs_c, offs_p, C_in, HW, HAS_ADD, False, ACC)
+    store_rows(acc, gx_ptr, add_ptr, gx_ptr, n, offs_c, offs_p, C_in, HW, HAS_ADD, False, ACC)
 
 
 @triton.jit
@@ -385,47 +317,27 @@ def _grad_w_kernel(gy_ptr, u_ptr, partial_ptr, C_out, C_in, H, W, n_taps, tap_st
     rest = rest // n_o_blocks
     tap = rest % n_taps
     split = rest // n_taps
-    HW = H * W
     dy = tap // KW - TOP
     dx = tap % KW - LEFT
     offs_o = o_block * BLOCK_O + tl.arange(0, BLOCK_O)
     offs_c = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
     o_ok = offs_o < C_out
     c_ok = offs_c < C_in
-    acc = tl.zeros((BLOCK_O, BLOCK_C), ACC)
-    first = split * n_slabs // n_split
-    last = (split + 1) * n_slabs // n_split
-    for slab in range(first, last):
-        n = slab // n_p_blocks
-        offs_p = (slab % n_p_blocks) * BLOCK_P + tl.arange(0, BLOCK_P)
-        ii = offs_p // W + dy
-        jj = offs_p % W + dx
-        ok = (offs_p < HW) & (ii >= 0) & (ii < H) & (jj >= 0) & (jj < W)
-        gy = tl.load(gy_ptr + n * C_out * HW + offs_o[:, None] * HW + offs_p[None, :],
-                     mask=o_ok[:, None] & ok[None, :], other=0.0)
-        ut = tl.load(u_ptr + n * C_in * HW + offs_c[None, :] * HW + (offs_p + dy * W + dx)[:, None],
-                     mask=ok[:, None] & c_ok[None, :], other=0.0)
-        acc = _mma(acc, gy, ut, LOW, MODE, ACC)
+    acc = shifted_pixel_products(tl.zeros((BLOCK_O, BLOCK_C), ACC), gy_ptr, u_ptr, C_out, C_in, offs_o,
+                                 o_ok, offs_c, c_ok, H, W, dy, dx, split, n_split, n_slabs, n_p_blocks, LOW,
+                                 MODE, ACC, BLOCK_P)
     # partial layout (split, C_out, C_in, tap_stride): the sum over split is the weight layout.
     tl.store(partial_ptr + split * C_out * C_in * tap_stride + offs_o[:, None] * C_in * tap_stride
              + offs_c[None, :] * tap_stride + tap, acc, mask=o_ok[:, None] & c_ok[None, :])
 
 
 def _meta(dtype: torch.dtype) -> dict:
-    if dtype == torch.float64:
-        mode = 2
-    elif dtype == torch.float32 or _interpreting():
-        mode = 1
-    else:
-        mode = 0
-    acc = tl.float64 if dtype == torch.float64 else tl.float32
-    return {"LOW": _LOW[dtype], "MODE": mode, "ACC": acc, "BLOCK_P": BLOCK_P, "num_warps": NUM_WARPS}
+    return {"LOW": LOW[dtype], **mma_meta(dtype), "BLOCK_P": BLOCK_P, "num_warps": NUM_WARPS}
 
 
 def fused_gate_block(C: int, dtype: torch.dtype) -> int:
     """Rows of the fused horizontal forward's gate tile, or 0 when the unfused forward is used."""
-    block = max(16, triton.next_power_of_2(max(C, 1)))
-    return block if dtype != torch.float64 and block <= FUSED_MAX_GATE else 0
+    return fused_gate_rows(C, dtype, FUSED_MAX_GATE)
 
 
 def _as_2d(weight: torch.Tensor) -> torch.Tensor:
@@ -468,6 +380,12 @@ def _check(v, h, w_v, w_h, w_v2h, w_res, mask_type, cond, w_cond_v, w_cond_h) ->
             raise TypeError(f"{name} must have the dtype of v ({v.dtype}), got {t.dtype}")
 
 
+def _operands(v, h, w_v, w_h, w_v2h, w_res, mask_type, cond, w_cond_v, w_cond_h):
+    """(v, h, w_v, w_h, w_v2h, w_res) checked, with 2-D 1x1 weights and the rest contiguous."""
+    w_v2h, w_res = _as_2d(w_v2h), _as_2d(w_res)
+    _check(v, h, w_v, w_h, w_v2h, w_res, mask_type, cond, w_cond_v, w_cond_h)
+    return v.contiguous(), h.contiguous(), w_v.contiguous(), w_h.contiguous(), w_v2h, w_res
+
 def _geometry(w_v: torch.Tensor, w_h: torch.Tensor, mask_type: str):
     """Tap-major weights and tap geometry {n_taps, KW, TOP, LEFT} of the vertical and horizontal stacks."""
     n = w_v.shape[3]
@@ -489,14 +407,13 @@ def gated_pixelcnn_layer(v: torch.Tensor, h: torch.Tensor, w_v: torch.Tensor, b_
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(v_out, h_out, v_pre, h_pre): v_pre, h_pre (N, 2C, H, W) in the accumulation dtype, or empty
     (0,) tensors when not saved."""
-    w_v2h, w_res = _as_2d(w_v2h), _as_2d(w_res)
-    _check(v, h, w_v, w_h, w_v2h, w_res, mask_type, cond, w_cond_v, w_cond_h)
-    v, h, w_v, w_h = v.contiguous(), h.contiguous(), w_v.contiguous(), w_h.contiguous()
+    v, h, w_v, w_h, w_v2h, w_res = _operands(v, h, w_v, w_h, w_v2h, w_res, mask_type, cond, w_cond_v,
+                                             w_cond_h)
     N, C_in, H, W = v.shape
     C2 = w_v.shape[0]
     C = C2 // 2
     HW = H * W
-    acc_dtype = _acc_dtype(v.dtype)
+    acc_dtype = accumulation_dtype(v.dtype)
     v_out = torch.empty((N, C, H, W), dtype=v.dtype, device=v.device)
     h_out = torch.empty((N, C, H, W), dtype=v.dtype, device=v.device)
     # v_pre is always computed (the link reads it at row i - 1); returned only when saved
@@ -512,8 +429,8 @@ def gated_pixelcnn_layer(v: torch.Tensor, h: torch.Tensor, w_v: torch.Tensor, b_
         meta = _meta(v.dtype)
         n_p = triton.cdiv(HW, BLOCK_P)
         n_g = triton.cdiv(C, BLOCK_G)
-        with _guard(v.device):
-            _wrap(_vertical_kernel)[(N * n_g * n_p,)](
+        with guard(v.device):
+            wrap(_vertical_kernel)[(N * n_g * n_p,)](
                 v, wv_taps, b_v.contiguous() if b_v is not None else v, cond_arg, wcv, v_pre, v_out, C_in, C,
                 D, H, W, vert["n_taps"], n_g, n_p, KW=vert["KW"], TOP=vert["TOP"], LEFT=vert["LEFT"],
                 HAS_BIAS=b_v is not None, HAS_COND=has_cond, BLOCK_G=BLOCK_G, BLOCK_C=BLOCK_C, **meta)
@@ -530,11 +447,11 @@ def gated_pixelcnn_layer(v: torch.Tensor, h: torch.Tensor, w_v: torch.Tensor, b_
                      "BLOCK_G": block_g, "BLOCK_C": BLOCK_C, "BLOCK_O": BLOCK_O}
             if gate_rows:
                 fused_meta = {**meta, "num_warps": FUSED_NUM_WARPS}
-                _wrap(_horizontal_kernel)[(N * n_p,)](*args, **flags, **fused_meta)
+                wrap(_horizontal_kernel)[(N * n_p,)](*args, **flags, **fused_meta)
             else:
-                _wrap(_horizontal_kernel)[(N * n_g * n_p,)](*args, **flags, **meta)
+                wrap(_horizontal_kernel)[(N * n_g * n_p,)](*args, **flags, **meta)
                 n_o = triton.cdiv(C, BLOCK_O)
-                _wrap(_project_kernel)[(N * n_o * n_p,)](
+                wrap(_project_kernel)[(N * n_o * n_p,)](
                     z, w_res, br, h, h_out, C, HW, n_o, n_p,
                     HAS_ADD=mask_type == "B", HAS_BIAS=b_res is not None, BLOCK_O=BLOCK_O, BLOCK_G=BLOCK_G,
                     **meta)
@@ -552,7 +469,7 @@ def _grad_input(gy: torch.Tensor, w_taps: torch.Tensor, geometry: dict, add: tor
     if geometry["n_taps"] == 0:
         return out.copy_(add) if add is not None else out.zero_()
     n_c, n_p = triton.cdiv(C_in, BLOCK_C), triton.cdiv(H * W, BLOCK_P)
-    _wrap(_grad_input_kernel)[(N * n_c * n_p,)](
+    wrap(_grad_input_kernel)[(N * n_c * n_p,)](
         gy, w_taps, add if add is not None else out, out, gy.shape[1], C_in, H, W, geometry["n_taps"], n_c,
         n_p, KW=geometry["KW"], TOP=geometry["TOP"], LEFT=geometry["LEFT"], HAS_ADD=add is not None,
         BLOCK_C=BLOCK_C, BLOCK_O=BLOCK_O, **meta)
@@ -573,8 +490,9 @@ def _grad_weight(gy: torch.Tensor, u: torch.Tensor, geometry: dict, tap_stride: 
     n_split = min(n_slabs, WEIGHT_SPLIT)
     n_o, n_c = triton.cdiv(C_out, BLOCK_O), triton.cdiv(C_in, BLOCK_C)
     alloc = torch.zeros if n_taps < tap_stride else torch.empty  # unread taps stay exactly 0
-    partials = alloc((n_split, C_out, C_in, tap_stride), dtype=_acc_dtype(weight.dtype), device=gy.device)
-    _wrap(_grad_w_kernel)[(n_split * n_taps * n_o * n_c,)](
+    partials = alloc((n_split, C_out, C_in, tap_stride), dtype=accumulation_dtype(weight.dtype),
+                     device=gy.device)
+    wrap(_grad_w_kernel)[(n_split * n_taps * n_o * n_c,)](
         gy, u, partials, C_out, C_in, H, W, n_taps, tap_stride, n_o, n_c, n_p, n_slabs, n_split,
         KW=geometry["KW"], TOP=geometry["TOP"], LEFT=geometry["LEFT"], BLOCK_O=BLOCK_O, BLOCK_C=BLOCK_C,
         **meta)
@@ -591,9 +509,8 @@ def gated_pixelcnn_layer_backward(grad_v_out: torch.Tensor, grad_h_out: torch.Te
     grad_b_res, grad_cond, grad_w_cond_v, grad_w_cond_h), each in its input's dtype; the last three are
     empty (0,) tensors when cond is None; grad_w_h is exactly 0 on the ignored tap of mask "A"."""
     w_v2h_shape, w_res_shape = w_v2h.shape, w_res.shape
-    w_v2h, w_res = _as_2d(w_v2h), _as_2d(w_res)
-    _check(v, h, w_v, w_h, w_v2h, w_res, mask_type, cond, w_cond_v, w_cond_h)
-    v, h, w_v, w_h = v.contiguous(), h.contiguous(), w_v.contiguous(), w_h.contiguous()
+    v, h, w_v, w_h, w_v2h, w_res = _operands(v, h, w_v, w_h, w_v2h, w_res, mask_type, cond, w_cond_v,
+                                             w_cond_h)
     N, C_in, H, W = v.shape
     C2 = w_v.shape[0]
     C = C2 // 2
@@ -605,7 +522,7 @@ def gated_pixelcnn_layer_backward(grad_v_out: torch.Tensor, grad_h_out: torch.Te
     if tuple(grad_v_out.shape) != (N, C, H, W) or tuple(grad_h_out.shape) != (N, C, H, W):
         raise ValueError(f"grad_v_out and grad_h_out must have shape {(N, C, H, W)}, got "
                          f"{tuple(grad_v_out.shape)} and {tuple(grad_h_out.shape)}")
-    acc_dtype = _acc_dtype(v.dtype)
+    acc_dtype = accumulation_dtype(v.dtype)
     g_v = grad_v_out.to(v.dtype).contiguous()
     g_h = grad_h_out.to(v.dtype).contiguous()
     v_pre = v_pre.to(acc_dtype).contiguous()
@@ -615,12 +532,12 @@ def gated_pixelcnn_layer_backward(grad_v_out: torch.Tensor, grad_h_out: torch.Te
     dh = torch.zeros((N, C2, H, W), dtype=acc_dtype, device=v.device)
     dv = torch.zeros((N, C2, H, W), dtype=acc_dtype, device=v.device)
     z = torch.zeros((N, C, H, W), dtype=acc_dtype, device=v.device)  # the horizontal gate, for grad_w_res
-    with _guard(v.device):
+    with guard(v.device):
         if N * HW > 0:
             n_g, n_p = triton.cdiv(C, BLOCK_G), triton.cdiv(HW, BLOCK_P)
-            _wrap(_grad_h_pre_kernel)[(N * n_g * n_p,)](
+            wrap(_grad_h_pre_kernel)[(N * n_g * n_p,)](
                 g_h, h_pre, w_res, dh, z, C, H, W, n_g, n_p, BLOCK_G=BLOCK_G, BLOCK_O=BLOCK_O, **meta)
-            _wrap(_grad_v_pre_kernel)[(N * n_g * n_p,)](
+            wrap(_grad_v_pre_kernel)[(N * n_g * n_p,)](
                 g_v, v_pre, dh, w_v2h, dv, C, H, W, n_g, n_p, BLOCK_G=BLOCK_G, BLOCK_O=BLOCK_O, **meta)
         grad_h = _grad_input(dh, wh_taps, horiz, g_h if mask_type == "B" else None, torch.empty_like(h), meta)
         grad_v = _grad_input(dv, wv_taps, vert, None, torch.empty_like(v), meta)

@@ -26,7 +26,7 @@ torch (a small copy) so the weight tiles load coalesced.
   are the centre's RGB-unconnected entries); torch sums the partials in a fixed order (no atomics).
 * grad_bias: ``grad_y.sum((0, 2, 3))`` in float32 (float64), by torch.
 
-Precision as in ``conv.py``: float16/bfloat16 tiles go to ``tl.dot`` (float32 accumulate),
+Precision as in ``_common.py``: float16/bfloat16 tiles go to ``tl.dot`` (float32 accumulate),
 float32 uses ``input_precision="ieee"``, float64 a broadcast multiply-sum; the interpreter
 upcasts every tile first.
 """
@@ -37,7 +37,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgen.triton_kernels.conv import _acc_dtype, _guard, _interpreting, _mma
+from fastgen.triton_kernels._common import (
+    LOW, accumulation_dtype, guard, mma, mma_meta, shifted_pixel_products, wrap)
 
 # Tile sizes (tl.dot needs >= 16 on every side) and warps per program. Tests raise them under
 # the interpreter, whose cost is per program.
@@ -47,9 +48,6 @@ BLOCK_P = 64
 NUM_WARPS = 4
 # Programs along the (n, pixel block) slabs for grad_weight (each writes one partial).
 WEIGHT_SPLIT = 32
-
-_wrap = getattr(torch.library, "wrap_triton", lambda kernel: kernel)
-
 
 @triton.jit
 def _colour_ok(offs_o, offs_c, colour_out, colour_in, centre_le):
@@ -73,7 +71,7 @@ def _forward_step(acc, x_base, w_tap, offs_o, o_ok, offs_p, h, w, p_ok, H, W, cp
     wt = tl.load(w_tap + offs_o[:, None] * cpg_in + offs_c[None, :], mask=w_ok, other=0.0)
     xt = tl.load(x_base + offs_c[:, None] * (H * W) + (offs_p + dy * W + dx)[None, :],
                  mask=c_ok[:, None] & ok[None, :], other=0.0)
-    return _mma(acc, wt, xt, MODE, ACC)
+    return mma(acc, wt, xt, MODE, ACC)
 
 
 @triton.jit
@@ -135,7 +133,7 @@ def _grad_x_step(acc, gy_base, w_tap, offs_c, c_ok, offs_p, h, w, p_ok, H, W, cp
     wt = tl.load(w_tap + offs_o[None, :] * cpg_in + offs_c[:, None], mask=w_ok, other=0.0)
     gy = tl.load(gy_base + offs_o[:, None] * (H * W) + (offs_p - dy * W - dx)[None, :],
                  mask=o_ok[:, None] & ok[None, :], other=0.0)
-    return _mma(acc, wt, gy, MODE, ACC)
+    return mma(acc, wt, gy, MODE, ACC)
 
 
 @triton.jit
@@ -182,7 +180,7 @@ def _grad_w_kernel(gy_ptr, x_ptr, partial_ptr, C_in, C_out, H, W, dilation, grou
                    colour_out, colour_in, centre_le, n_taps, n_o_blocks, n_c_blocks, n_p_blocks,
                    n_slabs, n_split,
                    KH: tl.constexpr, KW: tl.constexpr, CENTRE: tl.constexpr,
-                   MODE: tl.constexpr, ACC: tl.constexpr,
+                   LOW: tl.constexpr, MODE: tl.constexpr, ACC: tl.constexpr,
                    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     pid = tl.program_id(0).to(tl.int64)
     c_block = pid % n_c_blocks
@@ -200,21 +198,10 @@ def _grad_w_kernel(gy_ptr, x_ptr, partial_ptr, C_in, C_out, H, W, dilation, grou
     offs_c = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
     o_ok = offs_o < cpg_out
     c_ok = offs_c < cpg_in
-    acc = tl.zeros((BLOCK_O, BLOCK_C), ACC)
-    first = split * n_slabs // n_split
-    last = (split + 1) * n_slabs // n_split
-    for slab in range(first, last):
-        n = slab // n_p_blocks
-        offs_p = (slab % n_p_blocks) * BLOCK_P + tl.arange(0, BLOCK_P)
-        h = offs_p // W + dy
-        w = offs_p % W + dx
-        ok = (offs_p < HW) & (h >= 0) & (h < H) & (w >= 0) & (w < W)
-        gy = tl.load(gy_ptr + (n * C_out + g * cpg_out) * HW + offs_o[:, None] * HW + offs_p[None, :],
-                     mask=o_ok[:, None] & ok[None, :], other=0.0)
-        x_base = x_ptr + (n * C_in + g * cpg_in) * HW
-        xt = tl.load(x_base + offs_c[None, :] * HW + (offs_p + dy * W + dx)[:, None],
-                     mask=ok[:, None] & c_ok[None, :], other=0.0)
-        acc = _mma(acc, gy, xt, MODE, ACC)
+    # from the group's first channel: g * cpg_out of grad_y, g * cpg_in of x
+    acc = shifted_pixel_products(tl.zeros((BLOCK_O, BLOCK_C), ACC), gy_ptr + g * cpg_out * HW,
+                                 x_ptr + g * cpg_in * HW, C_out, C_in, offs_o, o_ok, offs_c, c_ok, H, W, dy,
+                                 dx, split, n_split, n_slabs, n_p_blocks, LOW, MODE, ACC, BLOCK_P)
     store_ok = o_ok[:, None] & c_ok[None, :]
     if CENTRE == 2:
         # The centre's unconnected entries are not stored: they keep the buffer's exact zeros. (A
@@ -229,14 +216,7 @@ def _grad_w_kernel(gy_ptr, x_ptr, partial_ptr, C_in, C_out, H, W, dilation, grou
 
 
 def _meta(dtype: torch.dtype) -> dict:
-    if dtype == torch.float64:
-        mode = 2
-    elif dtype == torch.float32 or _interpreting():
-        mode = 1
-    else:
-        mode = 0
-    acc = tl.float64 if dtype == torch.float64 else tl.float32
-    return {"MODE": mode, "ACC": acc, "BLOCK_O": BLOCK_O, "BLOCK_C": BLOCK_C, "BLOCK_P": BLOCK_P,
+    return {**mma_meta(dtype), "BLOCK_O": BLOCK_O, "BLOCK_C": BLOCK_C, "BLOCK_P": BLOCK_P,
             "num_warps": NUM_WARPS}
 
 
@@ -299,8 +279,8 @@ def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     has_bias = bias is not None
     b = bias.contiguous() if has_bias else y
     n_o, n_p = triton.cdiv(cpg_out, BLOCK_O), triton.cdiv(H * W, BLOCK_P)
-    with _guard(x.device):
-        _wrap(_forward_kernel)[(N * groups * n_o * n_p,)](
+    with guard(x.device):
+        wrap(_forward_kernel)[(N * groups * n_o * n_p,)](
             x, weight, b, y, C_in, C_out, H, W, dilation, groups, cpg_in, cpg_out,
             colour_out, colour_in, centre_le, n_o, n_p,
             KH=KH, KW=KW, CENTRE=centre, HAS_BIAS=has_bias, **_meta(x.dtype))
@@ -327,7 +307,7 @@ def masked_conv2d_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.
     empty = x.new_empty((0,))
     n_p = triton.cdiv(H * W, BLOCK_P)
     grad_x = grad_w = grad_b = empty
-    with _guard(x.device):
+    with guard(x.device):
         if output_mask[0]:
             grad_x = torch.empty_like(x)
             if grad_x.numel() > 0:
@@ -335,7 +315,7 @@ def masked_conv2d_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.
                     grad_x.zero_()
                 else:
                     n_c = triton.cdiv(cpg_in, BLOCK_C)
-                    _wrap(_grad_x_kernel)[(N * groups * n_c * n_p,)](
+                    wrap(_grad_x_kernel)[(N * groups * n_c * n_p,)](
                         grad_y, _kept_taps(weight, n_taps), grad_x, C_in, C_out, H, W, dilation, groups,
                         cpg_in, cpg_out,
                         colour_out, colour_in, centre_le, n_c, n_p, **mask_meta)
@@ -347,12 +327,13 @@ def masked_conv2d_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.
                 n_split = min(n_slabs, WEIGHT_SPLIT)
                 n_o, n_c = triton.cdiv(cpg_out, BLOCK_O), triton.cdiv(cpg_in, BLOCK_C)
                 # zero-filled: the masked taps are never written and stay exactly 0
-                partials = torch.zeros((n_split, C_out, cpg_in, KH, KW), dtype=_acc_dtype(x.dtype),
+                partials = torch.zeros((n_split, C_out, cpg_in, KH, KW), dtype=accumulation_dtype(x.dtype),
                                        device=x.device)
-                _wrap(_grad_w_kernel)[(n_split * n_taps * groups * n_o * n_c,)](
+                wrap(_grad_w_kernel)[(n_split * n_taps * groups * n_o * n_c,)](
                     grad_y, x, partials, C_in, C_out, H, W, dilation, groups, cpg_in, cpg_out,
-                    colour_out, colour_in, centre_le, n_taps, n_o, n_c, n_p, n_slabs, n_split, **mask_meta)
+                    colour_out, colour_in, centre_le, n_taps, n_o, n_c, n_p, n_slabs, n_split,
+                    LOW=LOW[x.dtype], **mask_meta)
                 grad_w = partials.sum(0).to(x.dtype)
         if output_mask[2]:
-            grad_b = grad_y.sum((0, 2, 3), dtype=_acc_dtype(x.dtype)).to(x.dtype)
+            grad_b = grad_y.sum((0, 2, 3), dtype=accumulation_dtype(x.dtype)).to(x.dtype)
     return grad_x, grad_w, grad_b

@@ -19,16 +19,16 @@ G = C_gate / 2, optional cond (N, C_cond, T) with w_cond (C_gate, C_cond)::
 * backward, dh: one program per (n, gate block, time block): ``gz = w_res^T g_res + w_skip^T g_skip``,
   a, s recomputed from h, ``dh_a = gz s (1 - a^2)``, ``dh_s = gz a s (1 - s)``; writes dh
   (N, C_gate, T) and z (N, G, T) in the accumulation dtype.
-* backward, inputs: grad_x = g_res + the anti-causal correlation of dh with w_dilated (one program
-  per (n, C_res block, time block), ``w[:, c_blk, k]^T @ dh[n, :, t_blk + s]``); grad_cond is the
-  same kernel with K = 1, w_cond and no residual term.
-* backward, weights: one kernel, as in ``conv.py``: one program per (split, tap, out block, in block)
+* backward, inputs: grad_x = g_res + the anti-causal correlation of dh with w_dilated (``conv.py``'s
+  kernel: one program per (n, C_res block, time block), ``w[:, c_blk, k]^T @ dh[n, :, t_blk + s]``);
+  grad_cond is the same kernel with K = 1, w_cond and no residual term.
+* backward, weights: ``conv.py``'s kernel: one program per (split, tap, out block, in block)
   sums ``gy[n, o_blk, t] u[n, c_blk, t - s]^T`` over its share of the (n, time block) slabs into a
   partial, summed by torch in a fixed order (deterministic, no atomics): (dh, x) -> grad_w_dilated,
   (g_res, z) -> grad_w_res, (g_skip, z) -> grad_w_skip, (dh, cond) -> grad_w_cond. The bias
   gradients are torch sums over (N, T) of dh, g_res, g_skip in the accumulation dtype.
 
-Precision as in ``conv.py``: float16/bfloat16 tiles go to ``tl.dot`` (float32 accumulate; a
+Precision as in ``_common.py``: float16/bfloat16 tiles go to ``tl.dot`` (float32 accumulate; a
 float32 operand such as z or dh is rounded to the input dtype first), float32 uses
 ``input_precision="ieee"``, float64 a broadcast multiply-sum; the interpreter upcasts every tile.
 tanh and sigmoid are built from ``exp(-|v|)`` (no overflow, no libdevice).
@@ -40,8 +40,10 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgen.triton_kernels.conv import _acc_dtype, _guard, _interpreting
-from fastgen.triton_kernels.conv import _mma as _conv_mma
+from fastgen.triton_kernels._common import (
+    LOW, accumulation_dtype, fused_gate_rows, guard, mma_low, mma_meta, program_blocks, project, project_tile,
+    tanh_sigmoid, wrap)
+from fastgen.triton_kernels.conv import grad_input_kernel, grad_weight_kernel
 
 # Tile sizes (tl.dot needs >= 16 on every side) and warps per program. Tests raise them under
 # the interpreter, whose cost is per program.
@@ -56,34 +58,36 @@ FUSED_NUM_WARPS = 8
 # Programs along the (n, time block) slabs for the weight gradients (each writes one partial).
 WEIGHT_SPLIT = 32
 
-_wrap = getattr(torch.library, "wrap_triton", lambda kernel: kernel)
-
-_LOW = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
-        torch.float64: tl.float64}
-
-
-@triton.jit
-def _mma(acc, a, b, LOW: tl.constexpr, MODE: tl.constexpr, ACC: tl.constexpr):
-    """acc + a @ b, where an operand may be in the accumulation dtype (z, dh): MODE 0 rounds both
-    tiles to the input dtype LOW for the tensor cores; the other modes upcast anyway."""
-    if MODE == 0:
-        acc += tl.dot(a.to(LOW), b.to(LOW))
-    else:
-        acc = _conv_mma(acc, a, b, MODE, ACC)
-    return acc
-
 
 @triton.jit
 def _activations(a, s):
-    """(tanh(a), sigmoid(s), tanh'(a), sigmoid'(s)) from exp(-|v|) in (0, 1]: no overflow for any
-    finite input, and the derivatives keep their relative precision where the gates saturate
-    (1 - tanh^2 = 4 e / (1 + e)^2 with e = exp(-2|a|), sigmoid' = e / (1 + e)^2 with e = exp(-|s|))."""
-    ea = tl.exp(-2.0 * tl.abs(a))
-    th = (1.0 - ea) / (1.0 + ea)
-    th = tl.where(a < 0, -th, th)
-    es = tl.exp(-tl.abs(s))
-    sg = tl.where(s >= 0, 1.0 / (1.0 + es), es / (1.0 + es))
+    """(tanh(a), sigmoid(s), tanh'(a), sigmoid'(s)); the derivatives keep their relative precision
+    where the gates saturate (1 - tanh^2 = 4 e / (1 + e)^2 with e = exp(-2|a|), sigmoid' = e / (1 + e)^2
+    with e = exp(-|s|))."""
+    th, sg, ea, es = tanh_sigmoid(a, s)
     return th, sg, 4.0 * ea / ((1.0 + ea) * (1.0 + ea)), es / ((1.0 + es) * (1.0 + es))
+
+
+@triton.jit
+def _gate_taps(acc_a, acc_s, u_base, w_ptr, offs_g, g_ok, offs_t, C_in, G, T, K, dilation, LOW: tl.constexpr,
+               MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr):
+    """acc_a/s + the causal convolution of u (C_in, T) with the tanh rows offs_g and the sigmoid rows
+    G + offs_g of w (2G, C_in, K): tap k reads t - (K-1-k) dilation."""
+    for k in range(K):
+        t_in = offs_t - (K - 1 - k) * dilation
+        t_ok = (t_in >= 0) & (offs_t < T)
+        for c0 in range(0, C_in, BLOCK_C):
+            offs_c = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
+            c_ok = offs_c < C_in
+            ut = tl.load(u_base + offs_c[:, None] * T + t_in[None, :], mask=c_ok[:, None] & t_ok[None, :],
+                         other=0.0)
+            w_off = offs_g[:, None] * C_in * K + offs_c[None, :] * K + k
+            w_ok = g_ok[:, None] & c_ok[None, :]
+            wa = tl.load(w_ptr + w_off, mask=w_ok, other=0.0)
+            ws = tl.load(w_ptr + G * C_in * K + w_off, mask=w_ok, other=0.0)
+            acc_a = mma_low(acc_a, wa, ut, LOW, MODE, ACC)
+            acc_s = mma_low(acc_s, ws, ut, LOW, MODE, ACC)
+    return acc_a, acc_s
 
 
 @triton.jit
@@ -95,35 +99,11 @@ def _pre_activation(x_ptr, wd_ptr, bd_ptr, cond_ptr, wc_ptr, n, offs_g, offs_t, 
     g_ok = offs_g < G
     acc_a = tl.zeros((BLOCK_GT, BLOCK_T), ACC)
     acc_s = tl.zeros((BLOCK_GT, BLOCK_T), ACC)
-    x_base = x_ptr + n * C_res * T
-    for k in range(K):
-        t_in = offs_t - (K - 1 - k) * dilation
-        t_ok = (t_in >= 0) & (offs_t < T)
-        for c0 in range(0, C_res, BLOCK_C):
-            offs_c = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
-            c_ok = offs_c < C_res
-            xt = tl.load(x_base + offs_c[:, None] * T + t_in[None, :], mask=c_ok[:, None] & t_ok[None, :],
-                         other=0.0)
-            w_off = offs_g[:, None] * C_res * K + offs_c[None, :] * K + k
-            w_ok = g_ok[:, None] & c_ok[None, :]
-            wa = tl.load(wd_ptr + w_off, mask=w_ok, other=0.0)
-            ws = tl.load(wd_ptr + G * C_res * K + w_off, mask=w_ok, other=0.0)
-            acc_a = _mma(acc_a, wa, xt, LOW, MODE, ACC)
-            acc_s = _mma(acc_s, ws, xt, LOW, MODE, ACC)
-    if HAS_COND:
-        cond_base = cond_ptr + n * C_cond * T
-        t_ok = offs_t < T
-        for c0 in range(0, C_cond, BLOCK_C):
-            offs_c = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
-            c_ok = offs_c < C_cond
-            ct = tl.load(cond_base + offs_c[:, None] * T + offs_t[None, :],
-                         mask=c_ok[:, None] & t_ok[None, :], other=0.0)
-            w_off = offs_g[:, None] * C_cond + offs_c[None, :]
-            w_ok = g_ok[:, None] & c_ok[None, :]
-            wa = tl.load(wc_ptr + w_off, mask=w_ok, other=0.0)
-            ws = tl.load(wc_ptr + G * C_cond + w_off, mask=w_ok, other=0.0)
-            acc_a = _mma(acc_a, wa, ct, LOW, MODE, ACC)
-            acc_s = _mma(acc_s, ws, ct, LOW, MODE, ACC)
+    acc_a, acc_s = _gate_taps(acc_a, acc_s, x_ptr + n * C_res * T, wd_ptr, offs_g, g_ok, offs_t, C_res, G, T,
+                              K, dilation, LOW, MODE, ACC, BLOCK_C)
+    if HAS_COND:  # w_cond @ cond: one tap
+        acc_a, acc_s = _gate_taps(acc_a, acc_s, cond_ptr + n * C_cond * T, wc_ptr, offs_g, g_ok, offs_t,
+                                  C_cond, G, T, 1, 1, LOW, MODE, ACC, BLOCK_C)
     if HAS_BIAS:
         acc_a += tl.load(bd_ptr + offs_g, mask=g_ok, other=0.0).to(ACC)[:, None]
         acc_s += tl.load(bd_ptr + G + offs_g, mask=g_ok, other=0.0).to(ACC)[:, None]
@@ -139,25 +119,11 @@ def _store_gate(h_ptr, z_ptr, acc_a, acc_s, n, offs_g, offs_t, G, T, SAVE_H: tl.
         h_off = h_ptr + n * 2 * G * T + offs_g[:, None] * T + offs_t[None, :]
         tl.store(h_off, acc_a, mask=ok)
         tl.store(h_off + G * T, acc_s, mask=ok)
-    th, sg, _, _ = _activations(acc_a, acc_s)
+    th, sg, _, _ = tanh_sigmoid(acc_a, acc_s)
     z = th * sg
     if STORE_Z:
         tl.store(z_ptr + n * G * T + offs_g[:, None] * T + offs_t[None, :], z, mask=ok)
     return z
-
-
-@triton.jit
-def _finish(acc, out_ptr, add_ptr, b_ptr, n, offs_o, offs_t, C_out, T, HAS_ADD: tl.constexpr,
-            HAS_BIAS: tl.constexpr, ACC: tl.constexpr):
-    """out[n, offs_o, offs_t] = acc (+ add[n, offs_o, offs_t]) (+ b[offs_o]) in out's dtype."""
-    o_ok = offs_o < C_out
-    ok = o_ok[:, None] & (offs_t < T)[None, :]
-    off = n * C_out * T + offs_o[:, None] * T + offs_t[None, :]
-    if HAS_ADD:
-        acc += tl.load(add_ptr + off, mask=ok, other=0.0).to(ACC)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_o, mask=o_ok, other=0.0).to(ACC)[:, None]
-    tl.store(out_ptr + off, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -177,18 +143,10 @@ def _fused_forward_kernel(x_ptr, wd_ptr, bd_ptr, cond_ptr, wc_ptr, wr_ptr, br_pt
                                    C_cond, T, K, dilation, HAS_BD, HAS_COND, LOW, MODE, ACC, BLOCK_GT,
                                    BLOCK_C, BLOCK_T)
     z = _store_gate(h_ptr, h_ptr, acc_a, acc_s, n, offs_g, offs_t, G, T, SAVE_H, False)
-    for o0 in range(0, C_res, BLOCK_O):
-        offs_o = (o0 + tl.arange(0, BLOCK_O)).to(tl.int64)
-        w = tl.load(wr_ptr + offs_o[:, None] * G + offs_g[None, :],
-                    mask=(offs_o < C_res)[:, None] & g_ok[None, :], other=0.0)
-        acc = _mma(tl.zeros((BLOCK_O, BLOCK_T), ACC), w, z, LOW, MODE, ACC)
-        _finish(acc, res_ptr, x_ptr, br_ptr, n, offs_o, offs_t, C_res, T, True, HAS_BR, ACC)
-    for o0 in range(0, C_skip, BLOCK_O):
-        offs_o = (o0 + tl.arange(0, BLOCK_O)).to(tl.int64)
-        w = tl.load(ws_ptr + offs_o[:, None] * G + offs_g[None, :],
-                    mask=(offs_o < C_skip)[:, None] & g_ok[None, :], other=0.0)
-        acc = _mma(tl.zeros((BLOCK_O, BLOCK_T), ACC), w, z, LOW, MODE, ACC)
-        _finish(acc, skip_ptr, x_ptr, bs_ptr, n, offs_o, offs_t, C_skip, T, False, HAS_BS, ACC)
+    project_tile(z, offs_g, g_ok, wr_ptr, res_ptr, x_ptr, br_ptr, n, offs_t, G, C_res, T, True, HAS_BR, LOW,
+                 MODE, ACC, BLOCK_O, BLOCK_T)
+    project_tile(z, offs_g, g_ok, ws_ptr, skip_ptr, x_ptr, bs_ptr, n, offs_t, G, C_skip, T, False, HAS_BS,
+                 LOW, MODE, ACC, BLOCK_O, BLOCK_T)
 
 
 @triton.jit
@@ -196,13 +154,7 @@ def _gate_kernel(x_ptr, wd_ptr, bd_ptr, cond_ptr, wc_ptr, h_ptr, z_ptr, C_res, G
                  n_g_blocks, n_t_blocks, HAS_BD: tl.constexpr, HAS_COND: tl.constexpr, SAVE_H: tl.constexpr,
                  LOW: tl.constexpr, MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_G: tl.constexpr,
                  BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    t_block = pid % n_t_blocks
-    rest = pid // n_t_blocks
-    g_block = rest % n_g_blocks
-    n = rest // n_g_blocks
-    offs_g = g_block * BLOCK_G + tl.arange(0, BLOCK_G)
-    offs_t = t_block * BLOCK_T + tl.arange(0, BLOCK_T)
+    n, offs_g, offs_t = program_blocks(n_g_blocks, n_t_blocks, BLOCK_G, BLOCK_T)
     acc_a, acc_s = _pre_activation(x_ptr, wd_ptr, bd_ptr, cond_ptr, wc_ptr, n, offs_g, offs_t, C_res, G,
                                    C_cond, T, K, dilation, HAS_BD, HAS_COND, LOW, MODE, ACC, BLOCK_G, BLOCK_C,
                                    BLOCK_T)
@@ -214,58 +166,38 @@ def _project_kernel(z_ptr, w_ptr, b_ptr, add_ptr, out_ptr, G, C_out, T, n_o_bloc
                     HAS_ADD: tl.constexpr, HAS_BIAS: tl.constexpr, LOW: tl.constexpr, MODE: tl.constexpr,
                     ACC: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_T: tl.constexpr):
     """out[n] = w @ z[n] (+ add[n]) (+ b): a 1x1 convolution of the scratch z."""
-    pid = tl.program_id(0).to(tl.int64)
-    t_block = pid % n_t_blocks
-    rest = pid // n_t_blocks
-    o_block = rest % n_o_blocks
-    n = rest // n_o_blocks
-    offs_o = o_block * BLOCK_O + tl.arange(0, BLOCK_O)
-    offs_t = t_block * BLOCK_T + tl.arange(0, BLOCK_T)
-    o_ok = offs_o < C_out
-    t_ok = offs_t < T
-    acc = tl.zeros((BLOCK_O, BLOCK_T), ACC)
-    for g0 in range(0, G, BLOCK_G):
-        offs_g = (g0 + tl.arange(0, BLOCK_G)).to(tl.int64)
-        g_ok = offs_g < G
-        w = tl.load(w_ptr + offs_o[:, None] * G + offs_g[None, :], mask=o_ok[:, None] & g_ok[None, :],
-                    other=0.0)
-        z = tl.load(z_ptr + n * G * T + offs_g[:, None] * T + offs_t[None, :],
-                    mask=g_ok[:, None] & t_ok[None, :], other=0.0)
-        acc = _mma(acc, w, z, LOW, MODE, ACC)
-    _finish(acc, out_ptr, add_ptr, b_ptr, n, offs_o, offs_t, C_out, T, HAS_ADD, HAS_BIAS, ACC)
+    project(z_ptr, w_ptr, b_ptr, add_ptr, out_ptr, G, C_out, T, n_o_blocks, n_t_blocks, HAS_ADD, HAS_BIAS,
+            LOW, MODE, ACC, BLOCK_O, BLOCK_G, BLOCK_T)
+
+
+@triton.jit
+def _add_transposed(gz, w_ptr, gy_ptr, n, offs_g, g_ok, offs_t, t_ok, C_out, G, T, LOW: tl.constexpr,
+                    MODE: tl.constexpr, ACC: tl.constexpr, BLOCK_C: tl.constexpr):
+    """gz + w[:, offs_g]^T @ gy[n, :, offs_t] for a 1x1 projection w (C_out, G) and its output gradient gy."""
+    for c0 in range(0, C_out, BLOCK_C):
+        offs_c = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
+        c_ok = offs_c < C_out
+        wt = tl.load(w_ptr + offs_c[None, :] * G + offs_g[:, None], mask=g_ok[:, None] & c_ok[None, :],
+                     other=0.0)
+        gy = tl.load(gy_ptr + n * C_out * T + offs_c[:, None] * T + offs_t[None, :],
+                     mask=c_ok[:, None] & t_ok[None, :], other=0.0)
+        gz = mma_low(gz, wt, gy, LOW, MODE, ACC)
+    return gz
 
 
 @triton.jit
 def _grad_gate_kernel(gr_ptr, gs_ptr, h_ptr, wr_ptr, ws_ptr, dh_ptr, z_ptr, C_res, G, C_skip, T, n_g_blocks,
                       n_t_blocks, LOW: tl.constexpr, MODE: tl.constexpr, ACC: tl.constexpr,
                       BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
-    pid = tl.program_id(0).to(tl.int64)
-    t_block = pid % n_t_blocks
-    rest = pid // n_t_blocks
-    g_block = rest % n_g_blocks
-    n = rest // n_g_blocks
-    offs_g = g_block * BLOCK_G + tl.arange(0, BLOCK_G)
-    offs_t = t_block * BLOCK_T + tl.arange(0, BLOCK_T)
+    n, offs_g, offs_t = program_blocks(n_g_blocks, n_t_blocks, BLOCK_G, BLOCK_T)
     g_ok = offs_g < G
     t_ok = offs_t < T
     # gz = w_res[:, g]^T @ g_res[n] + w_skip[:, g]^T @ g_skip[n]
     gz = tl.zeros((BLOCK_G, BLOCK_T), ACC)
-    for c0 in range(0, C_res, BLOCK_C):
-        offs_c = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
-        c_ok = offs_c < C_res
-        wt = tl.load(wr_ptr + offs_c[None, :] * G + offs_g[:, None], mask=g_ok[:, None] & c_ok[None, :],
-                     other=0.0)
-        gy = tl.load(gr_ptr + n * C_res * T + offs_c[:, None] * T + offs_t[None, :],
-                     mask=c_ok[:, None] & t_ok[None, :], other=0.0)
-        gz = _mma(gz, wt, gy, LOW, MODE, ACC)
-    for c0 in range(0, C_skip, BLOCK_C):
-        offs_c = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
-        c_ok = offs_c < C_skip
-        wt = tl.load(ws_ptr + offs_c[None, :] * G + offs_g[:, None], mask=g_ok[:, None] & c_ok[None, :],
-                     other=0.0)
-        gy = tl.load(gs_ptr + n * C_skip * T + offs_c[:, None] * T + offs_t[None, :],
-                     mask=c_ok[:, None] & t_ok[None, :], other=0.0)
-        gz = _mma(gz, wt, gy, LOW, MODE, ACC)
+    gz = _add_transposed(gz, wr_ptr, gr_ptr, n, offs_g, g_ok, offs_t, t_ok, C_res, G, T, LOW, MODE, ACC,
+                         BLOCK_C)
+    gz = _add_transposed(gz, ws_ptr, gs_ptr, n, offs_g, g_ok, offs_t, t_ok, C_skip, G, T, LOW, MODE, ACC,
+                         BLOCK_C)
     ok = g_ok[:, None] & t_ok[None, :]
     h_off = n * 2 * G * T + offs_g[:, None] * T + offs_t[None, :]
     a = tl.load(h_ptr + h_off, mask=ok, other=0.0)
@@ -276,84 +208,13 @@ def _grad_gate_kernel(gr_ptr, gs_ptr, h_ptr, wr_ptr, ws_ptr, dh_ptr, z_ptr, C_re
     tl.store(z_ptr + n * G * T + offs_g[:, None] * T + offs_t[None, :], th * sg, mask=ok)
 
 
-@triton.jit
-def _grad_input_kernel(gy_ptr, w_ptr, add_ptr, gx_ptr, C_in, C_out, T, K, dilation, n_c_blocks, n_t_blocks,
-                       HAS_ADD: tl.constexpr, LOW: tl.constexpr, MODE: tl.constexpr, ACC: tl.constexpr,
-                       BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
-    """gx[n, c_blk, t_blk] = sum_k w[:, c_blk, k]^T @ gy[n, :, t_blk + (K-1-k) dilation] (+ add)."""
-    pid = tl.program_id(0).to(tl.int64)
-    t_block = pid % n_t_blocks
-    rest = pid // n_t_blocks
-    c_block = rest % n_c_blocks
-    n = rest // n_c_blocks
-    offs_c = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
-    offs_t = t_block * BLOCK_T + tl.arange(0, BLOCK_T)
-    c_ok = offs_c < C_in
-    acc = tl.zeros((BLOCK_C, BLOCK_T), ACC)
-    gy_base = gy_ptr + n * C_out * T
-    for k in range(K):
-        t_out = offs_t + (K - 1 - k) * dilation
-        t_ok = t_out < T
-        for o0 in range(0, C_out, BLOCK_O):
-            offs_o = (o0 + tl.arange(0, BLOCK_O)).to(tl.int64)
-            o_ok = offs_o < C_out
-            wt = tl.load(w_ptr + offs_o[None, :] * C_in * K + offs_c[:, None] * K + k,
-                         mask=c_ok[:, None] & o_ok[None, :], other=0.0)
-            gy = tl.load(gy_base + offs_o[:, None] * T + t_out[None, :], mask=o_ok[:, None] & t_ok[None, :],
-                         other=0.0)
-            acc = _mma(acc, wt, gy, LOW, MODE, ACC)
-    _finish(acc, gx_ptr, add_ptr, gx_ptr, n, offs_c, offs_t, C_in, T, HAS_ADD, False, ACC)
-
-
-@triton.jit
-def _grad_w_kernel(gy_ptr, u_ptr, partial_ptr, C_in, C_out, T, K, dilation, n_o_blocks, n_c_blocks,
-                   n_t_blocks, n_slabs, n_split, LOW: tl.constexpr, MODE: tl.constexpr, ACC: tl.constexpr,
-                   BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
-    """partial[split, o_blk, c_blk, k] = sum over the split's slabs of gy[n, o_blk, t] u[n, c_blk, t-s]^T."""
-    pid = tl.program_id(0).to(tl.int64)
-    c_block = pid % n_c_blocks
-    rest = pid // n_c_blocks
-    o_block = rest % n_o_blocks
-    rest = rest // n_o_blocks
-    k = rest % K
-    split = rest // K
-    offs_o = o_block * BLOCK_O + tl.arange(0, BLOCK_O)
-    offs_c = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
-    o_ok = offs_o < C_out
-    c_ok = offs_c < C_in
-    s = (K - 1 - k) * dilation
-    acc = tl.zeros((BLOCK_O, BLOCK_C), ACC)
-    first = split * n_slabs // n_split
-    last = (split + 1) * n_slabs // n_split
-    for slab in range(first, last):
-        n = slab // n_t_blocks
-        offs_t = (slab % n_t_blocks) * BLOCK_T + tl.arange(0, BLOCK_T)
-        t_ok = (offs_t >= s) & (offs_t < T)
-        gy = tl.load(gy_ptr + n * C_out * T + offs_o[:, None] * T + offs_t[None, :],
-                     mask=o_ok[:, None] & t_ok[None, :], other=0.0)
-        ut = tl.load(u_ptr + n * C_in * T + offs_c[None, :] * T + (offs_t - s)[:, None],
-                     mask=t_ok[:, None] & c_ok[None, :], other=0.0)
-        acc = _mma(acc, gy, ut, LOW, MODE, ACC)
-    # partial layout (split, C_out, C_in, K): the sum over split is the weight layout.
-    tl.store(partial_ptr + split * C_out * C_in * K + offs_o[:, None] * C_in * K + offs_c[None, :] * K + k,
-             acc, mask=o_ok[:, None] & c_ok[None, :])
-
-
 def _meta(dtype: torch.dtype) -> dict:
-    if dtype == torch.float64:
-        mode = 2
-    elif dtype == torch.float32 or _interpreting():
-        mode = 1
-    else:
-        mode = 0
-    acc = tl.float64 if dtype == torch.float64 else tl.float32
-    return {"LOW": _LOW[dtype], "MODE": mode, "ACC": acc, "BLOCK_T": BLOCK_T, "num_warps": NUM_WARPS}
+    return {"LOW": LOW[dtype], **mma_meta(dtype), "BLOCK_T": BLOCK_T, "num_warps": NUM_WARPS}
 
 
 def fused_gate_block(G: int, dtype: torch.dtype) -> int:
     """Rows of the fused forward's gate tile, or 0 when the unfused forward is used."""
-    block = max(16, triton.next_power_of_2(max(G, 1)))
-    return block if dtype != torch.float64 and block <= FUSED_MAX_GATE else 0
+    return fused_gate_rows(G, dtype, FUSED_MAX_GATE)
 
 
 def _as_2d(weight: torch.Tensor) -> torch.Tensor:
@@ -389,20 +250,25 @@ def _check(x, w_dilated, w_res, w_skip, dilation, cond, w_cond) -> None:
         raise ValueError(f"dilation must be >= 1, got {dilation}")
 
 
+def _operands(x, w_dilated, w_res, w_skip, dilation, cond, w_cond):
+    """(x, w_dilated, w_res, w_skip, w_cond) checked, with 2-D 1x1 weights and x, w_dilated contiguous."""
+    w_res, w_skip = _as_2d(w_res), _as_2d(w_skip)
+    w_cond = None if w_cond is None else _as_2d(w_cond)
+    _check(x, w_dilated, w_res, w_skip, dilation, cond, w_cond)
+    return x.contiguous(), w_dilated.contiguous(), w_res, w_skip, w_cond
+
+
 def wavenet_layer(x: torch.Tensor, w_dilated: torch.Tensor, b_dilated: torch.Tensor | None,
                   w_res: torch.Tensor, b_res: torch.Tensor | None, w_skip: torch.Tensor,
                   b_skip: torch.Tensor | None, dilation: int, cond: torch.Tensor | None,
                   w_cond: torch.Tensor | None, save_pre_activation: bool
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(residual_out, skip, h): h (N, C_gate, T) in the accumulation dtype, or empty (0,) when not saved."""
-    w_res, w_skip = _as_2d(w_res), _as_2d(w_skip)
-    w_cond = None if w_cond is None else _as_2d(w_cond)
-    _check(x, w_dilated, w_res, w_skip, dilation, cond, w_cond)
-    x, w_dilated = x.contiguous(), w_dilated.contiguous()
+    x, w_dilated, w_res, w_skip, w_cond = _operands(x, w_dilated, w_res, w_skip, dilation, cond, w_cond)
     N, C_res, T = x.shape
     C_gate, _, K = w_dilated.shape
     G, C_skip = C_gate // 2, w_skip.shape[0]
-    acc_dtype = _acc_dtype(x.dtype)
+    acc_dtype = accumulation_dtype(x.dtype)
     residual = torch.empty((N, C_res, T), dtype=x.dtype, device=x.device)
     skip = torch.empty((N, C_skip, T), dtype=x.dtype, device=x.device)
     h_shape = (N, C_gate, T) if save_pre_activation else (0,)
@@ -423,10 +289,10 @@ def wavenet_layer(x: torch.Tensor, w_dilated: torch.Tensor, b_dilated: torch.Ten
     meta = _meta(x.dtype)
     n_t = triton.cdiv(T, BLOCK_T)
     gate_rows = fused_gate_block(G, x.dtype)
-    with _guard(x.device):
+    with guard(x.device):
         if gate_rows:
             meta["num_warps"] = FUSED_NUM_WARPS
-            _wrap(_fused_forward_kernel)[(N * n_t,)](
+            wrap(_fused_forward_kernel)[(N * n_t,)](
                 x, w_dilated, bd, cond, w_cond, w_res, br, w_skip, bs, residual, skip, h_arg, C_res, G,
                 C_skip, C_cond, T, K, dilation, n_t, HAS_BD=b_dilated is not None, HAS_BR=b_res is not None,
                 HAS_BS=b_skip is not None, HAS_COND=has_cond, SAVE_H=save_pre_activation, BLOCK_GT=gate_rows,
@@ -434,7 +300,7 @@ def wavenet_layer(x: torch.Tensor, w_dilated: torch.Tensor, b_dilated: torch.Ten
             return residual, skip, h
         z = torch.empty((N, G, T), dtype=acc_dtype, device=x.device)
         n_g = triton.cdiv(G, BLOCK_G)
-        _wrap(_gate_kernel)[(N * n_g * n_t,)](
+        wrap(_gate_kernel)[(N * n_g * n_t,)](
             x, w_dilated, bd, cond, w_cond, h_arg, z, C_res, G, C_cond, T, K, dilation, n_g, n_t,
             HAS_BD=b_dilated is not None, HAS_COND=has_cond, SAVE_H=save_pre_activation, BLOCK_G=BLOCK_G,
             BLOCK_C=BLOCK_C, **meta)
@@ -443,7 +309,7 @@ def wavenet_layer(x: torch.Tensor, w_dilated: torch.Tensor, b_dilated: torch.Ten
             if C_out == 0:
                 continue
             n_o = triton.cdiv(C_out, BLOCK_O)
-            _wrap(_project_kernel)[(N * n_o * n_t,)](
+            wrap(_project_kernel)[(N * n_o * n_t,)](
                 z, w, b.contiguous() if b is not None else x, x, out, G, C_out, T, n_o, n_t, HAS_ADD=has_add,
                 HAS_BIAS=b is not None, BLOCK_O=BLOCK_O, BLOCK_G=BLOCK_G, **meta)
     return residual, skip, h
@@ -460,8 +326,9 @@ def _grad_weight(gy: torch.Tensor, u: torch.Tensor, K: int, dilation: int, weigh
         return torch.zeros_like(weight, memory_format=torch.contiguous_format)
     n_split = min(n_slabs, WEIGHT_SPLIT)
     n_o, n_c = triton.cdiv(C_out, BLOCK_O), triton.cdiv(C_in, BLOCK_C)
-    partials = torch.empty((n_split, C_out, C_in, K), dtype=_acc_dtype(weight.dtype), device=gy.device)
-    _wrap(_grad_w_kernel)[(n_split * K * n_o * n_c,)](
+    partials = torch.empty((n_split, C_out, C_in, K), dtype=accumulation_dtype(weight.dtype),
+                           device=gy.device)
+    wrap(grad_weight_kernel)[(n_split * K * n_o * n_c,)](
         gy, u, partials, C_in, C_out, T, K, dilation, n_o, n_c, n_t, n_slabs, n_split, BLOCK_O=BLOCK_O,
         BLOCK_C=BLOCK_C, **meta)
     return partials.sum(0).to(weight.dtype).reshape(weight.shape)
@@ -475,7 +342,7 @@ def _grad_input(gy: torch.Tensor, weight: torch.Tensor, add: torch.Tensor | None
     if out.numel() == 0:
         return out
     n_c, n_t = triton.cdiv(C_in, BLOCK_C), triton.cdiv(T, BLOCK_T)
-    _wrap(_grad_input_kernel)[(N * n_c * n_t,)](
+    wrap(grad_input_kernel)[(N * n_c * n_t,)](
         gy, weight, add if add is not None else out, out, C_in, C_out, T, K, dilation, n_c, n_t,
         HAS_ADD=add is not None, BLOCK_O=BLOCK_O, BLOCK_C=BLOCK_C, **meta)
     return out
@@ -489,10 +356,7 @@ def wavenet_layer_backward(grad_residual: torch.Tensor, grad_skip: torch.Tensor,
     grad_w_cond); the last two are empty (0,) tensors when cond is None."""
     w_res_shape, w_skip_shape = w_res.shape, w_skip.shape
     w_cond_shape = None if w_cond is None else w_cond.shape
-    w_res, w_skip = _as_2d(w_res), _as_2d(w_skip)
-    w_cond = None if w_cond is None else _as_2d(w_cond)
-    _check(x, w_dilated, w_res, w_skip, dilation, cond, w_cond)
-    x, w_dilated = x.contiguous(), w_dilated.contiguous()
+    x, w_dilated, w_res, w_skip, w_cond = _operands(x, w_dilated, w_res, w_skip, dilation, cond, w_cond)
     N, C_res, T = x.shape
     C_gate, _, K = w_dilated.shape
     G, C_skip = C_gate // 2, w_skip.shape[0]
@@ -502,7 +366,7 @@ def wavenet_layer_backward(grad_residual: torch.Tensor, grad_skip: torch.Tensor,
     if tuple(grad_residual.shape) != (N, C_res, T) or tuple(grad_skip.shape) != (N, C_skip, T):
         raise ValueError(f"grad_residual and grad_skip must have shapes {(N, C_res, T)} and "
                          f"{(N, C_skip, T)}, got {tuple(grad_residual.shape)} and {tuple(grad_skip.shape)}")
-    acc_dtype = _acc_dtype(x.dtype)
+    acc_dtype = accumulation_dtype(x.dtype)
     g_res = grad_residual.to(x.dtype).contiguous()
     g_skip = grad_skip.to(x.dtype).contiguous()
     h = h.to(acc_dtype).contiguous()
@@ -511,10 +375,10 @@ def wavenet_layer_backward(grad_residual: torch.Tensor, grad_skip: torch.Tensor,
     alloc = torch.empty if launch else torch.zeros
     dh = alloc((N, C_gate, T), dtype=acc_dtype, device=x.device)
     z = alloc((N, G, T), dtype=acc_dtype, device=x.device)
-    with _guard(x.device):
+    with guard(x.device):
         if launch:
             n_g, n_t = triton.cdiv(G, BLOCK_G), triton.cdiv(T, BLOCK_T)
-            _wrap(_grad_gate_kernel)[(N * n_g * n_t,)](
+            wrap(_grad_gate_kernel)[(N * n_g * n_t,)](
                 g_res, g_skip, h, w_res, w_skip, dh, z, C_res, G, C_skip, T, n_g, n_t, BLOCK_G=BLOCK_G,
                 BLOCK_C=BLOCK_C, **meta)
         grad_x = _grad_input(dh, w_dilated, g_res, torch.empty_like(x), K, dilation, meta)

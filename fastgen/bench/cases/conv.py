@@ -14,17 +14,9 @@ from typing import Any
 import torch
 
 from fastgen import ops, reference
+from fastgen.bench.cases._common import asked_grads, family_cases, layer_case
+from fastgen.bench.harness import FORWARD_BACKWARD, BenchCase, CaseSpec, register_cases
 from fastgen.bench.registry import triton_kernels
-from fastgen.bench.harness import (
-    EAGER,
-    FASTGEN,
-    FASTGEN_TRITON,
-    FORWARD,
-    FORWARD_BACKWARD,
-    BenchCase,
-    CaseSpec,
-    register_cases,
-)
 
 # (N, C, T, K, dilation): a WaveNet residual layer (64 channels, kernel 2) deep in a stack.
 HEADLINE = (8, 64, 4096, 2, 4)
@@ -55,9 +47,9 @@ class _TritonCausalConv1d(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_y: torch.Tensor) -> Any:
         x, w = ctx.saved_tensors
-        grads = _triton_module().causal_conv1d_backward(grad_y, x, w, ctx.dilation,
-                                                        list(ctx.needs_input_grad[:3]))
-        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:3])) + (None,)
+        needs = list(ctx.needs_input_grad[:3])
+        grads = _triton_module().causal_conv1d_backward(grad_y, x, w, ctx.dilation, needs)
+        return asked_grads(grads, needs, 1)
 
 
 def triton_causal_conv1d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, dilation: int) -> torch.Tensor:
@@ -78,24 +70,17 @@ def _inputs(n: int, c: int, t: int, k: int, dilation: int, dtype: torch.dtype
 def _cases(shape: tuple[int, int, int, int, int], dtype: torch.dtype, mode: str, triton: bool
            ) -> list[BenchCase]:
     n, c, t, k, dilation = shape
-    implementations: dict[str, Callable] = {EAGER: eager_causal_conv1d, FASTGEN: fastgen_causal_conv1d}
-    if triton:
-        implementations[FASTGEN_TRITON] = triton_causal_conv1d
     # Minimum traffic: forward reads x, w, b and writes y (2 NCT); the backward also reads
     # grad_y and x and writes grad_x (3 NCT more) plus the weight-sized gradients.
-    element = torch.empty((), dtype=dtype).element_size()
     activations = (5 if mode == FORWARD_BACKWARD else 2) * n * c * t
     params = (3 if mode == FORWARD_BACKWARD else 1) * (c * c * k + c)
     # grad_weight and grad_bias sum N*T products (values in the hundreds): a different but
     # equally exact summation order differs by ~1e-4 absolute in float32.
-    tolerance = (1e-4, 2e-3) if mode == FORWARD_BACKWARD and dtype in (torch.float32, torch.float64) else None
     return [
-        BenchCase(
-            op="causal_conv1d", shape=f"{n}x{c}x{t} k{k} d{dilation}", dtype=dtype, mode=mode,
-            make_inputs=_inputs(n, c, t, k, dilation, dtype), implementations=implementations,
-            bytes_moved=(activations + params) * element, grad_args=(0, 1, 2),
-            tolerance=tolerance,
-        )
+        layer_case("causal_conv1d", f"{n}x{c}x{t} k{k} d{dilation}", dtype, mode,
+                   make_inputs=_inputs(n, c, t, k, dilation, dtype), eager=eager_causal_conv1d,
+                   fastgen=fastgen_causal_conv1d, triton=triton_causal_conv1d if triton else None,
+                   elements_moved=activations + params, grad_args=(0, 1, 2), gradient_atol=2e-3)
     ]
 
 
@@ -104,20 +89,5 @@ def conv_cases(spec: CaseSpec) -> list[BenchCase]:
     """(8, 64, 4096) x (64, 64, 2), dilation 4, fp32 forward and forward+backward everywhere; on
     a GPU also a long (16, 128, 16384) sequence at dilation 64 and bf16/fp16. ``--quick``: the
     headline shape only, one dtype."""
-    on_gpu = spec.device.type == "cuda"
-    triton = on_gpu and _triton_module() is not None
-    if spec.dtypes is not None:
-        dtypes = spec.dtypes
-    elif on_gpu:
-        dtypes = (torch.float32, torch.bfloat16, torch.float16)
-    else:
-        dtypes = (torch.float32,)
-    if spec.quick:
-        dtypes = dtypes[:1]
-    shapes = (HEADLINE,) if spec.quick or not on_gpu else GPU_SHAPES
-    cases = []
-    for shape in shapes:
-        for dtype in dtypes:
-            for mode in (FORWARD, FORWARD_BACKWARD):
-                cases.extend(_cases(shape, dtype, mode, triton))
-    return cases
+    shapes = (HEADLINE,) if spec.quick or spec.device.type != "cuda" else GPU_SHAPES
+    return family_cases(spec, "conv", shapes, _cases)

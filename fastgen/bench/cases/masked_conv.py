@@ -17,17 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from fastgen import ops, reference
+from fastgen.bench.cases._common import asked_grads, family_cases, layer_case
+from fastgen.bench.harness import FORWARD_BACKWARD, BenchCase, CaseSpec, register_cases
 from fastgen.bench.registry import triton_kernels
-from fastgen.bench.harness import (
-    EAGER,
-    FASTGEN,
-    FASTGEN_TRITON,
-    FORWARD,
-    FORWARD_BACKWARD,
-    BenchCase,
-    CaseSpec,
-    register_cases,
-)
 
 
 class Shape(NamedTuple):
@@ -95,7 +87,7 @@ class _TritonMaskedConv2d(torch.autograd.Function):
         x, w = ctx.saved_tensors
         needs = list(ctx.needs_input_grad[:3])
         grads = _triton_module().masked_conv2d_backward(grad_y, x, w, *ctx.options, needs)
-        return tuple(g if need else None for g, need in zip(grads, needs)) + (None,) * 4
+        return asked_grads(grads, needs, 4)
 
 
 def triton_masked_conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, mask: torch.Tensor,
@@ -128,12 +120,8 @@ def useful_flops(shape: Shape, mode: str) -> int:
 
 
 def _cases(shape: Shape, dtype: torch.dtype, mode: str, triton: bool) -> list[BenchCase]:
-    implementations: dict[str, Callable] = {EAGER: eager_masked_conv2d, FASTGEN: fastgen_masked_conv2d}
-    if triton:
-        implementations[FASTGEN_TRITON] = triton_masked_conv2d
     # Minimum traffic: forward reads x, w, b and writes y; the backward also reads grad_y and x
     # and writes grad_x, plus the weight-sized gradients.
-    element = torch.empty((), dtype=dtype).element_size()
     x_size = shape.n * shape.c_in * shape.h * shape.w
     y_size = shape.n * shape.c_out * shape.h * shape.w
     activations = (3 * x_size + 2 * y_size) if mode == FORWARD_BACKWARD else (x_size + y_size)
@@ -141,14 +129,11 @@ def _cases(shape: Shape, dtype: torch.dtype, mode: str, triton: bool) -> list[Be
     params = (3 if mode == FORWARD_BACKWARD else 1) * (weight_size + shape.c_out)
     # grad_weight and grad_bias sum N*H*W = 25088 products: a different but equally exact
     # summation order differs by ~1e-4 absolute in float32.
-    tolerance = (1e-4, 2e-3) if mode == FORWARD_BACKWARD and dtype in (torch.float32, torch.float64) else None
     return [
-        BenchCase(
-            op="masked_conv2d", shape=shape.label, dtype=dtype, mode=mode,
-            make_inputs=_inputs(shape, dtype), implementations=implementations,
-            bytes_moved=(activations + params) * element, grad_args=(0, 1, 2),
-            tolerance=tolerance, flops=useful_flops(shape, mode),
-        )
+        layer_case("masked_conv2d", shape.label, dtype, mode, make_inputs=_inputs(shape, dtype),
+                   eager=eager_masked_conv2d, fastgen=fastgen_masked_conv2d,
+                   triton=triton_masked_conv2d if triton else None, elements_moved=activations + params,
+                   grad_args=(0, 1, 2), gradient_atol=2e-3, flops=useful_flops(shape, mode))
     ]
 
 
@@ -157,20 +142,4 @@ def masked_conv_cases(spec: CaseSpec) -> list[BenchCase]:
     """Mask-B 3x3 64->64 and mask-A 7x7 1->64 on (32, C, 28, 28), forward and forward+backward;
     fp32 on CPU, fp32/bf16/fp16 on a GPU (plus fastgen-triton there). ``--quick``: the mask-B
     shape only, one dtype."""
-    on_gpu = spec.device.type == "cuda"
-    triton = on_gpu and _triton_module() is not None
-    if spec.dtypes is not None:
-        dtypes = spec.dtypes
-    elif on_gpu:
-        dtypes = (torch.float32, torch.bfloat16, torch.float16)
-    else:
-        dtypes = (torch.float32,)
-    if spec.quick:
-        dtypes = dtypes[:1]
-    shapes = SHAPES[:1] if spec.quick else SHAPES
-    cases = []
-    for shape in shapes:
-        for dtype in dtypes:
-            for mode in (FORWARD, FORWARD_BACKWARD):
-                cases.extend(_cases(shape, dtype, mode, triton))
-    return cases
+    return family_cases(spec, "masked_conv", SHAPES[:1] if spec.quick else SHAPES, _cases)

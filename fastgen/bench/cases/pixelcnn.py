@@ -18,17 +18,9 @@ from typing import Any, NamedTuple
 import torch
 
 from fastgen import ops, reference
+from fastgen.bench.cases._common import asked_grads, family_cases, layer_case
+from fastgen.bench.harness import FORWARD_BACKWARD, BenchCase, CaseSpec, register_cases
 from fastgen.bench.registry import triton_kernels
-from fastgen.bench.harness import (
-    EAGER,
-    FASTGEN,
-    FASTGEN_TRITON,
-    FORWARD,
-    FORWARD_BACKWARD,
-    BenchCase,
-    CaseSpec,
-    register_cases,
-)
 
 # Inputs: v, h, w_v, b_v, w_h, b_h, w_v2h, b_v2h, w_res, b_res (all differentiated), mask_type.
 GRAD_ARGS = tuple(range(10))
@@ -104,8 +96,7 @@ class _TritonGatedPixelCNNLayer(torch.autograd.Function):
         grads = _triton_module().gated_pixelcnn_layer_backward(
             grad_v_out.contiguous(), grad_h_out.contiguous(), v, h, v_pre, h_pre, w_v, w_h, w_v2h, w_res,
             ctx.mask_type, None, None, None)
-        needs = ctx.needs_input_grad[:10]
-        return tuple(g if need else None for g, need in zip(grads[:10], needs)) + (None,)
+        return asked_grads(grads[:10], ctx.needs_input_grad[:10], 1)
 
 
 def triton_gated_pixelcnn_layer(v: torch.Tensor, h: torch.Tensor, w_v: torch.Tensor, b_v: torch.Tensor,
@@ -150,13 +141,9 @@ def useful_flops(shape: Shape, mode: str) -> int:
 
 
 def _cases(shape: Shape, dtype: torch.dtype, mode: str, triton: bool) -> list[BenchCase]:
-    implementations: dict[str, Callable] = {EAGER: eager_gated_pixelcnn_layer, FASTGEN: fastgen_gated_pixelcnn_layer}
-    if triton:
-        implementations[FASTGEN_TRITON] = triton_gated_pixelcnn_layer
     # Minimum traffic: forward reads v, h and the parameters and writes v_out, h_out; the
     # backward also reads grad_v_out, grad_h_out, v and h and writes grad_v, grad_h, plus the
     # parameter-sized gradients. (The fused op's saved pre-activations are not counted.)
-    element = torch.empty((), dtype=dtype).element_size()
     x_size = shape.n * shape.c_in * shape.h * shape.w
     y_size = shape.n * shape.c * shape.h * shape.w
     activations = (2 * x_size + 2 * y_size) + ((4 * x_size + 2 * y_size) if mode == FORWARD_BACKWARD else 0)
@@ -165,14 +152,12 @@ def _cases(shape: Shape, dtype: torch.dtype, mode: str, triton: bool) -> list[Be
     # The weight and bias gradients sum N*H*W = 25088 products (values in the hundreds): in
     # float32 the reference's own error is up to ~9e-4 absolute (w_v, against float64), so a
     # different but equally exact summation order needs the 2e-3.
-    tolerance = (1e-4, 2e-3) if mode == FORWARD_BACKWARD and dtype in (torch.float32, torch.float64) else None
     return [
-        BenchCase(
-            op="gated_pixelcnn_layer", shape=shape.label, dtype=dtype, mode=mode,
-            make_inputs=_inputs(shape, dtype), implementations=implementations,
-            bytes_moved=(activations + params) * element, grad_args=GRAD_ARGS,
-            tolerance=tolerance, flops=useful_flops(shape, mode),
-        )
+        layer_case("gated_pixelcnn_layer", shape.label, dtype, mode, make_inputs=_inputs(shape, dtype),
+                   eager=eager_gated_pixelcnn_layer, fastgen=fastgen_gated_pixelcnn_layer,
+                   triton=triton_gated_pixelcnn_layer if triton else None,
+                   elements_moved=activations + params, grad_args=GRAD_ARGS, gradient_atol=2e-3,
+                   flops=useful_flops(shape, mode))
     ]
 
 
@@ -181,19 +166,4 @@ def pixelcnn_cases(spec: CaseSpec) -> list[BenchCase]:
     """A 64-channel 3x3 mask-B Gated PixelCNN layer on (32, 64, 28, 28), no conditioning, forward
     and forward+backward; fp32 on CPU, fp32/bf16/fp16 on a GPU (plus fastgen-triton there).
     ``--quick``: the same shape, one dtype."""
-    on_gpu = spec.device.type == "cuda"
-    triton = on_gpu and _triton_module() is not None
-    if spec.dtypes is not None:
-        dtypes = spec.dtypes
-    elif on_gpu:
-        dtypes = (torch.float32, torch.bfloat16, torch.float16)
-    else:
-        dtypes = (torch.float32,)
-    if spec.quick:
-        dtypes = dtypes[:1]
-    cases = []
-    for shape in SHAPES:
-        for dtype in dtypes:
-            for mode in (FORWARD, FORWARD_BACKWARD):
-                cases.extend(_cases(shape, dtype, mode, triton))
-    return cases
+    return family_cases(spec, "gated_pixelcnn", SHAPES, _cases)

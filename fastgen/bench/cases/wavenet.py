@@ -17,17 +17,9 @@ from typing import Any, NamedTuple
 import torch
 
 from fastgen import ops, reference
+from fastgen.bench.cases._common import asked_grads, family_cases, layer_case
+from fastgen.bench.harness import FORWARD_BACKWARD, BenchCase, CaseSpec, register_cases
 from fastgen.bench.registry import triton_kernels
-from fastgen.bench.harness import (
-    EAGER,
-    FASTGEN,
-    FASTGEN_TRITON,
-    FORWARD,
-    FORWARD_BACKWARD,
-    BenchCase,
-    CaseSpec,
-    register_cases,
-)
 
 # Inputs: x, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip (all differentiated), dilation.
 GRAD_ARGS = tuple(range(7))
@@ -101,8 +93,7 @@ class _TritonWavenetLayer(torch.autograd.Function):
         x, h, w_dilated, w_res, w_skip = ctx.saved_tensors
         grads = _triton_module().wavenet_layer_backward(grad_residual.contiguous(), grad_skip.contiguous(), x, h,
                                                         w_dilated, w_res, w_skip, ctx.dilation, None, None)
-        needs = ctx.needs_input_grad[:7]
-        return tuple(g if need else None for g, need in zip(grads[:7], needs)) + (None,)
+        return asked_grads(grads[:7], ctx.needs_input_grad[:7], 1)
 
 
 def triton_wavenet_layer(x: torch.Tensor, w_dilated: torch.Tensor, b_dilated: torch.Tensor, w_res: torch.Tensor,
@@ -140,13 +131,9 @@ def useful_flops(shape: Shape, mode: str) -> int:
 
 
 def _cases(shape: Shape, dtype: torch.dtype, mode: str, triton: bool) -> list[BenchCase]:
-    implementations: dict[str, Callable] = {EAGER: eager_wavenet_layer, FASTGEN: fastgen_wavenet_layer}
-    if triton:
-        implementations[FASTGEN_TRITON] = triton_wavenet_layer
     # Minimum traffic: forward reads x and the parameters and writes residual and skip; the
     # backward also reads grad_residual, grad_skip and x and writes grad_x, plus the
     # parameter-sized gradients. (The fused op's saved pre-activation is not counted.)
-    element = torch.empty((), dtype=dtype).element_size()
     steps = shape.n * shape.t
     activations = steps * (2 * shape.c_res + shape.c_skip)
     if mode == FORWARD_BACKWARD:
@@ -155,14 +142,11 @@ def _cases(shape: Shape, dtype: torch.dtype, mode: str, triton: bool) -> list[Be
     # The weight and bias gradients sum N*T = 256000 products (values up to ~2000): in float32
     # the reference's own error is up to ~2e-2 absolute (grad_w_dilated, against float64;
     # fastgen's is ~1e-3), so the check needs the 3e-2.
-    tolerance = (1e-4, 3e-2) if mode == FORWARD_BACKWARD and dtype in (torch.float32, torch.float64) else None
     return [
-        BenchCase(
-            op="wavenet_layer", shape=shape.label, dtype=dtype, mode=mode,
-            make_inputs=_inputs(shape, dtype), implementations=implementations,
-            bytes_moved=(activations + params) * element, grad_args=GRAD_ARGS,
-            tolerance=tolerance, flops=useful_flops(shape, mode),
-        )
+        layer_case("wavenet_layer", shape.label, dtype, mode, make_inputs=_inputs(shape, dtype),
+                   eager=eager_wavenet_layer, fastgen=fastgen_wavenet_layer,
+                   triton=triton_wavenet_layer if triton else None, elements_moved=activations + params,
+                   grad_args=GRAD_ARGS, gradient_atol=3e-2, flops=useful_flops(shape, mode))
     ]
 
 
@@ -171,19 +155,4 @@ def wavenet_cases(spec: CaseSpec) -> list[BenchCase]:
     """A WaveNet residual layer, x (16, 64, 16000), 128 gate and 256 skip channels, kernel 2 at
     dilation 8, no conditioning, forward and forward+backward; fp32 on CPU, fp32/bf16/fp16 on a
     GPU (plus fastgen-triton there). ``--quick``: T = 4000, one dtype."""
-    on_gpu = spec.device.type == "cuda"
-    triton = on_gpu and _triton_module() is not None
-    if spec.dtypes is not None:
-        dtypes = spec.dtypes
-    elif on_gpu:
-        dtypes = (torch.float32, torch.bfloat16, torch.float16)
-    else:
-        dtypes = (torch.float32,)
-    if spec.quick:
-        dtypes = dtypes[:1]
-    shape = QUICK if spec.quick else HEADLINE
-    cases = []
-    for dtype in dtypes:
-        for mode in (FORWARD, FORWARD_BACKWARD):
-            cases.extend(_cases(shape, dtype, mode, triton))
-    return cases
+    return family_cases(spec, "wavenet", (QUICK if spec.quick else HEADLINE,), _cases)
