@@ -50,6 +50,7 @@
 #include "cpu_clones.h"
 #include "fastgen/fast_math.h"
 #include "tap_gather.h"
+#include "tile_rows.h"
 
 namespace fastgen::cpu {
 namespace {
@@ -74,15 +75,9 @@ using OptTensor = std::optional<Tensor>;
 // NaN stays NaN). Products of two such values stay finite and normal.
 FASTGEN_HD float exp_gate(float x) {
   const float xc = x > -80.0f ? (x < 80.0f ? x : 80.0f) : -80.0f;  // NaN -> -80, restored below
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = (xc - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  float r;
+  const float n = exp_split(xc, r);
+  const float p = exp_reduced(r);
   const float scale = bits_to_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
   return x != x ? x : p * scale;
 }
@@ -91,16 +86,10 @@ FASTGEN_HD float exp_gate(float x) {
 // exponential form would cancel, sign(x) (1 - e^{-2|x|}) / (1 + e^{-2|x|}) elsewhere. A few ulp
 // from libm.
 FASTGEN_HD void tanh_fraction(float x, float& num, float& den) {
-  const float x2 = x * x;
-  float p = -5.70498872745e-3f;
-  p = p * x2 + 2.06390887954e-2f;
-  p = p * x2 - 5.37397155531e-2f;
-  p = p * x2 + 1.33314422036e-1f;
-  p = p * x2 - 3.33332819422e-1f;
   const float ax = x < 0.0f ? -x : x;
   const float t = exp_gate(-2.0f * ax);
   const bool small = ax < 0.625f;
-  num = small ? x + x * x2 * p : (x < 0.0f ? t - 1.0f : 1.0f - t);
+  num = small ? tanh_near_zero(x) : (x < 0.0f ? t - 1.0f : 1.0f - t);
   den = small ? 1.0f : 1.0f + t;
 }
 
@@ -176,11 +165,6 @@ FASTGEN_GATE_CLONES void gate_backward(const acc_t* __restrict pre, int64_t ld_p
 // Matrix helpers. Every per-image tensor is used as a (channels, H * W) matrix; a tile of whole
 // rows is a column range of it.
 
-template <typename acc_t>
-acc_t* ptr(const Tensor& t) {
-  return t.data_ptr<acc_t>();
-}
-
 // Pixels [p0, p1) (flat index h * W + w) of image n of a contiguous (N, C, H, W) tensor, as a
 // (C, p1 - p0) view with row stride H * W.
 Tensor pixels(const Tensor& t, int64_t n, int64_t p0, int64_t p1) {
@@ -190,39 +174,6 @@ Tensor pixels(const Tensor& t, int64_t n, int64_t p0, int64_t p1) {
 // A contiguous (rows, cols) matrix at the start of the flat scratch buffer `buf`.
 Tensor matrix(const Tensor& buf, int64_t rows, int64_t cols) {
   return buf.narrow(0, 0, rows * cols).view({rows, cols});
-}
-
-// dst = src + bias[row]; a missing src or bias counts as zero. Prepares a GEMM's beta = 1 output.
-template <typename acc_t>
-void fill_rows(const Tensor& dst, const Tensor* src, const acc_t* bias) {
-  const int64_t rows = dst.size(0), len = dst.size(1), ld = dst.stride(0);
-  acc_t* d = ptr<acc_t>(dst);
-  const acc_t* s = src != nullptr ? ptr<acc_t>(*src) : nullptr;
-  const int64_t ld_s = src != nullptr ? src->stride(0) : 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const acc_t b = bias != nullptr ? bias[r] : acc_t(0);
-    acc_t* __restrict dr = d + r * ld;
-    if (s != nullptr) {
-      const acc_t* __restrict sr = s + r * ld_s;
-#pragma omp simd
-      for (int64_t t = 0; t < len; ++t) dr[t] = sr[t] + b;
-    } else {
-      std::fill(dr, dr + len, b);
-    }
-  }
-}
-
-// out[row] += sum over the columns of m[row, :] (a tile's share of a pixel sum).
-template <typename acc_t>
-FASTGEN_CPU_CLONES void add_row_sums(acc_t* __restrict out, const acc_t* __restrict m, int64_t ld, int64_t rows,
-                                     int64_t len) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const acc_t* __restrict row = m + r * ld;
-    acc_t sum = acc_t(0);
-#pragma omp simd reduction(+ : sum)
-    for (int64_t t = 0; t < len; ++t) sum += row[t];
-    out[r] += sum;
-  }
 }
 
 // The fused passes (forward, backward pass 1) take tiles up to twice the L2-sized column matrix:

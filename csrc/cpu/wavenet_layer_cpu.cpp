@@ -46,6 +46,7 @@
 #include "conv_common.h"
 #include "cpu_clones.h"
 #include "fastgen/fast_math.h"
+#include "tile_rows.h"
 
 namespace fastgen::cpu {
 namespace {
@@ -64,13 +65,7 @@ constexpr int64_t kTimeTile = 512;
 // tanh: an odd polynomial for |x| < 0.625 (Cephes' tanhf), where 1 - 2 / (e^{2|x|} + 1) would
 // cancel, that formula elsewhere (exact 1 once e^{2|x|} overflows). A few ulp from libm.
 FASTGEN_HD float tanh_acc(float x) {
-  const float x2 = x * x;
-  float p = -5.70498872745e-3f;
-  p = p * x2 + 2.06390887954e-2f;
-  p = p * x2 - 5.37397155531e-2f;
-  p = p * x2 + 1.33314422036e-1f;
-  p = p * x2 - 3.33332819422e-1f;
-  const float near_zero = x + x * x2 * p;
+  const float near_zero = tanh_near_zero(x);
   const float ax = x < 0.0f ? -x : x;
   const float far = 1.0f - 2.0f / (fast_expf(2.0f * ax) + 1.0f);
   return ax < 0.625f ? near_zero : (x < 0.0f ? -far : far);
@@ -120,47 +115,8 @@ FASTGEN_CPU_CLONES void gate_backward(const acc_t* __restrict h, int64_t ld_h, c
 // Tile helpers. Tiles are 2-D (channels, time) views with unit time stride.
 
 template <typename acc_t>
-acc_t* ptr(const Tensor& t) {
-  return t.data_ptr<acc_t>();
-}
-
-template <typename acc_t>
 const acc_t* ptr_or_null(const OptTensor& t) {
   return t.has_value() ? t->const_data_ptr<acc_t>() : nullptr;
-}
-
-// dst = src + bias[row]; a missing src or bias counts as zero. Prepares a GEMM's beta = 1 output.
-template <typename acc_t>
-void fill_tile(const Tensor& dst, const Tensor* src, const acc_t* bias) {
-  const int64_t rows = dst.size(0), len = dst.size(1), ld = dst.stride(0);
-  acc_t* d = ptr<acc_t>(dst);
-  const acc_t* s = src != nullptr ? ptr<acc_t>(*src) : nullptr;
-  const int64_t ld_s = src != nullptr ? src->stride(0) : 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const acc_t b = bias != nullptr ? bias[r] : acc_t(0);
-    acc_t* __restrict dr = d + r * ld;
-    if (s != nullptr) {
-      const acc_t* __restrict sr = s + r * ld_s;
-#pragma omp simd
-      for (int64_t t = 0; t < len; ++t) dr[t] = sr[t] + b;
-    } else {
-#pragma omp simd
-      for (int64_t t = 0; t < len; ++t) dr[t] = b;
-    }
-  }
-}
-
-// out[row] += sum over time of tile[row, :] (a bias gradient's share of one tile).
-template <typename acc_t>
-FASTGEN_CPU_CLONES void add_row_sums(acc_t* __restrict out, const acc_t* __restrict tile, int64_t ld,
-                                     int64_t rows, int64_t len) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const acc_t* __restrict row = tile + r * ld;
-    acc_t sum = acc_t(0);
-#pragma omp simd reduction(+ : sum)
-    for (int64_t t = 0; t < len; ++t) sum += row[t];
-    out[r] += sum;
-  }
 }
 
 struct Tile {
@@ -219,7 +175,7 @@ OptTensor to_acc(const OptTensor& t, at::ScalarType acc) {
 // reaches times t >= s_k: earlier ones read the causal zero padding, so they are skipped.
 template <typename acc_t>
 void pre_activation_tile(const Layer& p, const Tile& tile, const Tensor& h) {
-  fill_tile<acc_t>(h, nullptr, ptr_or_null<acc_t>(p.b_dilated));
+  fill_rows<acc_t>(h, nullptr, ptr_or_null<acc_t>(p.b_dilated));
   const Tensor x_n = p.x.select(0, tile.n);
   const int64_t K = p.w_dilated.size(0);
   for (int64_t k = 0; k < K; ++k) {
@@ -239,9 +195,9 @@ void forward_tile(const Layer& p, const Tile& tile, const Tensor& h, const Tenso
   pre_activation_tile<acc_t>(p, tile, h);
   gate_forward<acc_t>(ptr<acc_t>(h), h.stride(0), ptr<acc_t>(z), z.stride(0), z.size(0), tile.len());
   const Tensor x_tile = tile_of(p.x, tile);
-  fill_tile<acc_t>(residual, &x_tile, ptr_or_null<acc_t>(p.b_res));
+  fill_rows<acc_t>(residual, &x_tile, ptr_or_null<acc_t>(p.b_res));
   residual.addmm_(p.w_res, z);
-  fill_tile<acc_t>(skip, nullptr, ptr_or_null<acc_t>(p.b_skip));
+  fill_rows<acc_t>(skip, nullptr, ptr_or_null<acc_t>(p.b_skip));
   skip.addmm_(p.w_skip, z);
 }
 
@@ -377,7 +333,7 @@ void weight_gradients(const Saved& p, const Tile& tile, const Partials& part, co
 template <typename acc_t>
 void grad_x_tile(const Saved& p, const Tile& tile, const Tensor& dh, const Tensor& grad_x) {
   const Tensor gx = tile_of(grad_x, tile), g_res = tile_of(p.g_res, tile);
-  fill_tile<acc_t>(gx, &g_res, nullptr);
+  fill_rows<acc_t>(gx, &g_res, nullptr);
   const int64_t K = p.w_dilated.size(0), T = p.x.size(2);
   for (int64_t k = 0; k < K; ++k) {
     const int64_t s = (K - 1 - k) * p.dilation;

@@ -46,6 +46,15 @@ def _check_stride_and_padding_mode(layer: str, stride: object, padding_mode: obj
         raise ValueError(f'padding_mode must be "zeros" ({layer} pads with zeros only), got {padding_mode!r}')
 
 
+def _copy_parameters(layer: nn.Module, conv: nn.Module) -> nn.Module:
+    """``layer`` with ``conv``'s weight, bias and training mode (for ``from_conv``)."""
+    with torch.no_grad():
+        layer.weight.copy_(conv.weight)
+        if conv.bias is not None:
+            layer.bias.copy_(conv.bias)
+    return layer.train(conv.training)
+
+
 def _check_unbatched(x: object, rank: int, layout: str, layer: str) -> bool:
     """Whether ``x`` is an unbatched input (rank - 1 dims); raise unless it has rank or rank - 1 dims."""
     if not isinstance(x, torch.Tensor):
@@ -155,11 +164,7 @@ class CausalConv1d(nn.Conv1d):
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                     dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
                     device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
-        return layer.train(conv.training)
+        return _copy_parameters(layer, conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Causal convolution of ``x`` (N, C_in, T) or (C_in, T); same length out."""
@@ -327,11 +332,7 @@ class MaskedConv2d(nn.Conv2d):
                     bias=conv.bias is not None, padding_mode=conv.padding_mode,
                     device=conv.weight.device, dtype=conv.weight.dtype,
                     mask_type=mask_type, color_channels=color_channels)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                layer.bias.copy_(conv.bias)
-        return layer.train(conv.training)
+        return _copy_parameters(layer, conv)
 
     def masked_weight(self) -> torch.Tensor:
         """``weight * mask``, shape (C_out, C_in // groups, KH, KW): the weight the layer uses."""

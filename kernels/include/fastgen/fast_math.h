@@ -32,6 +32,37 @@ FASTGEN_HD uint32_t float_to_bits(float value) {
   return cast.u;
 }
 
+// x = n*ln2 + r with |r| <= ln2/2, for finite x; returns n (a whole number, as a float), sets r.
+// ln2 is split in two so r is exact. n is rounded with the 1.5*2^23 trick rather than a cast:
+// casts and branches keep the AVX2 loops from vectorizing.
+FASTGEN_HD float exp_split(float x, float& r) {
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+  return n;
+}
+
+// e^r for |r| <= ln2/2: the polynomial at the core of fast_expf.
+FASTGEN_HD float exp_reduced(float r) {
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  return p * r * r + r + 1.0f;
+}
+
+// tanh(x) for |x| < 0.625, where 1 - 2 / (e^{2|x|} + 1) would cancel: Cephes' odd polynomial.
+FASTGEN_HD float tanh_near_zero(float x) {
+  const float x2 = x * x;
+  float p = -5.70498872745e-3f;
+  p = p * x2 + 2.06390887954e-2f;
+  p = p * x2 - 5.37397155531e-2f;
+  p = p * x2 + 1.33314422036e-1f;
+  p = p * x2 - 3.33332819422e-1f;
+  return x + x * x2 * p;
+}
+
 // exp(x) for any float x: inf above 88.72, 0 below -104, NaN stays NaN.
 FASTGEN_HD float fast_expf(float x) {
 #if defined(__CUDA_ARCH__)
@@ -40,17 +71,9 @@ FASTGEN_HD float fast_expf(float x) {
   const float kHi = 88.72283935546875f, kLo = -104.0f;
   // NaN clamps to kLo here (so the int conversions below stay defined) and is restored at the end.
   const float xc = (x >= kLo && x <= kHi) ? x : (x > kHi ? kHi : kLo);
-  // x = n*ln2 + r with |r| <= ln2/2; ln2 split in two so r is exact. n is rounded with the
-  // 1.5*2^23 trick rather than a cast: casts and branches keep the AVX2 loop from vectorizing.
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const float r = (xc - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  float r;
+  const float n = exp_split(xc, r);
+  const float p = exp_reduced(r);
   // 2^n applied in two halves so that n in [-150, 128] never leaves the normal range.
   const int32_t ni = static_cast<int32_t>(n);
   const int32_t half = ni >> 1;
