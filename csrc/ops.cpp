@@ -76,4 +76,37 @@ TORCH_LIBRARY(fastgen, m) {
       " Tensor v_pre, Tensor h_pre, Tensor w_v, Tensor w_h, Tensor w_v2h, Tensor w_res, str mask_type,"
       " Tensor? cond, Tensor? w_cond_v, Tensor? w_cond_h) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,"
       " Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // Flow family. Every op returns (output, logdet); logdet is (N,) per sample, in the
+  // accumulation dtype (float32 for float16/bfloat16 inputs, else the input dtype).
+  // reverse=false is the density direction x -> z.
+  // affine_coupling: x, shift, log_scale of one shape (N, ...) -> y = x * exp(s) + shift, or
+  // for reverse x = (y - shift) * exp(-s), with s = map(log_scale): scale "tanh_clamp"
+  // s = clamp * tanh(r / clamp), "sigmoid" s = log sigmoid(r + 2), "exp" s = r; logdet = +-sum s.
+  m.def(
+      "affine_coupling(Tensor x, Tensor shift, Tensor log_scale, bool reverse, str scale, float clamp)"
+      " -> (Tensor, Tensor)");
+  // (grad_x, grad_shift, grad_log_scale) of affine_coupling; grad_logdet None counts as zero.
+  m.def(
+      "affine_coupling_backward(Tensor grad_y, Tensor? grad_logdet, Tensor x, Tensor shift,"
+      " Tensor log_scale, bool reverse, str scale, float clamp) -> (Tensor, Tensor, Tensor)");
+  // additive_coupling: y = x + shift (reverse: x - shift); logdet is zero, so it is not returned.
+  m.def("additive_coupling(Tensor x, Tensor shift, bool reverse) -> Tensor");
+  // actnorm: x (N, C, *spatial), bias and log_scale (C,) -> y = (x + bias) * exp(log_scale)
+  // (reverse: y * exp(-log_scale) - bias) and logdet = +-prod(spatial) * sum(log_scale).
+  m.def("actnorm(Tensor x, Tensor bias, Tensor log_scale, bool reverse) -> (Tensor, Tensor)");
+  // (grad_x, grad_bias, grad_log_scale) of actnorm; grad_logdet None counts as zero.
+  m.def(
+      "actnorm_backward(Tensor grad_y, Tensor? grad_logdet, Tensor x, Tensor bias, Tensor log_scale,"
+      " bool reverse) -> (Tensor, Tensor, Tensor)");
+  // invertible_conv1x1: x (N, C, *spatial), matrix (C, C) applied per position, y[:, i] =
+  // sum_j matrix[i, j] x[:, j]; logabsdet a 0-dim tensor, log|det W| of the forward weight
+  // (for reverse the caller passes matrix = W^-1); logdet = +-prod(spatial) * logabsdet.
+  m.def(
+      "invertible_conv1x1(Tensor x, Tensor matrix, Tensor logabsdet, bool reverse) -> (Tensor, Tensor)");
+  // (grad_x, grad_matrix, grad_logabsdet) of invertible_conv1x1; an output whose output_mask
+  // entry is false is an empty (0,) tensor; grad_logdet None counts as zero.
+  m.def(
+      "invertible_conv1x1_backward(Tensor grad_y, Tensor? grad_logdet, Tensor x, Tensor matrix,"
+      " bool reverse, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }

@@ -233,7 +233,7 @@ def test_gaussian_cases_registered():
     assert {c.mode for c in headline} == {FORWARD, FORWARD_BACKWARD}
     assert all(c.dtype == torch.float32 for c in cases)  # CPU default
     quick = collect_cases(CaseSpec(device=torch.device("cpu"), quick=True))
-    assert 1 <= len(quick) <= 13  # gaussian 5, conv 2, masked_conv 2, wavenet 2, pixelcnn 2
+    assert 1 <= len(quick) <= 14  # gaussian 5, conv 2, masked_conv 2, wavenet 2, pixelcnn 2, flows 1
 
 
 def test_masked_conv_cases_registered():

@@ -5,6 +5,8 @@ Every model is an ``nn.Module`` on images in [0, 1] shaped (N, C, H, W), with ``
 """
 
 from fastgen.models.dcgan import DCGAN
+from fastgen.models.glow import Glow
+from fastgen.models.realnvp import RealNVP
 from fastgen.models.vae import VAE
 
-__all__ = ["DCGAN", "VAE"]
+__all__ = ["DCGAN", "Glow", "RealNVP", "VAE"]

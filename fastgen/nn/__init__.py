@@ -1,8 +1,24 @@
 """Drop-in ``nn.Module`` layers built on :mod:`fastgen.ops`."""
 
 from fastgen.nn.conv import CausalConv1d, MaskedConv2d
+from fastgen.nn.coupling import AdditiveCoupling, AffineCoupling, conv_conditioner, mlp_conditioner
+from fastgen.nn.flow_layers import ActNorm, InvConv1x1, Split, Squeeze
 from fastgen.nn.gaussian import GaussianReparameterization
 from fastgen.nn.pixelcnn import GatedPixelCNNLayer
 from fastgen.nn.wavenet import WaveNetLayer
 
-__all__ = ["CausalConv1d", "GatedPixelCNNLayer", "GaussianReparameterization", "MaskedConv2d", "WaveNetLayer"]
+__all__ = [
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "CausalConv1d",
+    "GatedPixelCNNLayer",
+    "GaussianReparameterization",
+    "InvConv1x1",
+    "MaskedConv2d",
+    "Split",
+    "Squeeze",
+    "WaveNetLayer",
+    "conv_conditioner",
+    "mlp_conditioner",
+]

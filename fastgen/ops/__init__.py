@@ -5,7 +5,13 @@ CPU/CUDA kernels or Triton; visible to torch.compile, autograd and opcheck) or, 
 kernel is available for the device, the plain-PyTorch reference in ``fastgen.reference``.
 """
 
-from fastgen.ops import _conv_registration, _gaussian_registration, _pixelcnn_registration, _wavenet_registration
+from fastgen.ops import (
+    _conv_registration,
+    _flow_registration,
+    _gaussian_registration,
+    _pixelcnn_registration,
+    _wavenet_registration,
+)
 from fastgen.ops.conv import causal_conv1d
 from fastgen.ops.gaussian import (
     draw_seed,
@@ -14,7 +20,16 @@ from fastgen.ops.gaussian import (
     reparameterize_with_kl,
     standard_normal_log_prob,
 )
-from fastgen.ops.gated_pixelcnn import gated_pixelcnn_layer
+from fastgen.ops.flows import (
+    actnorm,
+    additive_coupling,
+    affine_coupling,
+    invertible_conv1x1,
+    merge_channels,
+    split_channels,
+    squeeze2d,
+    unsqueeze2d,
+)
 from fastgen.ops.gated_pixelcnn import gated_pixelcnn_layer
 from fastgen.ops.masked_conv import masked_conv2d
 from fastgen.ops.wavenet import wavenet_layer
@@ -23,8 +38,17 @@ _gaussian_registration.register()
 _conv_registration.register()
 _wavenet_registration.register()
 _pixelcnn_registration.register()
+_flow_registration.register()
 
 __all__ = [
+    "actnorm",
+    "additive_coupling",
+    "affine_coupling",
+    "invertible_conv1x1",
+    "merge_channels",
+    "split_channels",
+    "squeeze2d",
+    "unsqueeze2d",
     "causal_conv1d",
     "draw_seed",
     "gated_pixelcnn_layer",

@@ -5,6 +5,16 @@ baseline of the benchmarks. They favour clarity over speed.
 """
 
 from fastgen.reference.conv import MASK_TYPES, causal_conv1d, gated_pixelcnn_layer, masked_conv2d, masked_conv2d_mask, wavenet_layer
+from fastgen.reference.flows import (
+    SCALE_MAPS,
+    actnorm,
+    additive_coupling,
+    affine_coupling,
+    coupling_log_scale,
+    invertible_conv1x1,
+    squeeze2d,
+    unsqueeze2d,
+)
 from fastgen.reference.gaussian import (
     gaussian_kl,
     philox4x32_10,
@@ -15,6 +25,14 @@ from fastgen.reference.gaussian import (
 )
 
 __all__ = [
+    "SCALE_MAPS",
+    "actnorm",
+    "additive_coupling",
+    "affine_coupling",
+    "coupling_log_scale",
+    "invertible_conv1x1",
+    "squeeze2d",
+    "unsqueeze2d",
     "MASK_TYPES",
     "causal_conv1d",
     "gated_pixelcnn_layer",

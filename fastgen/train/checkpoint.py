@@ -17,6 +17,7 @@ import torch
 
 FORMAT = "fastgen-checkpoint-1"
 LAST = "last.pt"
+BEST = "best.pt"  # written by recipes that keep the checkpoint best on a validation split
 
 
 class CheckpointError(ValueError):
@@ -56,7 +57,8 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def load(path: str | Path, *, expected_model: str | None = None) -> dict[str, Any]:
-    """Read and validate a checkpoint (on the CPU).
+    """Read and validate a checkpoint (on the CPU). ``path`` is a file or a run folder (then
+    its ``best.pt`` if there is one, else ``last.pt``).
 
     Raises
     ------
@@ -66,7 +68,8 @@ def load(path: str | Path, *, expected_model: str | None = None) -> dict[str, An
     """
     path = Path(path)
     if path.is_dir():
-        path = path / LAST
+        # A run folder: its best-on-validation checkpoint where the recipe keeps one, else the last.
+        path = path / BEST if (path / BEST).is_file() else path / LAST
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

@@ -20,7 +20,7 @@ from fastgen.train.step_context import StepContext
 
 _RECIPES: dict[str, "Recipe"] = {}
 # Modules whose import registers recipes (kept lazy so `fastgen --help` stays fast).
-RECIPE_MODULES: tuple[str, ...] = ("fastgen.train.vae_recipe", "fastgen.train.gan_recipe")
+RECIPE_MODULES: tuple[str, ...] = ("fastgen.train.vae_recipe", "fastgen.train.gan_recipe", "fastgen.train.flow_recipe")
 
 
 class UnknownModelError(ValueError):
@@ -40,6 +40,11 @@ class Recipe(ABC):
         The key of :meth:`evaluate`'s dict printed as the final test metric.
     epochs, batch_size, lr : defaults for the command line.
     quick_epochs : epochs of the ``--quick`` run (a few minutes on 2 CPU cores).
+    validation_fraction : float
+        When > 0, this share of the training split is held out as a validation split, scored
+        by :meth:`validation_score` after every epoch; the best epoch is kept as ``best.pt``
+        and the final test metrics are those of that checkpoint (early stopping without
+        looking at the test split).
     """
 
     name: str = ""
@@ -49,6 +54,7 @@ class Recipe(ABC):
     quick_epochs: int = 5
     batch_size: int = 128
     lr: float = 1e-3
+    validation_fraction: float = 0.0
 
     @abstractmethod
     def build(self, data: ImageData) -> nn.Module:
@@ -80,6 +86,12 @@ class Recipe(ABC):
     def evaluate(self, model: nn.Module, data: ImageData, device: torch.device, *, quick: bool = False,
                  seed: int = 0) -> dict[str, float]:
         """Test-split metrics (and sample quality where it applies); called under no_grad."""
+
+    def validation_score(self, model: nn.Module, validation: ImageData, device: torch.device, seed: int) -> float:
+        """Lower is better: what picks ``best.pt`` when ``validation_fraction`` > 0. ``validation``
+        holds the validation split as its test split. Default: :meth:`evaluate`'s ``test_metric``
+        (quick); recipes override it with something cheaper. Called under no_grad."""
+        return float(self.evaluate(model, validation, device, quick=True, seed=seed)[self.test_metric])
 
     @torch.no_grad()
     def sample(self, model: nn.Module, n: int, generator: torch.Generator) -> torch.Tensor:

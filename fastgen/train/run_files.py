@@ -2,6 +2,7 @@
 
     runs/NAME/
       last.pt            checkpoint (atomic), rewritten each epoch and on SIGINT/SIGTERM
+      best.pt            the checkpoint best on the validation split (recipes that select one)
       metrics.jsonl      one JSON object per step ("kind": "step") and per epoch ("kind": "epoch")
       samples.png        the latest sample grid (samples-epochNNN.png keeps each epoch's)
       loss.png           loss curves
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastgen.train import plots
-from fastgen.train.checkpoint import LAST
+from fastgen.train.checkpoint import BEST, LAST
 
 
 class RunFiles:
@@ -23,6 +24,7 @@ class RunFiles:
         self.out = out
         self.enabled = enabled
         self.checkpoint = out / LAST
+        self.best = out / BEST
         self.metrics = out / "metrics.jsonl"
 
     def prepare(self, *, resume: bool) -> None:

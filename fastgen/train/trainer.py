@@ -18,6 +18,7 @@ import torch
 
 from fastgen import __version__
 from fastgen.data import ImageData, load_images
+from fastgen.data.split import split_indices
 from fastgen.train import checkpoint, distributed
 from fastgen.train.recipes import Amp, Recipe, get
 from fastgen.train.run_files import RunFiles
@@ -104,6 +105,19 @@ class Trainer:
         self.out = config.out or Path("runs") / config.model
         self.files = RunFiles(self.out, enabled=self.dist.is_main)
         self.data: ImageData = load_images(config.data, seed=0)
+        self.train_images, self.validation = self._validation_split()
+
+    def _validation_split(self) -> tuple[torch.Tensor, ImageData | None]:
+        """(training images, validation split as an ImageData whose test split it is, or None)."""
+        fraction = self.recipe.validation_fraction
+        if fraction <= 0:
+            return self.data.train, None
+        labels = None if self.data.train_labels is None else self.data.train_labels.numpy()
+        keep, held = split_indices(len(self.data.train), labels, fraction, seed=0)
+        keep, held = torch.from_numpy(keep), torch.from_numpy(held)
+        validation = ImageData(f"{self.data.name} (validation)", self.data.train[keep], self.data.train[held],
+                               self.data.levels)
+        return self.data.train[keep], validation
 
     # ------------------------------------------------------------------ state
     def _build(self) -> dict[str, Any]:
@@ -124,7 +138,8 @@ class Trainer:
         amp = Amp(self.config.amp, self.device)
         # Where the run stands; epoch_totals holds the sums of the current epoch's step losses so
         # an epoch resumed mid-way reports the same means as an uninterrupted one.
-        position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "epoch_totals": {}}
+        position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "epoch_totals": {},
+                    "best": {"value": None, "epoch": None}}
         if resume_from:
             model.load_state_dict(resume_from["state_dict"])
             for name, opt in optimizers.items():
@@ -133,7 +148,7 @@ class Trainer:
                 sched.load_state_dict(resume_from["schedulers"][name])
             amp.load_state_dict(resume_from.get("amp", {}))
             checkpoint.restore_rng(resume_from["rng"])
-            position = {k: resume_from[k] for k in position}
+            position = {k: resume_from.get(k, position[k]) for k in position}
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -151,7 +166,7 @@ class Trainer:
                 f"with {here['levels']} levels"
             )
 
-    def _save(self, state: dict[str, Any], metrics: dict[str, Any] | None = None) -> None:
+    def _save(self, state: dict[str, Any], metrics: dict[str, Any] | None = None, path: Path | None = None) -> None:
         if not self.dist.is_main:
             return
         payload = {
@@ -169,10 +184,11 @@ class Trainer:
             "step_in_epoch": state["step_in_epoch"],
             "global_step": state["global_step"],
             "epoch_totals": state["epoch_totals"],
+            "best": state["best"],
             "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.config).items()},
             "metrics": metrics or {},
         }
-        checkpoint.save_atomic(payload, self.files.checkpoint)
+        checkpoint.save_atomic(payload, path or self.files.checkpoint)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> dict[str, Any]:
@@ -180,7 +196,7 @@ class Trainer:
         self.files.prepare(resume=self.config.resume)
         if self.config.resume:
             self.files.truncate_log_after(state["global_step"])
-        train = self.data.train
+        train = self.train_images
         world, rank = self.dist.world_size, self.dist.rank
         steps_done = 0
         with _SignalFlag() as flag:
@@ -251,27 +267,47 @@ class Trainer:
                     model, self.data, self.device, quick=True, seed=self.config.seed).items()})
                 generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
                 samples = self.recipe.sample(model, self.config.samples, generator).float().cpu()
+                if self.validation is not None:
+                    metrics[self._validation_key()] = self.recipe.validation_score(
+                        model, self.validation, self.device, self.config.seed)
             model.train()
             self.files.images(samples, epoch + 1)
         metrics = distributed.broadcast_object(metrics, self.dist)
         metrics.update(seconds=seconds, images_per_second=steps * self.batch_size / max(seconds, 1e-9))
         state["epoch"], state["step_in_epoch"], state["epoch_totals"] = epoch + 1, 0, {}
         self.files.log({"kind": "epoch", "epoch": epoch + 1, "global_step": state["global_step"], **metrics})
+        improved = False
+        if self.validation is not None:
+            score, best = metrics[self._validation_key()], state["best"]["value"]
+            if best is None or score < best:
+                state["best"] = {"value": score, "epoch": epoch + 1}
+                improved = True
         self._save(state, metrics)
+        if improved:
+            self._save(state, metrics, path=self.files.best)
         if self.dist.is_main:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
             print(f"epoch {epoch + 1}/{self.epochs}: {shown}", file=sys.stderr)
         return metrics
 
+    def _validation_key(self) -> str:
+        return f"validation_{self.recipe.test_metric}"
+
     def _final_evaluation(self, state) -> dict[str, Any]:
         final: dict[str, Any] = {}
+        selected: dict[str, Any] = {}
         if self.dist.is_main:
             model = state["model"].eval()
+            if self.validation is not None and self.files.best.is_file():
+                # Test the epoch that was best on the validation split (early stopping).
+                best = checkpoint.load(self.files.best, expected_model=self.recipe.name)
+                model.load_state_dict(best["state_dict"])
+                selected = {"selected_epoch": best["best"]["epoch"], self._validation_key(): best["best"]["value"]}
             with torch.no_grad():
                 final = self.recipe.evaluate(model, self.data, self.device, quick=self.config.quick,
                                              seed=self.config.seed)
             final = {"model": self.recipe.name, "data": self.data.name, "epochs": state["epoch"],
-                     "global_step": state["global_step"], **final}
+                     "global_step": state["global_step"], **selected, **final}
             self.files.final(final)
         distributed.barrier(self.dist)
         return final

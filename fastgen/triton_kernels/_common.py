@@ -57,6 +57,20 @@ def fused_gate_rows(G: int, dtype: torch.dtype, max_gate: int) -> int:
 
 
 @triton.jit
+def row_tile(N, D, n_col_blocks, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Rows, column block, int64 flat offsets and mask of this program's BLOCK_R x BLOCK_C tile of
+    a contiguous (N, D) view (programs numbered row block-major)."""
+    pid = tl.program_id(0).to(tl.int64)  # int64 from here on: N * D may exceed 2^31
+    row_block = pid // n_col_blocks
+    col_block = pid % n_col_blocks
+    rows = row_block * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = col_block * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs = rows[:, None] * D + cols[None, :]
+    mask = (rows[:, None] < N) & (cols[None, :] < D)
+    return rows, col_block, offs, mask
+
+
+@triton.jit
 def mma(acc, a, b, MODE: tl.constexpr, ACC: tl.constexpr):
     """acc + a @ b. MODE 0: tl.dot on the tiles as loaded; 1: upcast, IEEE fp32 dot; 2: multiply-sum."""
     if MODE == 0:

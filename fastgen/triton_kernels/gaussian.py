@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fastgen.triton_kernels._common import row_tile
+
 # Elements per program and warps per program. 2048 elements at 8 warps is 8 elements per
 # thread: enough in flight to stream memory, and few enough registers for the 4-word Philox
 # state per element. Tests raise BLOCK because the interpreter's cost is per program.
@@ -33,19 +35,6 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 # Launching through wrap_triton lets these functions back a torch.library.triton_op, which
 # torch.compile can trace into; outside tracing it is a plain launch.
 _wrap = getattr(torch.library, "wrap_triton", lambda kernel: kernel)
-
-
-@triton.jit
-def _tile(N, D, n_col_blocks, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Rows, column block, int64 flat offsets and mask of this program's tile."""
-    pid = tl.program_id(0).to(tl.int64)  # int64 from here on: N * D may exceed 2^31
-    row_block = pid // n_col_blocks
-    col_block = pid % n_col_blocks
-    rows = row_block * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = col_block * BLOCK_C + tl.arange(0, BLOCK_C)
-    offs = rows[:, None] * D + cols[None, :]
-    mask = (rows[:, None] < N) & (cols[None, :] < D)
-    return rows, col_block, offs, mask
 
 
 @triton.jit
@@ -90,7 +79,7 @@ def _standard_normal(offs, seed_ptr, ACC: tl.constexpr):
 def _forward_kernel(mu_ptr, logvar_ptr, eps_ptr, seed_ptr, z_ptr, partial_ptr, N, D, n_col_blocks,
                     WRITE_Z: tl.constexpr, HAS_EPS: tl.constexpr, WRITE_KL: tl.constexpr,
                     ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    rows, col_block, offs, mask = _tile(N, D, n_col_blocks, BLOCK_R, BLOCK_C)
+    rows, col_block, offs, mask = row_tile(N, D, n_col_blocks, BLOCK_R, BLOCK_C)
     # Upcast right after the load (also works around the interpreter's bf16 arithmetic).
     mu = tl.load(mu_ptr + offs, mask=mask, other=0.0).to(ACC)
     logvar = tl.load(logvar_ptr + offs, mask=mask, other=0.0).to(ACC)
@@ -111,7 +100,7 @@ def _backward_kernel(gz_ptr, gkl_ptr, mu_ptr, logvar_ptr, eps_ptr, seed_ptr, gmu
                      N, D, n_col_blocks, HAS_GZ: tl.constexpr, HAS_GKL: tl.constexpr,
                      HAS_EPS: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr,
                      BLOCK_C: tl.constexpr):
-    rows, col_block, offs, mask = _tile(N, D, n_col_blocks, BLOCK_R, BLOCK_C)
+    rows, col_block, offs, mask = row_tile(N, D, n_col_blocks, BLOCK_R, BLOCK_C)
     mu = tl.load(mu_ptr + offs, mask=mask, other=0.0).to(ACC)
     logvar = tl.load(logvar_ptr + offs, mask=mask, other=0.0).to(ACC)
     std = tl.exp(0.5 * logvar)
@@ -136,7 +125,7 @@ def _backward_kernel(gz_ptr, gkl_ptr, mu_ptr, logvar_ptr, eps_ptr, seed_ptr, gmu
 @triton.jit
 def _sum_squares_kernel(z_ptr, partial_ptr, N, D, n_col_blocks, ACC: tl.constexpr,
                         BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    rows, col_block, offs, mask = _tile(N, D, n_col_blocks, BLOCK_R, BLOCK_C)
+    rows, col_block, offs, mask = row_tile(N, D, n_col_blocks, BLOCK_R, BLOCK_C)
     z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(ACC)
     tl.store(partial_ptr + rows * n_col_blocks + col_block, tl.sum(z * z, axis=1), mask=rows < N)
 
@@ -144,7 +133,7 @@ def _sum_squares_kernel(z_ptr, partial_ptr, N, D, n_col_blocks, ACC: tl.constexp
 @triton.jit
 def _log_prob_backward_kernel(grad_ptr, z_ptr, out_ptr, N, D, n_col_blocks, ACC: tl.constexpr,
                               BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    rows, col_block, offs, mask = _tile(N, D, n_col_blocks, BLOCK_R, BLOCK_C)
+    rows, col_block, offs, mask = row_tile(N, D, n_col_blocks, BLOCK_R, BLOCK_C)
     grad = tl.load(grad_ptr + rows, mask=rows < N, other=0.0).to(ACC)[:, None]
     z = tl.load(z_ptr + offs, mask=mask, other=0.0).to(ACC)
     tl.store(out_ptr + offs, (-grad * z).to(out_ptr.dtype.element_ty), mask=mask)

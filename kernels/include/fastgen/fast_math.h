@@ -85,6 +85,21 @@ FASTGEN_HD float fast_expf(float x) {
 #endif
 }
 
+// log(1 + x) for x in [-0.29, 0.42]: Cephes' logf polynomial, no division (vdivps is slow).
+FASTGEN_HD float log1p_reduced(float x) {
+  const float x2 = x * x;
+  float p = 7.0376836292e-2f;
+  p = p * x - 1.1514610310e-1f;
+  p = p * x + 1.1676998740e-1f;
+  p = p * x - 1.2420140846e-1f;
+  p = p * x + 1.4249322787e-1f;
+  p = p * x - 1.6668057665e-1f;
+  p = p * x + 2.0000714765e-1f;
+  p = p * x - 2.4999993993e-1f;
+  p = p * x + 3.3333331174e-1f;
+  return x + (p * x * x2 - 0.5f * x2);
+}
+
 // log(u) for u in (0, 1], the range of the uniforms the generator makes (never 0 or subnormal).
 FASTGEN_HD float fast_log_unit(float u) {
 #if defined(__CUDA_ARCH__)
@@ -96,19 +111,7 @@ FASTGEN_HD float fast_log_unit(float u) {
   const bool high = mantissa > 1.41421356f;
   mantissa = high ? mantissa * 0.5f : mantissa;
   exponent = high ? exponent + 1 : exponent;
-  // log(1 + x) for x in [-0.29, 0.41]: Cephes' logf polynomial, no division (vdivps is slow).
-  const float x = mantissa - 1.0f;
-  const float x2 = x * x;
-  float p = 7.0376836292e-2f;
-  p = p * x - 1.1514610310e-1f;
-  p = p * x + 1.1676998740e-1f;
-  p = p * x - 1.2420140846e-1f;
-  p = p * x + 1.4249322787e-1f;
-  p = p * x - 1.6668057665e-1f;
-  p = p * x + 2.0000714765e-1f;
-  p = p * x - 2.4999993993e-1f;
-  p = p * x + 3.3333331174e-1f;
-  const float log_mantissa = x + (p * x * x2 - 0.5f * x2);
+  const float log_mantissa = log1p_reduced(mantissa - 1.0f);
   return static_cast<float>(exponent) * 0.693147180559945309f + log_mantissa;
 #endif
 }

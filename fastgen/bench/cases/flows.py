@@ -1,0 +1,157 @@
+"""Benchmark cases of the normalizing-flow family: affine and additive coupling, ActNorm and the
+invertible 1x1 convolution, forward and forward+backward.
+
+``eager`` is :mod:`fastgen.reference.flows`, the chain of small PyTorch ops a flow library runs
+(for an affine coupling: the scale map, exp, multiply, add and a per-sample sum, each writing a
+full tensor); ``compiled`` is torch.compile of it; ``fastgen`` is :mod:`fastgen.ops.flows`, one
+fused pass forward and one backward.
+
+Target (the goal the fused kernels are held to, shown in each case's label): fastgen
+forward+backward at least ``TARGET_VS_EAGER`` times faster than eager and no slower than
+compiled, float32 on a 2-thread CPU at these flow-sized shapes. The invertible 1x1 convolution
+is a small GEMM (C x C times C x H W per sample), where eager already runs BLAS; the additive
+coupling is a single add in eager too: for those two the gain can only come from fewer ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from fastgen import ops, reference
+from fastgen.bench.cases._common import family_cases, layer_case
+from fastgen.bench.harness import FORWARD_BACKWARD, BenchCase, CaseSpec, register_cases
+
+TARGET_VS_EAGER = 2.0
+
+# (op, (N, C, H, W), scale map or None): Glow/RealNVP-sized steps. affine_coupling acts on half
+# the channels (6 of a 12-channel 16x16 level; 12 of 24 at 32x32), actnorm and the 1x1
+# convolution on all of them.
+CPU_SHAPES = (
+    ("affine_coupling", (64, 6, 16, 16), "sigmoid"),
+    ("affine_coupling", (64, 6, 16, 16), "tanh_clamp"),
+    ("affine_coupling", (256, 12, 32, 32), "sigmoid"),
+    ("affine_coupling", (256, 12, 32, 32), "tanh_clamp"),
+    ("actnorm", (64, 12, 16, 16), None),
+    ("invertible_conv1x1", (64, 12, 16, 16), None),
+    ("additive_coupling", (64, 6, 16, 16), None),
+)
+GPU_SHAPES = CPU_SHAPES + (
+    ("affine_coupling", (256, 48, 32, 32), "tanh_clamp"),
+    ("actnorm", (256, 96, 32, 32), None),
+    ("invertible_conv1x1", (256, 96, 32, 32), None),
+)
+QUICK_SHAPES = (("affine_coupling", (64, 6, 16, 16), "sigmoid"),)
+
+
+# ---------------------------------------------------------------------------------------------
+# Implementations: module-level functions, so torch.compile of a reference is compiled once per
+# function and shared by the cases that time it.
+
+
+def eager_affine_coupling(x, shift, log_scale, scale):
+    return reference.affine_coupling(x, shift, log_scale, False, scale, 2.0)
+
+
+def fastgen_affine_coupling(x, shift, log_scale, scale):
+    return ops.affine_coupling(x, shift, log_scale, scale=scale, clamp=2.0)
+
+
+def eager_additive_coupling(x, shift):
+    return reference.additive_coupling(x, shift, False)
+
+
+def fastgen_additive_coupling(x, shift):
+    return ops.additive_coupling(x, shift)
+
+
+def eager_actnorm(x, bias, log_scale):
+    return reference.actnorm(x, bias, log_scale, False)
+
+
+def fastgen_actnorm(x, bias, log_scale):
+    return ops.actnorm(x, bias, log_scale)
+
+
+# Glow's LU parameterisation knows log|det W| (sum of log|s|), so both sides get it as an input
+# and the timing is the layer's, not a slogdet's.
+def eager_invertible_conv1x1(x, weight, logabsdet):
+    return reference.invertible_conv1x1(x, weight, False, logabsdet)
+
+
+def fastgen_invertible_conv1x1(x, weight, logabsdet):
+    return ops.invertible_conv1x1(x, weight, logabsdet=logabsdet)
+
+
+_IMPLEMENTATIONS = {
+    "affine_coupling": (eager_affine_coupling, fastgen_affine_coupling),
+    "additive_coupling": (eager_additive_coupling, fastgen_additive_coupling),
+    "actnorm": (eager_actnorm, fastgen_actnorm),
+    "invertible_conv1x1": (eager_invertible_conv1x1, fastgen_invertible_conv1x1),
+}
+
+
+def _inputs(op: str, shape: tuple[int, int, int, int], scale: str | None, dtype: torch.dtype
+            ) -> Callable[[torch.device], tuple]:
+    n, c, h, w = shape
+
+    def make(device: torch.device) -> tuple:
+        x = torch.randn(n, c, h, w, device=device).to(dtype)
+        if op == "affine_coupling":
+            shift = (0.5 * torch.randn(n, c, h, w, device=device)).to(dtype)
+            raw = torch.randn(n, c, h, w, device=device).to(dtype)
+            return x, shift, raw, scale
+        if op == "additive_coupling":
+            return x, (0.5 * torch.randn(n, c, h, w, device=device)).to(dtype)
+        if op == "actnorm":
+            bias = (0.1 * torch.randn(c, device=device)).to(dtype)
+            return x, bias, (0.1 * torch.randn(c, device=device)).to(dtype)
+        q = torch.linalg.qr(torch.randn(c, c, device=device, dtype=torch.float64))[0]
+        weight = (q + 0.1 * torch.randn(c, c, device=device, dtype=torch.float64)).to(dtype)
+        logabsdet = torch.linalg.slogdet(weight.double()).logabsdet.to(dtype)
+        return x, weight, logabsdet
+
+    return make
+
+
+def _traffic(op: str, numel: int, c: int, n: int, backward: bool) -> int:
+    """Minimum elements read and written (full tensors; per-sample logdet and parameters)."""
+    if op == "affine_coupling":  # fwd: x, t, r -> y; bwd: gy, x, r -> gx, gt, gr
+        return numel * (10 if backward else 4) + n * (2 if backward else 1)
+    if op == "additive_coupling":  # fwd: x, t -> y; bwd: gy -> (gx = gy), -gy or gy
+        return numel * (4 if backward else 3)
+    if op == "actnorm":  # fwd: x -> y; bwd: gy, x -> gx
+        return numel * (5 if backward else 2) + 6 * c + 2 * n
+    return numel * (5 if backward else 2) + 3 * c * c + 2 * n  # 1x1 conv: + x for grad_weight
+
+
+def _cases(case: tuple, dtype: torch.dtype, mode: str, triton: bool) -> list[BenchCase]:
+    op, shape, scale = case
+    n, c, h, w = shape
+    eager, fast = _IMPLEMENTATIONS[op]
+    backward = mode == FORWARD_BACKWARD
+    label = "x".join(map(str, shape)) + (f" {scale}" if scale else "") + f" (goal {TARGET_VS_EAGER:g}x eager)"
+    grad_args = {"affine_coupling": (0, 1, 2), "additive_coupling": (0, 1), "actnorm": (0, 1, 2),
+                 "invertible_conv1x1": (0, 1, 2)}[op]
+    numel = n * c * h * w
+    flops = 0
+    if op == "invertible_conv1x1":  # 2 C^2 per position forward; grad_x and grad_weight as much again
+        flops = 2 * c * c * n * h * w * (3 if backward else 1)
+    return [
+        layer_case(op, label, dtype, mode, make_inputs=_inputs(op, shape, scale, dtype), eager=eager,
+                   fastgen=fast, triton=None, elements_moved=_traffic(op, numel, c, n, backward),
+                   grad_args=grad_args, gradient_atol=1e-3, flops=flops)
+    ]
+
+
+@register_cases("flows")
+def flow_cases(spec: CaseSpec) -> list[BenchCase]:
+    """Every flow op at Glow/RealNVP sizes, fp32 forward and forward+backward on a CPU (also
+    bf16/fp16 and larger channel counts on a GPU). ``--quick``: the sigmoid affine coupling at
+    (64, 6, 16, 16) only, forward+backward."""
+    if spec.quick:
+        cases = family_cases(spec, "flows", QUICK_SHAPES, _cases)
+        return [case for case in cases if case.mode == FORWARD_BACKWARD]
+    shapes = GPU_SHAPES if spec.device.type == "cuda" else CPU_SHAPES
+    return family_cases(spec, "flows", shapes, _cases)

@@ -1,0 +1,226 @@
+"""Coupling layers: half of the input conditions an elementwise transform of the other half.
+
+``forward(x) -> (y, logdet)`` runs the density direction x -> z; ``inverse(y) -> (x, logdet)``
+its exact inverse (logdet of that direction, i.e. the negative). The transform and its
+log-determinant are one fused op (:func:`fastgen.ops.affine_coupling`,
+:func:`fastgen.ops.additive_coupling`); the conditioner is any ``nn.Module`` you pass.
+
+Masks
+-----
+``"channel"``: the channels are split into a conditioning part and a transformed part
+(``parity`` says which half is transformed). Works for images (N, C, H, W) and vectors (N, D).
+``"checkerboard"`` (images): the pixels with ``(h + w) % 2 == parity`` condition the others;
+the conditioner sees the masked input and its outputs on conditioning pixels are ignored.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fastgen import ops
+from fastgen.reference.flows import SCALE_MAPS
+
+MASKS = ("channel", "checkerboard")
+
+
+def _zero_last(module: nn.Module) -> nn.Module:
+    """Zero the weights and bias of the last conv/linear layer: the coupling starts as the identity."""
+    last = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))][-1]
+    nn.init.zeros_(last.weight)
+    if last.bias is not None:
+        nn.init.zeros_(last.bias)
+    return module
+
+
+def _dropout(p: float) -> list[nn.Module]:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {p}")
+    return [nn.Dropout(p)] if p > 0 else []
+
+
+def conv_conditioner(in_channels: int, out_channels: int, hidden_channels: int = 64,
+                     dropout: float = 0.0) -> nn.Sequential:
+    """Glow's conditioner: conv 3x3 -> ReLU -> conv 1x1 -> ReLU -> conv 3x3 (zero-initialised),
+    with optional dropout after each ReLU (a regulariser for small datasets)."""
+    return _zero_last(nn.Sequential(
+        nn.Conv2d(in_channels, hidden_channels, 3, padding=1), nn.ReLU(), *_dropout(dropout),
+        nn.Conv2d(hidden_channels, hidden_channels, 1), nn.ReLU(), *_dropout(dropout),
+        nn.Conv2d(hidden_channels, out_channels, 3, padding=1)))
+
+
+def mlp_conditioner(in_features: int, out_features: int, hidden_features: int = 64,
+                    dropout: float = 0.0) -> nn.Sequential:
+    """Conditioner for vectors: Linear -> ReLU -> Linear -> ReLU -> Linear (zero-initialised)."""
+    return _zero_last(nn.Sequential(
+        nn.Linear(in_features, hidden_features), nn.ReLU(), *_dropout(dropout),
+        nn.Linear(hidden_features, hidden_features), nn.ReLU(), *_dropout(dropout),
+        nn.Linear(hidden_features, out_features)))
+
+
+def _check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+class _Coupling(nn.Module):
+    """Mask bookkeeping shared by the affine and additive couplings."""
+
+    def __init__(self, num_channels: int, mask: str, parity: int, conditioner: nn.Module | None,
+                 hidden_channels: int, params_per_channel: int, vector: bool, dropout: float) -> None:
+        super().__init__()
+        if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
+            raise ValueError(f"num_channels must be an int >= 1, got {num_channels!r}")
+        self.num_channels = num_channels
+        self.mask = _check_choice(mask, "mask", MASKS)
+        if parity not in (0, 1):
+            raise ValueError(f"parity must be 0 or 1, got {parity!r}")
+        self.parity = parity
+        self.vector = bool(vector)
+        if self.vector and mask == "checkerboard":
+            raise ValueError('mask="checkerboard" needs images (N, C, H, W): use mask="channel" for vectors')
+        if mask == "channel":
+            if num_channels < 2:
+                raise ValueError(f'mask="channel" needs num_channels >= 2, got {num_channels}')
+            first = num_channels // 2
+            # parity 0: the first half conditions the second; parity 1: the other way round.
+            self.cond_channels = first if parity == 0 else num_channels - first
+        else:
+            self.cond_channels = num_channels
+        self.out_channels = num_channels - self.cond_channels if mask == "channel" else num_channels
+        if conditioner is None:
+            make = mlp_conditioner if self.vector else conv_conditioner
+            conditioner = make(self.cond_channels, params_per_channel * self.out_channels, hidden_channels, dropout)
+        self.conditioner = conditioner
+
+    def _check(self, x: torch.Tensor, name: str) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        rank = 2 if self.vector else 4
+        layout = "(N, D)" if self.vector else "(N, C, H, W)"
+        if x.dim() != rank or x.shape[1] != self.num_channels:
+            raise ValueError(f"{name} must have shape {layout} with {self.num_channels} channels, "
+                             f"got {tuple(x.shape)}")
+
+    def _halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(conditioning part, transformed part) for the channel mask."""
+        first = self.num_channels // 2
+        a, b = x[:, :first], x[:, first:]
+        return (a, b) if self.parity == 0 else (b, a)
+
+    def _join(self, cond: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+        return torch.cat((cond, moved) if self.parity == 0 else (moved, cond), dim=1)
+
+    def _board(self, x: torch.Tensor) -> torch.Tensor:
+        """1 on the conditioning pixels ((h + w) % 2 == parity), shape (1, 1, H, W), dtype of x."""
+        h, w = x.shape[2], x.shape[3]
+        ij = torch.arange(h, device=x.device)[:, None] + torch.arange(w, device=x.device)[None, :]
+        return ((ij % 2) == self.parity).to(x.dtype)[None, None]
+
+    def _params(self, cond_input: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        out = self.conditioner(cond_input)
+        # Under autocast the conditioner may run in bfloat16/float16: the flow path stays in x's dtype.
+        return out.to(like.dtype)
+
+    def extra_repr(self) -> str:
+        return f"num_channels={self.num_channels}, mask={self.mask!r}, parity={self.parity}"
+
+
+class AffineCoupling(_Coupling):
+    """Affine coupling (RealNVP, Glow): ``y_b = x_b * exp(s) + t`` with (t, s) = conditioner(x_a).
+
+    Parameters
+    ----------
+    num_channels : int
+        C of (N, C, H, W) images, or D of (N, D) vectors (with ``vector=True``).
+    mask : {"channel", "checkerboard"}
+        Which elements condition the others (see the module docstring).
+    parity : {0, 1}
+        Which half is transformed; alternate it between consecutive couplings.
+    conditioner : nn.Module, optional
+        Maps the conditioning input to 2 * C_out channels: the first C_out are the shift t,
+        the last C_out the raw log-scale (the nflows order). For the channel mask, C_in is the
+        conditioning half's size and C_out the transformed half's; for the checkerboard mask
+        both are C. Default: :func:`conv_conditioner` (images) or :func:`mlp_conditioner`
+        (vectors) with ``hidden_channels``, zero-initialised so the layer starts as the identity.
+    hidden_channels : int
+        Width of the default conditioner.
+    dropout : float
+        Dropout after each hidden ReLU of the default conditioner (0 = none).
+    scale, clamp :
+        The log-scale map of :func:`fastgen.ops.affine_coupling` ("tanh_clamp", "sigmoid" or "exp").
+    vector : bool
+        Inputs are (N, D) vectors instead of images.
+    """
+
+    def __init__(self, num_channels: int, *, mask: str = "channel", parity: int = 0,
+                 conditioner: nn.Module | None = None, hidden_channels: int = 64, scale: str = "tanh_clamp",
+                 clamp: float = 2.0, vector: bool = False, dropout: float = 0.0) -> None:
+        super().__init__(num_channels, mask, parity, conditioner, hidden_channels, 2, vector, dropout)
+        self.scale = _check_choice(scale, "scale", SCALE_MAPS)
+        self.clamp = float(clamp)
+        if not self.clamp > 0:
+            raise ValueError(f"clamp must be > 0, got {clamp}")
+
+    def _run(self, x: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x, "y" if reverse else "x")
+        if self.mask == "channel":
+            cond, moved = self._halves(x)
+            shift, raw = self._params(cond, x).chunk(2, dim=1)
+            moved, logdet = ops.affine_coupling(moved, shift.contiguous(), raw.contiguous(), reverse=reverse,
+                                                scale=self.scale, clamp=self.clamp)
+            return self._join(cond, moved), logdet
+        board = self._board(x)
+        shift, raw = self._params(x * board, x).chunk(2, dim=1)
+        free = 1.0 - board
+        # On conditioning pixels: t = 0 and a raw value whose log-scale is exactly 0, so the
+        # fused op leaves them unchanged and they add nothing to the log-determinant.
+        raw_fixed = 1e4 if self.scale == "sigmoid" else 0.0
+        raw = torch.where(board.bool(), torch.full_like(raw, raw_fixed), raw)
+        return ops.affine_coupling(x, shift * free, raw, reverse=reverse, scale=self.scale, clamp=self.clamp)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x -> (y, logdet (N,))."""
+        return self._run(x, reverse=False)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """y -> (x, logdet (N,)) of the inverse map."""
+        return self._run(y, reverse=True)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", scale={self.scale!r}" + (
+            f", clamp={self.clamp}" if self.scale == "tanh_clamp" else "")
+
+
+class AdditiveCoupling(_Coupling):
+    """Additive (NICE) coupling: ``y_b = x_b + t`` with t = conditioner(x_a); log-determinant 0.
+
+    Same arguments as :class:`AffineCoupling` except ``scale``/``clamp``; the conditioner maps
+    to C_out channels (the shift).
+    """
+
+    def __init__(self, num_channels: int, *, mask: str = "channel", parity: int = 0,
+                 conditioner: nn.Module | None = None, hidden_channels: int = 64, vector: bool = False,
+                 dropout: float = 0.0) -> None:
+        super().__init__(num_channels, mask, parity, conditioner, hidden_channels, 1, vector, dropout)
+
+    def _run(self, x: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x, "y" if reverse else "x")
+        logdet = x.new_zeros(x.shape[0], dtype=torch.float32 if x.dtype in (torch.float16, torch.bfloat16)
+                             else x.dtype)
+        if self.mask == "channel":
+            cond, moved = self._halves(x)
+            shift = self._params(cond, x)
+            return self._join(cond, ops.additive_coupling(moved, shift, reverse=reverse)), logdet
+        board = self._board(x)
+        shift = self._params(x * board, x) * (1.0 - board)
+        return ops.additive_coupling(x, shift, reverse=reverse), logdet
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x -> (y, zeros (N,))."""
+        return self._run(x, reverse=False)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """y -> (x, zeros (N,))."""
+        return self._run(y, reverse=True)

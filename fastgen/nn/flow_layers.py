@@ -1,0 +1,270 @@
+"""Glow's flow layers besides the couplings: ActNorm, invertible 1x1 convolution, squeeze, split.
+
+Every layer: ``forward(x) -> (y, logdet)`` in the density direction, ``inverse(y) -> (x, logdet)``
+(the log-determinant of the inverse, i.e. the negative). ``logdet`` is (N,), float32 for
+float16/bfloat16 inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from fastgen import ops
+
+
+def _logdet_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def _check_channels(num_channels: object) -> int:
+    if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
+        raise ValueError(f"num_channels must be an int >= 1, got {num_channels!r}")
+    return num_channels
+
+
+def _check_input(x: object, name: str, channels: int) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 2 or x.shape[1] != channels:
+        raise ValueError(f"{name} must have shape (N, {channels}, ...), got {tuple(x.shape)}")
+    return x
+
+
+class ActNorm(nn.Module):
+    """Per-channel affine normalisation, ``y = (x + bias) * exp(log_scale)`` (Glow).
+
+    Data-dependent initialisation: the first ``forward`` in training mode sets ``bias`` and
+    ``log_scale`` so that its batch comes out with zero mean and unit variance per channel.
+    Under ``torch.distributed`` the statistics are reduced across all ranks first, so every
+    rank starts from the same parameters. Later steps check a Python flag only: no host
+    synchronisation, and ``torch.compile`` sees no data-dependent branch. The flag is saved in
+    the state dict (buffer ``initialized``), so a loaded model is not initialised again.
+
+    Parameters
+    ----------
+    num_channels : int
+        C of the (N, C, *spatial) input.
+    eps : float
+        Added to the standard deviation at initialisation.
+    """
+
+    def __init__(self, num_channels: int, *, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.num_channels = _check_channels(num_channels)
+        self.eps = float(eps)
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.log_scale = nn.Parameter(torch.zeros(num_channels))
+        self.register_buffer("initialized", torch.tensor(False))
+        self._initialized = False  # mirrors the buffer without reading it on every step
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        key = prefix + "initialized"
+        if key in state_dict:
+            self._initialized = bool(state_dict[key])
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Set the parameters from the batch ``x`` (all ranks' batches under torch.distributed)."""
+        x = _check_input(x, "x", self.num_channels)
+        flat = x.detach().transpose(0, 1).reshape(self.num_channels, -1).double()
+        stats = torch.stack([flat.sum(1), (flat * flat).sum(1),
+                             torch.full_like(flat[:, 0], flat.shape[1])])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats)
+        count = stats[2].clamp_min(1)
+        mean = stats[0] / count
+        var = (stats[1] / count - mean * mean).clamp_min(0)
+        self.bias.copy_(-mean)
+        self.log_scale.copy_(-torch.log(var.sqrt() + self.eps))
+        self.initialized.fill_(True)
+        self._initialized = True
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, C, *spatial) -> (y, logdet (N,))."""
+        if not self._initialized and self.training:
+            self.initialize(x)
+        return ops.actnorm(x, self.bias.to(x.dtype), self.log_scale.to(x.dtype))
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """y -> (x, logdet (N,)) of the inverse."""
+        return ops.actnorm(y, self.bias.to(y.dtype), self.log_scale.to(y.dtype), reverse=True)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}"
+
+
+class InvConv1x1(nn.Module):
+    """Glow's invertible 1x1 convolution, plain or LU-parameterised.
+
+    ``lu=True`` (default): ``W = P @ L @ (U + diag(sign * exp(log_s)))`` with P a fixed
+    permutation, L unit lower-triangular and U strictly upper-triangular, so
+    ``log|det W| = sum(log_s)``: no ``slogdet`` while training, and W stays invertible.
+    ``lu=False``: W is a free (C, C) parameter and ``log|det W|`` comes from ``slogdet``.
+    Both start from a random rotation. In eval mode W and W^-1 are cached and recomputed only
+    when a parameter changes (its version counter moves or it is replaced).
+
+    Parameters
+    ----------
+    num_channels : int
+        C of the (N, C, *spatial) input.
+    lu : bool
+        Use the LU parameterisation.
+    """
+
+    def __init__(self, num_channels: int, *, lu: bool = True) -> None:
+        super().__init__()
+        c = self.num_channels = _check_channels(num_channels)
+        self.lu = bool(lu)
+        q = torch.linalg.qr(torch.randn(c, c, dtype=torch.float64))[0]
+        if not self.lu:
+            self.weight = nn.Parameter(q.float())
+        else:
+            p, lower, upper = torch.linalg.lu(q)
+            diag = torch.diagonal(upper)
+            self.register_buffer("permutation", p.float())
+            self.register_buffer("sign_s", torch.sign(diag).float())
+            self.register_buffer("lower_mask", torch.tril(torch.ones(c, c), -1))
+            self.lower = nn.Parameter((lower * torch.tril(torch.ones(c, c), -1)).float())
+            self.upper = nn.Parameter(torch.triu(upper, 1).float())
+            self.log_s = nn.Parameter(torch.log(diag.abs()).float())
+        self._cache: tuple | None = None
+
+    def _key(self) -> tuple:
+        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters(recurse=False))
+
+    def _compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W (C, C), log|det W| 0-dim)."""
+        if not self.lu:
+            return self.weight, torch.linalg.slogdet(self.weight).logabsdet
+        eye = torch.eye(self.num_channels, device=self.log_s.device, dtype=self.log_s.dtype)
+        lower = self.lower * self.lower_mask + eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        return self.permutation @ (lower @ upper), self.log_s.sum()
+
+    def _compute_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        if not self.lu:
+            return torch.linalg.inv(weight)
+        eye = torch.eye(self.num_channels, device=weight.device, dtype=weight.dtype)
+        lower = self.lower * self.lower_mask + eye
+        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        # W^-1 = U^-1 L^-1 P^T, by triangular solves (torch.linalg, no deprecated torch.lu).
+        lower_inv_pt = torch.linalg.solve_triangular(lower, self.permutation.T, upper=False, unitriangular=True)
+        return torch.linalg.solve_triangular(upper, lower_inv_pt, upper=True)
+
+    def weights(self, *, with_inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(W, log|det W|, W^-1 or None); cached while in eval mode and the parameters are unchanged."""
+        cacheable = not self.training and not torch.is_grad_enabled()
+        if cacheable and self._cache is not None and self._cache[0] == self._key():
+            if not with_inverse or self._cache[3] is not None:
+                return self._cache[1], self._cache[2], self._cache[3]
+        weight, logabsdet = self._compute()
+        inverse = self._compute_inverse(weight) if with_inverse else None
+        if cacheable:
+            self._cache = (self._key(), weight, logabsdet, inverse)
+        return weight, logabsdet, inverse
+
+    def train(self, mode: bool = True) -> "InvConv1x1":
+        self._cache = None
+        return super().train(mode)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, C, *spatial) -> (y, logdet (N,))."""
+        _check_input(x, "x", self.num_channels)
+        weight, logabsdet, _ = self.weights()
+        return ops.invertible_conv1x1(x, weight.to(x.dtype), logabsdet=logabsdet.to(x.dtype))
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """y -> (x, logdet (N,)) of the inverse."""
+        _check_input(y, "y", self.num_channels)
+        weight, logabsdet, inverse = self.weights(with_inverse=True)
+        return ops.invertible_conv1x1(y, weight.to(y.dtype), reverse=True, logabsdet=logabsdet.to(y.dtype),
+                                      weight_inverse=inverse.to(y.dtype))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, lu={self.lu}"
+
+
+class Squeeze(nn.Module):
+    """Space-to-depth by ``factor`` (N, C, H, W) -> (N, C f^2, H/f, W/f); a permutation, logdet 0."""
+
+    def __init__(self, factor: int = 2) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = ops.squeeze2d(x, self.factor)
+        return y, y.new_zeros(y.shape[0], dtype=_logdet_dtype(y))
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = ops.unsqueeze2d(y, self.factor)
+        return x, x.new_zeros(x.shape[0], dtype=_logdet_dtype(x))
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"
+
+
+class Split(nn.Module):
+    """Factor out half of the channels (Glow's multi-scale split), with a learned Gaussian prior.
+
+    ``forward(x) -> ((x1, z2), logdet)``: x1 = the first ``C - C // 2`` channels continue
+    through the flow; the other half x2 is standardised under a Gaussian whose mean and
+    log-scale a zero-initialised 3x3 convolution (or linear layer, for vectors) computes from
+    x1: ``z2 = (x2 - mean) * exp(-log_scale)``, ``logdet = -sum(log_scale)``. z2 then has a
+    standard normal prior, so ``log p(x2 | x1) = log N(z2) + logdet``. ``inverse((x1, z2))``
+    rebuilds x. With ``learned_prior=False`` z2 = x2 and logdet = 0.
+
+    Parameters
+    ----------
+    num_channels : int
+        C of the input (>= 2).
+    learned_prior : bool
+        Learn the conditional prior of the factored-out half.
+    vector : bool
+        Inputs are (N, D) vectors instead of images.
+    """
+
+    factors_out = True  # forward returns (kept, z): models collect z as a latent
+
+    def __init__(self, num_channels: int, *, learned_prior: bool = True, vector: bool = False) -> None:
+        super().__init__()
+        self.num_channels = _check_channels(num_channels)
+        if num_channels < 2:
+            raise ValueError(f"num_channels must be >= 2 to split, got {num_channels}")
+        self.keep = num_channels - num_channels // 2
+        self.out = num_channels // 2
+        self.vector = bool(vector)
+        self.prior: nn.Module | None = None
+        if learned_prior:
+            layer = nn.Linear(self.keep, 2 * self.out) if vector else nn.Conv2d(self.keep, 2 * self.out, 3, padding=1)
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+            self.prior = layer
+
+    def _mean_log_scale(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_scale = self.prior(x1).to(x1.dtype).chunk(2, dim=1)
+        return mean.contiguous(), log_scale.contiguous()
+
+    def forward(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        _check_input(x, "x", self.num_channels)
+        x1, x2 = ops.split_channels(x, self.keep)
+        if self.prior is None:
+            return (x1, x2), x.new_zeros(x.shape[0], dtype=_logdet_dtype(x))
+        mean, log_scale = self._mean_log_scale(x1)
+        z2, logdet = ops.affine_coupling(x2.contiguous(), mean, log_scale, reverse=True, scale="exp")
+        return (x1, z2), logdet
+
+    def inverse(self, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x1, z2 = y
+        if self.prior is None:
+            return ops.merge_channels(x1, z2), x1.new_zeros(x1.shape[0], dtype=_logdet_dtype(x1))
+        mean, log_scale = self._mean_log_scale(x1)
+        x2, logdet = ops.affine_coupling(z2, mean, log_scale, scale="exp")
+        return ops.merge_channels(x1, x2), logdet
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, learned_prior={self.prior is not None}"

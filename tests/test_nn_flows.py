@@ -1,0 +1,231 @@
+"""fastgen.nn flow layers: round trips, exact log-determinants, ActNorm initialisation, the LU
+parameterisation and its cached inverse, masks, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from flow_helpers import assert_round_trip, jacobian_logabsdet
+from torch import nn
+
+from fastgen import nn as fnn
+
+
+def _randomise(layer: nn.Module, std: float = 0.3) -> nn.Module:
+    """Move every parameter off its (identity) initialisation, so the checks are not trivial."""
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            p.add_(torch.randn_like(p) * std)
+    return layer
+
+
+IMAGE_LAYERS = {
+    "actnorm": lambda c: fnn.ActNorm(c),
+    "invconv_lu": lambda c: fnn.InvConv1x1(c),
+    "invconv_plain": lambda c: fnn.InvConv1x1(c, lu=False),
+    "affine_channel_tanh": lambda c: fnn.AffineCoupling(c, hidden_channels=8),
+    "affine_channel_sigmoid_parity1": lambda c: fnn.AffineCoupling(c, parity=1, hidden_channels=8, scale="sigmoid"),
+    "affine_checkerboard_exp": lambda c: fnn.AffineCoupling(c, mask="checkerboard", hidden_channels=8, scale="exp"),
+    "affine_checkerboard_sigmoid": lambda c: fnn.AffineCoupling(c, mask="checkerboard", parity=1, hidden_channels=8,
+                                                                scale="sigmoid"),
+    "additive_channel": lambda c: fnn.AdditiveCoupling(c, hidden_channels=8),
+    "additive_checkerboard": lambda c: fnn.AdditiveCoupling(c, mask="checkerboard", hidden_channels=8),
+    "squeeze": lambda c: fnn.Squeeze(),
+    "split": lambda c: fnn.Split(c),
+    "split_standard": lambda c: fnn.Split(c, learned_prior=False),
+}
+
+
+def _layer(name: str, c: int, dtype=torch.float64) -> nn.Module:
+    torch.manual_seed(0)
+    layer = _randomise(IMAGE_LAYERS[name](c)).to(dtype)
+    return layer.eval()  # ActNorm: no data initialisation inside the checks
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_LAYERS))
+def test_logdet_equals_the_dense_jacobian(name):
+    layer = _layer(name, 3 if "channel" not in name and "split" not in name else 4)
+    c = layer.num_channels if hasattr(layer, "num_channels") else 3
+    x = torch.randn(2, c, 4, 4, dtype=torch.float64)
+    _, logdet = layer(x)
+    torch.testing.assert_close(logdet, jacobian_logabsdet(layer, x), rtol=1e-7, atol=1e-7)
+    y, _ = layer(x)
+    _, logdet_inverse = layer.inverse(y)
+    torch.testing.assert_close(logdet_inverse, jacobian_logabsdet(layer.inverse, y), rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_LAYERS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_round_trip(name, dtype):
+    layer = _layer(name, 4, dtype)
+    x = torch.randn(5, 4, 6, 6, dtype=dtype)
+    assert_round_trip(layer, layer.inverse, x, rtol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_vector_layers_round_trip_and_logdet():
+    torch.manual_seed(1)
+    for layer in [fnn.AffineCoupling(5, vector=True, hidden_channels=8), fnn.AffineCoupling(5, parity=1, vector=True),
+                  fnn.AdditiveCoupling(2, vector=True), fnn.ActNorm(5), fnn.Split(5, vector=True)]:
+        layer = _randomise(layer).double().eval()
+        x = torch.randn(3, layer.num_channels, dtype=torch.float64)
+        assert_round_trip(layer, layer.inverse, x, rtol=1e-12)
+        torch.testing.assert_close(layer(x)[1], jacobian_logabsdet(layer, x), rtol=1e-7, atol=1e-7)
+
+
+def test_actnorm_initialises_from_the_first_training_batch_only():
+    layer = fnn.ActNorm(3)
+    x = torch.randn(64, 3, 5, 5) * torch.tensor([2.0, 0.5, 3.0])[None, :, None, None] + 4.0
+    y, logdet = layer(x)
+    torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(y.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(logdet, torch.full((64,), 25 * float(layer.log_scale.sum())))
+    assert bool(layer.initialized)
+    before = layer.log_scale.detach().clone()
+    layer(x * 10)  # a second batch does not re-initialise
+    assert torch.equal(layer.log_scale.detach(), before)
+
+
+def test_actnorm_state_dict_carries_the_initialisation():
+    a = fnn.ActNorm(2)
+    a(torch.randn(8, 2, 3, 3) * 5)
+    b = fnn.ActNorm(2)
+    b.load_state_dict(a.state_dict())
+    params = b.log_scale.detach().clone()
+    b(torch.randn(8, 2, 3, 3))  # must not initialise again
+    assert torch.equal(b.log_scale.detach(), params)
+
+
+def test_actnorm_does_not_initialise_in_eval_mode():
+    layer = fnn.ActNorm(2).eval()
+    x = torch.randn(4, 2, 3, 3)
+    y, logdet = layer(x)
+    assert torch.equal(y, x) and not layer._initialized
+    assert torch.equal(logdet, torch.zeros(4))
+
+
+def _actnorm_rank(rank, world, path, queue):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world)
+    torch.manual_seed(rank)
+    layer = fnn.ActNorm(3)
+    x = torch.randn(4 + 3 * rank, 3, 2, 2) * (rank + 1) + rank
+    layer(x)
+    queue.put((rank, x, layer.bias.detach().clone(), layer.log_scale.detach().clone()))
+    dist.destroy_process_group()
+
+
+def test_actnorm_initialisation_is_reduced_across_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_actnorm_rank, args=(r, 2, str(tmp_path / "rendezvous"), queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    (_, x0, b0, s0), (_, x1, b1, s1) = results
+    torch.testing.assert_close(b0, b1)
+    torch.testing.assert_close(s0, s1)
+    both = torch.cat([x0, x1])  # the statistics of the union of both ranks' batches
+    single = fnn.ActNorm(3)
+    single(both)
+    torch.testing.assert_close(b0, single.bias.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s0, single.log_scale.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_lu_weight_logdet_matches_slogdet_and_starts_orthogonal():
+    layer = fnn.InvConv1x1(6)
+    w, logabsdet, _ = layer.weights()
+    torch.testing.assert_close(w @ w.T, torch.eye(6), atol=1e-5, rtol=0)
+    _randomise(layer)
+    w, logabsdet, _ = layer.weights()
+    torch.testing.assert_close(logabsdet, torch.linalg.slogdet(w).logabsdet, rtol=1e-5, atol=1e-5)
+    # L unit-lower, U strictly upper: entries outside the triangles do not matter
+    with torch.no_grad():
+        layer.lower.add_(torch.triu(torch.ones(6, 6)) * 100)
+    torch.testing.assert_close(layer.weights()[0], w)
+
+
+def test_inverse_weight_is_cached_in_eval_and_invalidated_by_a_parameter_change():
+    layer = _randomise(fnn.InvConv1x1(4)).eval()
+    y = torch.randn(2, 4, 3, 3)
+    with torch.no_grad():
+        first = layer.weights(with_inverse=True)
+        again = layer.weights(with_inverse=True)
+        assert again[2] is first[2]  # cached
+        torch.testing.assert_close(first[0] @ first[2], torch.eye(4), atol=1e-5, rtol=0)
+        layer.log_s.add_(0.5)  # an in-place update (what an optimizer does)
+        changed = layer.weights(with_inverse=True)
+        assert changed[2] is not first[2]
+        torch.testing.assert_close(changed[0] @ changed[2], torch.eye(4), atol=1e-5, rtol=0)
+        x, _ = layer.inverse(y)
+        torch.testing.assert_close(layer(x)[0], y, atol=1e-5, rtol=1e-5)
+    layer.train()
+    assert layer.weights()[0].requires_grad  # training: recomputed with autograd
+
+
+def test_coupling_starts_as_the_identity_and_takes_a_custom_conditioner():
+    x = torch.randn(3, 4, 4, 4)
+    for layer in [fnn.AffineCoupling(4), fnn.AffineCoupling(4, mask="checkerboard", scale="sigmoid")]:
+        y, logdet = layer(x)
+        if layer.scale == "sigmoid":  # exp(s) = sigmoid(2) on the transformed pixels
+            assert not torch.allclose(y, x)
+        else:
+            torch.testing.assert_close(y, x)
+            torch.testing.assert_close(logdet, torch.zeros(3))
+    conditioner = nn.Conv2d(2, 4, 1)
+    layer = fnn.AffineCoupling(4, conditioner=conditioner)
+    assert layer.conditioner is conditioner
+    y, _ = layer(x)
+    assert torch.equal(y[:, :2], x[:, :2]) and not torch.equal(y[:, 2:], x[:, 2:])
+
+
+def test_checkerboard_keeps_the_conditioning_pixels():
+    layer = _randomise(fnn.AffineCoupling(2, mask="checkerboard", parity=0, scale="sigmoid", hidden_channels=8))
+    x = torch.randn(2, 2, 5, 5)
+    y, _ = layer(x)
+    ij = torch.arange(5)[:, None] + torch.arange(5)[None, :]
+    keep = (ij % 2 == 0)
+    assert torch.equal(y[..., keep], x[..., keep])
+    assert not torch.allclose(y[..., ~keep], x[..., ~keep])
+
+
+def test_coupling_under_bf16_autocast_keeps_the_flow_in_float32():
+    layer = _randomise(fnn.AffineCoupling(4, hidden_channels=8))
+    x = torch.randn(2, 4, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, logdet = layer(x)
+    assert y.dtype == torch.float32 and logdet.dtype == torch.float32
+    back, _ = layer.inverse(y)  # outside autocast: the conditioner differs, so only close
+    torch.testing.assert_close(back, x, atol=0.1, rtol=0.1)
+
+
+@pytest.mark.parametrize("make, x, message", [
+    (lambda: fnn.AffineCoupling(4), torch.randn(2, 3, 4, 4), "4 channels"),
+    (lambda: fnn.AffineCoupling(4), torch.randn(2, 4), r"\(N, C, H, W\)"),
+    (lambda: fnn.ActNorm(3), torch.randn(2, 4, 2), r"\(N, 3, \.\.\.\)"),
+    (lambda: fnn.InvConv1x1(3), torch.randn(2, 2, 2, 2), r"\(N, 3, \.\.\.\)"),
+    (lambda: fnn.Squeeze(), torch.randn(2, 1, 3, 4), "divisible"),
+])
+def test_bad_inputs_name_the_problem(make, x, message):
+    with pytest.raises(ValueError, match=message):
+        make()(x)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: fnn.AffineCoupling(4, mask="stripes"), "mask"),
+    (lambda: fnn.AffineCoupling(4, scale="softplus"), "scale"),
+    (lambda: fnn.AffineCoupling(4, clamp=0.0), "clamp"),
+    (lambda: fnn.AffineCoupling(1), "num_channels >= 2"),
+    (lambda: fnn.AffineCoupling(4, parity=2), "parity"),
+    (lambda: fnn.AffineCoupling(4, mask="checkerboard", vector=True), "vectors"),
+    (lambda: fnn.ActNorm(0), "num_channels"),
+    (lambda: fnn.Split(1), "num_channels"),
+])
+def test_bad_arguments_name_the_problem(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -1,0 +1,66 @@
+"""``fastgen train glow|realnvp``: the validation split, the best-on-validation checkpoint,
+resume, sample and evaluate from a run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastgen.cli import main
+from fastgen.train import TrainConfig, TrainingInterrupted, train
+from fastgen.train.checkpoint import load
+
+
+def _epochs(out: Path) -> list[dict]:
+    records = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    return [r for r in records if r["kind"] == "epoch"]
+
+
+@pytest.mark.parametrize("model", ["glow", "realnvp"])
+def test_flow_run_keeps_the_epoch_best_on_validation(tmp_path, capsys, model):
+    run = tmp_path / model
+    assert main(["train", model, "--epochs", "3", "--out", str(run), "--no-progress", "--quick",
+                 "--samples", "16"]) == 0
+    for name in ("last.pt", "best.pt", "final_metrics.json", "samples.png"):
+        assert (run / name).is_file(), name
+    epochs = _epochs(run)
+    scores = [e["validation_bits_per_dim"] for e in epochs]
+    best_epoch = 1 + scores.index(min(scores))
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert final["selected_epoch"] == best_epoch
+    assert final["validation_bits_per_dim"] == pytest.approx(min(scores))
+    assert final["bits_per_dim"] < 8  # far below a uniform model's log2(17) = 4.09 is not asked in 3 epochs
+    best = load(run)  # a run folder loads its best checkpoint
+    assert best["best"]["epoch"] == best_epoch and best["model"] == model
+    assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--quick", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["model"] == model and metrics["bits_per_dim"] > 0
+
+
+def test_the_validation_split_is_held_out_of_training(tmp_path):
+    from fastgen.train.trainer import Trainer
+
+    trainer = Trainer(TrainConfig(model="glow", out=tmp_path / "g", progress=False))
+    n_train, n_val = len(trainer.train_images), len(trainer.validation.test)
+    assert n_train + n_val == len(trainer.data.train)
+    assert n_val == round(0.1 * len(trainer.data.train))
+    rows = {bytes(r.flatten().tolist()) for r in trainer.train_images}
+    assert sum(bytes(r.flatten().tolist()) in rows for r in trainer.validation.test) < n_val  # mostly distinct images
+    trainer.close()
+
+
+def test_resumed_flow_run_keeps_its_best_record(tmp_path):
+    out = tmp_path / "g"
+    config = dict(model="glow", epochs=2, out=out, progress=False, samples=4, quick=True)
+    with pytest.raises(TrainingInterrupted):
+        train(TrainConfig(**config, stop_after_steps=25))  # after the first epoch (20 steps)
+    first = load(out / "last.pt")["best"]
+    assert first["epoch"] == 1
+    final = train(TrainConfig(**config, resume=True))
+    assert final["selected_epoch"] in (1, 2)
+    assert torch.isfinite(torch.tensor(final["bits_per_dim"]))
