@@ -46,8 +46,12 @@ echo "|---|---|---|---|" >>"$out/steps.md"
 
 step "build with CUDA" build.log "$python" -m pip install --no-build-isolation --no-deps -v -e .
 step "fastgen info" info.txt "$python" -m fastgen info
-step "tests on CUDA and Triton" tests_cuda.log env FASTGEN_REQUIRE_EXT=1 "$python" -m pytest -q -rs -k "cuda or triton"
-for family in gaussian conv masked_conv; do
+# Triton JIT-compiles per test: spread them over processes when pytest-xdist is there.
+parallel=""
+if "$python" -c "import xdist" 2>/dev/null; then parallel="-n 8"; fi
+step "tests on CUDA and Triton" tests_cuda.log env FASTGEN_REQUIRE_EXT=1 "$python" -m pytest -q -rs $parallel -k "cuda or triton"
+families="flows masked_conv wavenet pixelcnn gaussian conv"  # the newest first: the budget may end the list
+for family in $families; do
   step "benchmarks ($family, cuda)" "bench_cuda_$family.log" \
     "$python" -m fastgen bench --device cuda --ops "$family" --no-progress --out "$out/bench-cuda-$family"
 done
@@ -70,7 +74,7 @@ step "benchmarks (cpu, quick)" bench_cpu.log "$python" -m fastgen bench --quick 
     tail -n 25 "$out/$log" 2>/dev/null
     echo '```'
   done
-  for b in bench-cuda-gaussian bench-cuda-conv bench-cuda-masked_conv bench-cpu; do
+  for b in $(for f in $families; do echo "bench-cuda-$f"; done) bench-cpu; do
     if [ -f "$out/$b/results.md" ]; then echo; echo "## $b"; cat "$out/$b/results.md"; fi
   done
 } >"$out/report.md"

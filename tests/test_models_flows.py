@@ -109,6 +109,12 @@ def test_config_rebuilds_the_architecture(name):
     torch.testing.assert_close(clone.log_prob(x), model.log_prob(x))
 
 
+def test_vector_realnvp_takes_an_int_size_and_ignores_levels():
+    model = RealNVP(2, 256)
+    assert model.data_shape == (2,) and model.levels is None
+    assert model.log_prob(torch.randn(3, 2)).shape == (3,)
+
+
 def test_glow_digits_shape_latents():
     model = Glow((1, 8, 8), 17)
     assert model.latent_shapes() == [(2, 4, 4), (8, 2, 2)]

@@ -164,6 +164,10 @@ def test_inverse_weight_is_cached_in_eval_and_invalidated_by_a_parameter_change(
         torch.testing.assert_close(changed[0] @ changed[2], torch.eye(4), atol=1e-5, rtol=0)
         x, _ = layer.inverse(y)
         torch.testing.assert_close(layer(x)[0], y, atol=1e-5, rtol=1e-5)
+        layer.upper.data.add_(0.25)  # through .data: no version bump, still seen
+        edited = layer.weights(with_inverse=True)
+        torch.testing.assert_close(edited[0] @ edited[2], torch.eye(4), atol=1e-5, rtol=0)
+        assert not torch.allclose(edited[0], changed[0])
     layer.train()
     assert layer.weights()[0].requires_grad  # training: recomputed with autograd
 

@@ -26,8 +26,8 @@ class RealNVP(FlowModel):
 
     Parameters
     ----------
-    data_shape : tuple of ints
-        (C, H, W) with H and W divisible by ``2 ** (num_scales - 1)``, or (D,) with D >= 2.
+    data_shape : tuple of ints or int
+        (C, H, W) with H and W divisible by ``2 ** (num_scales - 1)``, or (D,) (or D) with D >= 2.
     levels : int or None
         Intensity levels of discrete images (for ``bits_per_dim``); ignored (None) for vectors.
     num_scales : int
@@ -48,6 +48,8 @@ class RealNVP(FlowModel):
                  num_layers: int = 8, hidden_channels: int = 64, scale: str = "tanh_clamp", clamp: float = 2.0,
                  preprocessing: str | None = None, dropout: float = 0.0) -> None:
         super().__init__()
+        if isinstance(data_shape, int) and not isinstance(data_shape, bool):
+            data_shape = (data_shape,)  # RealNVP(2): vectors of 2
         try:
             shape = tuple(operator.index(d) for d in data_shape)  # type: ignore[union-attr]
         except TypeError:

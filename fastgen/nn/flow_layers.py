@@ -106,7 +106,7 @@ class InvConv1x1(nn.Module):
     ``log|det W| = sum(log_s)``: no ``slogdet`` while training, and W stays invertible.
     ``lu=False``: W is a free (C, C) parameter and ``log|det W|`` comes from ``slogdet``.
     Both start from a random rotation. In eval mode W and W^-1 are cached and recomputed only
-    when a parameter changes (its version counter moves or it is replaced).
+    when a parameter changes (compared by value, so any kind of update is seen).
 
     Parameters
     ----------
@@ -129,43 +129,55 @@ class InvConv1x1(nn.Module):
             self.register_buffer("permutation", p.float())
             self.register_buffer("sign_s", torch.sign(diag).float())
             self.register_buffer("lower_mask", torch.tril(torch.ones(c, c), -1))
+            # Not saved (derived): the strictly-upper mask and the identity, kept so a step
+            # builds W without allocating them.
+            self.register_buffer("upper_mask", torch.triu(torch.ones(c, c), 1), persistent=False)
+            self.register_buffer("eye", torch.eye(c), persistent=False)
             self.lower = nn.Parameter((lower * torch.tril(torch.ones(c, c), -1)).float())
             self.upper = nn.Parameter(torch.triu(upper, 1).float())
             self.log_s = nn.Parameter(torch.log(diag.abs()).float())
         self._cache: tuple | None = None
 
-    def _key(self) -> tuple:
-        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters(recurse=False))
+    def _unchanged(self, saved: list[torch.Tensor]) -> bool:
+        """Whether the parameters equal the copies the cache was built from. Compared by value:
+        an in-place edit through ``.data`` does not move a parameter's version counter."""
+        params = list(self.parameters(recurse=False))
+        return len(params) == len(saved) and all(
+            p.dtype == q.dtype and p.device == q.device and torch.equal(p, q) for p, q in zip(params, saved))
+
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L unit-lower, U upper with diagonal sign * exp(log_s)) of the LU parameterisation."""
+        lower = torch.addcmul(self.eye.to(self.lower.dtype), self.lower, self.lower_mask)
+        upper = torch.addcmul(torch.diag(self.sign_s * torch.exp(self.log_s)), self.upper, self.upper_mask)
+        return lower, upper
 
     def _compute(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(W (C, C), log|det W| 0-dim)."""
         if not self.lu:
             return self.weight, torch.linalg.slogdet(self.weight).logabsdet
-        eye = torch.eye(self.num_channels, device=self.log_s.device, dtype=self.log_s.dtype)
-        lower = self.lower * self.lower_mask + eye
-        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        lower, upper = self._factors()
         return self.permutation @ (lower @ upper), self.log_s.sum()
 
     def _compute_inverse(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.lu:
             return torch.linalg.inv(weight)
-        eye = torch.eye(self.num_channels, device=weight.device, dtype=weight.dtype)
-        lower = self.lower * self.lower_mask + eye
-        upper = self.upper * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        lower, upper = self._factors()
         # W^-1 = U^-1 L^-1 P^T, by triangular solves (torch.linalg, no deprecated torch.lu).
         lower_inv_pt = torch.linalg.solve_triangular(lower, self.permutation.T, upper=False, unitriangular=True)
         return torch.linalg.solve_triangular(upper, lower_inv_pt, upper=True)
 
     def weights(self, *, with_inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(W, log|det W|, W^-1 or None); cached while in eval mode and the parameters are unchanged."""
+        """(W, log|det W|, W^-1 or None); cached while in eval mode (without autograd) and the
+        parameters are unchanged."""
         cacheable = not self.training and not torch.is_grad_enabled()
-        if cacheable and self._cache is not None and self._cache[0] == self._key():
+        if cacheable and self._cache is not None and self._unchanged(self._cache[0]):
             if not with_inverse or self._cache[3] is not None:
                 return self._cache[1], self._cache[2], self._cache[3]
         weight, logabsdet = self._compute()
         inverse = self._compute_inverse(weight) if with_inverse else None
         if cacheable:
-            self._cache = (self._key(), weight, logabsdet, inverse)
+            saved = [p.detach().clone() for p in self.parameters(recurse=False)]
+            self._cache = (saved, weight, logabsdet, inverse)
         return weight, logabsdet, inverse
 
     def train(self, mode: bool = True) -> "InvConv1x1":
