@@ -26,7 +26,7 @@ def _dequantize(batch: torch.Tensor, u: torch.Tensor, levels: int) -> torch.Tens
 
 
 @torch.no_grad()
-def test_bits_per_dim(model: nn.Module, images: torch.Tensor, levels: int, device: torch.device, *, draws: int,
+def mean_bits_per_dim(model: nn.Module, images: torch.Tensor, levels: int, device: torch.device, *, draws: int,
                       seed: int, batch_size: int = 512) -> float:
     """Mean bits/dim of ``images`` (uint8), averaged over ``draws`` dequantization noises."""
     generator = torch.Generator().manual_seed(seed)
@@ -72,7 +72,7 @@ class FlowRecipe(Recipe):
         return {"bits_per_dim": float(loss.detach())}
 
     def validation_score(self, model, validation: ImageData, device, seed: int) -> float:
-        return test_bits_per_dim(model, validation.test, validation.levels, device, draws=1, seed=seed)
+        return mean_bits_per_dim(model, validation.test, validation.levels, device, draws=1, seed=seed)
 
     @torch.no_grad()
     def sample(self, model, n, generator):
@@ -81,7 +81,7 @@ class FlowRecipe(Recipe):
     def evaluate(self, model, data, device, *, quick=False, seed=0) -> dict[str, float]:
         draws = 1 if quick else 10
         metrics = {
-            "bits_per_dim": test_bits_per_dim(model, data.test, data.levels, device, draws=draws, seed=seed),
+            "bits_per_dim": mean_bits_per_dim(model, data.test, data.levels, device, draws=draws, seed=seed),
             "dequantization_draws": float(draws),
             "histogram_baseline_bits_per_dim": histogram_baseline_bpd(data),
         }
