@@ -667,3 +667,18 @@ ZERO = torch.tensor(0.0)
 def test_direct_op_calls_are_checked_too(call, match):
     with pytest.raises(RuntimeError, match=match):
         call()
+
+
+def test_actnorm_takes_parameters_in_the_broadcast_layout():
+    """(1, C, 1, 1) parameters (normflows' layout) act as (C,) and get gradients of their shape."""
+    x = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+    bias = torch.randn(1, 4, 1, 1, dtype=torch.float64, requires_grad=True)
+    log_scale = torch.randn(1, 4, 1, 1, dtype=torch.float64, requires_grad=True)
+    y, logdet = ops.actnorm(x, bias, log_scale)
+    y_flat, logdet_flat = ops.actnorm(x, bias.reshape(4), log_scale.reshape(4))
+    torch.testing.assert_close(y, y_flat)
+    torch.testing.assert_close(logdet, logdet_flat)
+    (y.sum() + logdet.sum()).backward()
+    assert bias.grad.shape == (1, 4, 1, 1) and log_scale.grad.shape == (1, 4, 1, 1)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        ops.actnorm(x, torch.randn(4, 1, dtype=torch.float64), log_scale)

@@ -120,10 +120,15 @@ def additive_coupling(x: torch.Tensor, shift: torch.Tensor, *, reverse: bool = F
 
 
 def _check_channel_param(value: object, name: str, x: torch.Tensor) -> torch.Tensor:
+    """A per-channel parameter: (C,), or the broadcastable (1, C, 1, ...) layout some flow
+    libraries keep it in (returned as a (C,) view)."""
     value = check_float_tensor(value, name, min_dim=0)
     check_same(value, name, x)
-    if tuple(value.shape) != (x.shape[1],):
-        raise ValueError(f"{name} must have shape (C,) = ({x.shape[1]},), got {tuple(value.shape)}")
+    c = x.shape[1]
+    if value.dim() == x.dim() and value.shape[1] == c and value.numel() == c:
+        value = value.reshape(c)
+    if tuple(value.shape) != (c,):
+        raise ValueError(f"{name} must have shape (C,) = ({c},) or (1, {c}, 1, ...), got {tuple(value.shape)}")
     return value
 
 
@@ -142,7 +147,7 @@ def actnorm(x: torch.Tensor, bias: torch.Tensor, log_scale: torch.Tensor, *,
     x : torch.Tensor
         (N, C, *spatial): (N, C) vectors, (N, C, T) sequences, (N, C, H, W) images.
     bias, log_scale : torch.Tensor
-        (C,), dtype and device of ``x``.
+        (C,) (or (1, C, 1, ...)), dtype and device of ``x``.
     reverse : bool
         Run the inverse.
 
