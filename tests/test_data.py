@@ -579,3 +579,13 @@ def test_discrete_nll_from_density():
     log_p = torch.log(levels * probs[(y * levels).floor().long()]).sum(1)
     nll = discrete_nll_from_density(log_p, 2, levels)
     assert torch.allclose(nll, -torch.log(probs[x.long()]).sum(1))
+
+
+def test_dequantize_takes_the_callers_noise():
+    from fastgen.data import DataError, dequantize
+
+    x = torch.tensor([[0, 3], [16, 7]], dtype=torch.uint8)
+    u = torch.tensor([[0.25, 0.5], [0.999, 0.0]])
+    torch.testing.assert_close(dequantize(x, 17, noise=u), (x.float() + u) / 17)
+    with pytest.raises(DataError, match="noise must have the shape"):
+        dequantize(x, 17, noise=torch.zeros(3))

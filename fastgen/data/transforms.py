@@ -67,6 +67,7 @@ def dequantize(
     *,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Uniform dequantization: ``y = (x + u) / levels`` with ``u ~ U[0, 1)``, elementwise.
 
@@ -84,6 +85,9 @@ def dequantize(
         Source of the noise (on ``x.device``); default: the global generator.
     dtype : torch.dtype
         Floating dtype of the result.
+    noise : torch.Tensor, optional
+        The uniforms ``u`` in [0, 1), shape of ``x``, when the caller draws them (e.g. from a
+        per-step generator); ``generator`` is then unused.
 
     Returns
     -------
@@ -95,7 +99,12 @@ def dequantize(
     levels = _check_levels(levels)
     if not dtype.is_floating_point:
         raise DataError(f"dtype must be a floating dtype, got {dtype}")
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=dtype)
+    if noise is None:
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=dtype)
+    elif noise.shape != x.shape:
+        raise DataError(f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}")
+    else:
+        u = noise.to(device=x.device, dtype=dtype)
     y = (x.to(dtype) + u) / levels
     # In float32, 255 + u rounds up to 256 when u > 1 - 2**-17: keep the interval half-open.
     return y.clamp_(max=1.0 - torch.finfo(dtype).eps / 2)  # the largest number below 1

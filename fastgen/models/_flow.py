@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastgen.data import bits_per_dim as _bits_per_dim
-from fastgen.data import discrete_nll_from_density
+from fastgen.data import dequantize, discrete_nll_from_density
 from fastgen.models._conv import check_positive_int
+from fastgen.ops._dispatch import accumulation_dtype
 
 _log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
     """Per-sample sum of log N(z; 0, 1), (N,) in float32 or float64."""
-    z = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+    z = z.to(accumulation_dtype(z.dtype))
     return -(0.5 * z * z + _HALF_LOG_2PI).reshape(z.shape[0], -1).sum(1)
 
 
@@ -60,7 +61,7 @@ class FlowModel(nn.Module):
         return x
 
     def _preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        zero = x.new_zeros(x.shape[0], dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+        zero = x.new_zeros(x.shape[0], dtype=accumulation_dtype(x.dtype))
         if self.preprocessing == "shift":
             return x - 0.5, zero
         if self.preprocessing == "none":
@@ -72,9 +73,9 @@ class FlowModel(nn.Module):
 
     def _postprocess(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.preprocessing == "shift":
-            return y + 0.5, y.new_zeros(y.shape[0], dtype=torch.float32)
+            return y + 0.5, y.new_zeros(y.shape[0], dtype=accumulation_dtype(y.dtype))
         if self.preprocessing == "none":
-            return y, y.new_zeros(y.shape[0], dtype=torch.float32)
+            return y, y.new_zeros(y.shape[0], dtype=accumulation_dtype(y.dtype))
         p = torch.sigmoid(y)
         x = (p - LOGIT_ALPHA) / (1 - 2 * LOGIT_ALPHA)
         logdet = _per_sample(F.logsigmoid(y) + F.logsigmoid(-y) - math.log(1 - 2 * LOGIT_ALPHA))
@@ -102,7 +103,7 @@ class FlowModel(nn.Module):
         if len(latents) != self.num_latents:
             raise ValueError(f"latents must be a list of {self.num_latents} tensors, got {len(latents)}")
         h = latents.pop()
-        logdet = h.new_zeros(h.shape[0], dtype=torch.float64 if h.dtype == torch.float64 else torch.float32)
+        logdet = h.new_zeros(h.shape[0], dtype=accumulation_dtype(h.dtype))
         for layer in reversed(self.layers):
             if getattr(layer, "factors_out", False):
                 h = (h, latents.pop())
@@ -153,9 +154,8 @@ class FlowModel(nn.Module):
             raise ValueError("bits_per_dim needs discrete data: this model was built without levels")
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        k = x.float() if not x.dtype.is_floating_point else torch.round(x.clamp(0, 1) * (self.levels - 1))
-        u = torch.rand(k.shape, generator=generator, device=k.device, dtype=k.dtype)
-        y = ((k + u) / self.levels).to(self._param_dtype())
+        k = x if not x.dtype.is_floating_point else torch.round(x.clamp(0, 1) * (self.levels - 1)).long()
+        y = dequantize(k, self.levels, generator=generator).to(self._param_dtype())
         dims = math.prod(self.data_shape)
         return _bits_per_dim(discrete_nll_from_density(self.log_prob(y), dims, self.levels), dims)
 

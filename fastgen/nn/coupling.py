@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fastgen import ops
+from fastgen.ops._dispatch import accumulation_dtype
 from fastgen.reference.flows import SCALE_MAPS
 
 MASKS = ("channel", "checkerboard")
@@ -207,8 +208,7 @@ class AdditiveCoupling(_Coupling):
 
     def _run(self, x: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         self._check(x, "y" if reverse else "x")
-        logdet = x.new_zeros(x.shape[0], dtype=torch.float32 if x.dtype in (torch.float16, torch.bfloat16)
-                             else x.dtype)
+        logdet = x.new_zeros(x.shape[0], dtype=accumulation_dtype(x.dtype))
         if self.mask == "channel":
             cond, moved = self._halves(x)
             shift = self._params(cond, x)

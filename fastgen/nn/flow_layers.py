@@ -14,10 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from fastgen import ops
-
-
-def _logdet_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+from fastgen.ops._dispatch import accumulation_dtype
 
 
 def _check_channels(num_channels: object) -> int:
@@ -210,11 +207,11 @@ class Squeeze(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = ops.squeeze2d(x, self.factor)
-        return y, y.new_zeros(y.shape[0], dtype=_logdet_dtype(y))
+        return y, y.new_zeros(y.shape[0], dtype=accumulation_dtype(y.dtype))
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = ops.unsqueeze2d(y, self.factor)
-        return x, x.new_zeros(x.shape[0], dtype=_logdet_dtype(x))
+        return x, x.new_zeros(x.shape[0], dtype=accumulation_dtype(x.dtype))
 
     def extra_repr(self) -> str:
         return f"factor={self.factor}"
@@ -265,7 +262,7 @@ class Split(nn.Module):
         _check_input(x, "x", self.num_channels)
         x1, x2 = ops.split_channels(x, self.keep)
         if self.prior is None:
-            return (x1, x2), x.new_zeros(x.shape[0], dtype=_logdet_dtype(x))
+            return (x1, x2), x.new_zeros(x.shape[0], dtype=accumulation_dtype(x.dtype))
         mean, log_scale = self._mean_log_scale(x1)
         z2, logdet = ops.affine_coupling(x2.contiguous(), mean, log_scale, reverse=True, scale="exp")
         return (x1, z2), logdet
@@ -273,7 +270,7 @@ class Split(nn.Module):
     def inverse(self, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x1, z2 = y
         if self.prior is None:
-            return ops.merge_channels(x1, z2), x1.new_zeros(x1.shape[0], dtype=_logdet_dtype(x1))
+            return ops.merge_channels(x1, z2), x1.new_zeros(x1.shape[0], dtype=accumulation_dtype(x1.dtype))
         mean, log_scale = self._mean_log_scale(x1)
         x2, logdet = ops.affine_coupling(z2, mean, log_scale, scale="exp")
         return ops.merge_channels(x1, x2), logdet

@@ -13,16 +13,12 @@ import math
 import torch
 from torch import nn
 
-from fastgen.data import ImageData, bits_per_dim, discrete_nll_from_density
+from fastgen.data import ImageData, bits_per_dim, dequantize, discrete_nll_from_density
 from fastgen.models import Glow, RealNVP
 from fastgen.models._flow import standard_normal_log_density
 from fastgen.train.evaluation import histogram_baseline_bpd, sample_quality
 from fastgen.train.recipes import Amp, Recipe, register
 from fastgen.train.step_context import StepContext
-
-
-def _dequantize(batch: torch.Tensor, u: torch.Tensor, levels: int) -> torch.Tensor:
-    return ((batch.float() + u) / levels).clamp_(max=1.0 - 2.0 ** -24)
 
 
 @torch.no_grad()
@@ -35,7 +31,7 @@ def mean_bits_per_dim(model: nn.Module, images: torch.Tensor, levels: int, devic
     for _ in range(draws):
         for chunk in images.split(batch_size):
             u = torch.rand(chunk.shape, generator=generator)
-            log_p = model.log_prob(_dequantize(chunk, u, levels).to(device))
+            log_p = model.log_prob(dequantize(chunk, levels, noise=u).to(device))
             total += float(bits_per_dim(discrete_nll_from_density(log_p.double(), dims, levels), dims).sum())
     return total / (draws * len(images))
 
@@ -61,7 +57,7 @@ class FlowRecipe(Recipe):
         return {name: torch.optim.Adam(part.parameters(), lr=lr, fused=True) for name, part in parts.items()}
 
     def train_step(self, model, parts, optimizers, batch, levels, ctx: StepContext, amp: Amp) -> dict[str, float]:
-        x = _dequantize(batch, ctx.rand(*batch.shape[1:]), levels)
+        x = dequantize(batch, levels, noise=ctx.rand(*batch.shape[1:]))
         dims = math.prod(batch.shape[1:])
         with amp.autocast():
             # Through parts["model"] (its forward), so DDP synchronises the gradients.

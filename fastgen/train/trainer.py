@@ -166,7 +166,8 @@ class Trainer:
                 f"with {here['levels']} levels"
             )
 
-    def _save(self, state: dict[str, Any], metrics: dict[str, Any] | None = None, path: Path | None = None) -> None:
+    def _save(self, state: dict[str, Any], metrics: dict[str, Any] | None = None, *, best: bool = False) -> None:
+        """Write ``last.pt`` (and the same payload as ``best.pt`` when ``best``)."""
         if not self.dist.is_main:
             return
         payload = {
@@ -188,7 +189,9 @@ class Trainer:
             "train_config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.config).items()},
             "metrics": metrics or {},
         }
-        checkpoint.save_atomic(payload, path or self.files.checkpoint)
+        checkpoint.save_atomic(payload, self.files.checkpoint)
+        if best:
+            checkpoint.save_atomic(payload, self.files.best)
 
     # ------------------------------------------------------------------ loop
     def run(self) -> dict[str, Any]:
@@ -282,9 +285,7 @@ class Trainer:
             if best is None or score < best:
                 state["best"] = {"value": score, "epoch": epoch + 1}
                 improved = True
-        self._save(state, metrics)
-        if improved:
-            self._save(state, metrics, path=self.files.best)
+        self._save(state, metrics, best=improved)
         if self.dist.is_main:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
             print(f"epoch {epoch + 1}/{self.epochs}: {shown}", file=sys.stderr)
