@@ -77,6 +77,29 @@ TORCH_LIBRARY(fastgen, m) {
       " Tensor? cond, Tensor? w_cond_v, Tensor? w_cond_h) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,"
       " Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 
+  // Sampling steps (no autograd: the Python wrappers refuse inputs that require grad).
+  // wavenet_layer_step: one time step t = position (0-dim int64 tensor) of wavenet_layer; x
+  // (N, C_res); state (N, dilation * (K - 1), C_res), slot t' mod L holding the input of time t',
+  // read for the taps and then given x at slot t mod L (in place) -> (residual_out (N, C_res),
+  // skip (N, C_skip)). Weights as in wavenet_layer; cond (N, C_cond).
+  m.def(
+      "wavenet_layer_step(Tensor x, Tensor(a!) state, Tensor position, Tensor w_dilated, Tensor? b_dilated,"
+      " Tensor w_res, Tensor? b_res, Tensor w_skip, Tensor? b_skip, int dilation, Tensor? cond,"
+      " Tensor? w_cond) -> (Tensor, Tensor)");
+  // gated_pixelcnn_vertical_step: state (N, C_in, k + 1, W) (the cached rows of the vertical
+  // input) moves up one row and takes new_row (N, C_in, W) last, in place -> (v_out (N, C, W),
+  // link (N, 2C, W) = w_v2h @ v_pre + b_v2h) for that row.
+  m.def(
+      "gated_pixelcnn_vertical_step(Tensor(a!) state, Tensor new_row, Tensor w_v, Tensor? b_v, Tensor w_v2h,"
+      " Tensor? b_v2h, Tensor? cond, Tensor? w_cond_v) -> (Tensor, Tensor)");
+  // gated_pixelcnn_horizontal_step: state (N, C_in, k + 1) (the row's last horizontal inputs)
+  // shifts left and takes new_input (N, C_in) last, in place -> h_out (N, C) at one pixel; link
+  // (N, 2C) is the row above's link at that column. Mask "A" windows state[..., 1:] with taps
+  // 0..k-1, mask "B" the whole state plus the residual new_input.
+  m.def(
+      "gated_pixelcnn_horizontal_step(Tensor(a!) state, Tensor new_input, Tensor link, Tensor w_h, Tensor? b_h,"
+      " Tensor w_res, Tensor? b_res, str mask_type, Tensor? cond, Tensor? w_cond_h) -> Tensor");
+
   // Flow family. Every op returns (output, logdet); logdet is (N,) per sample, in the
   // accumulation dtype (float32 for float16/bfloat16 inputs, else the input dtype).
   // reverse=false is the density direction x -> z.

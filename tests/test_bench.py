@@ -233,7 +233,7 @@ def test_gaussian_cases_registered():
     assert {c.mode for c in headline} == {FORWARD, FORWARD_BACKWARD}
     assert all(c.dtype == torch.float32 for c in cases)  # CPU default
     quick = collect_cases(CaseSpec(device=torch.device("cpu"), quick=True))
-    assert 1 <= len(quick) <= 14  # gaussian 5, conv 2, masked_conv 2, wavenet 2, pixelcnn 2, flows 1
+    assert 1 <= len(quick) <= 15  # gaussian 5, conv 2, masked_conv 2, wavenet 2, pixelcnn 2, flows 1, steps 1
 
 
 def test_masked_conv_cases_registered():
@@ -377,3 +377,10 @@ def test_format_seconds():
     assert report.format_seconds(4.56e-5) == "45.6 us"
     assert report.format_seconds(2.0) == "2.00 s"
     assert report.format_seconds(None) == "-"
+
+
+def test_step_cases_registered():
+    cases = collect_cases(CaseSpec(device=torch.device("cpu")), ["steps"])
+    assert {c.op for c in cases} == {"wavenet_layer_step", "gated_pixelcnn_vertical_step",
+                                     "gated_pixelcnn_horizontal_step"}
+    assert all(c.mode == FORWARD and c.check_implementations for c in cases)  # no gradient; checked on copies

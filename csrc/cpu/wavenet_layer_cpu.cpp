@@ -46,6 +46,7 @@
 #include "conv_common.h"
 #include "cpu_clones.h"
 #include "fastgen/fast_math.h"
+#include "gate_math.h"
 #include "tile_rows.h"
 
 namespace fastgen::cpu {
@@ -58,22 +59,6 @@ using OptTensor = std::optional<Tensor>;
 // steps is cheap to recompute, short enough that the item's h and z tiles stay in L2 between
 // the GEMMs that produce and consume them and a few batch elements give every core work.
 constexpr int64_t kTimeTile = 512;
-
-// ---------------------------------------------------------------------------------------------
-// Gate math. float32 avoids libm so the loops vectorize (see fast_math.h); float64 uses libm.
-
-// tanh: an odd polynomial for |x| < 0.625 (Cephes' tanhf), where 1 - 2 / (e^{2|x|} + 1) would
-// cancel, that formula elsewhere (exact 1 once e^{2|x|} overflows). A few ulp from libm.
-FASTGEN_HD float tanh_acc(float x) {
-  const float near_zero = tanh_near_zero(x);
-  const float ax = x < 0.0f ? -x : x;
-  const float far = 1.0f - 2.0f / (fast_expf(2.0f * ax) + 1.0f);
-  return ax < 0.625f ? near_zero : (x < 0.0f ? -far : far);
-}
-inline double tanh_acc(double x) { return std::tanh(x); }
-
-FASTGEN_HD float sigmoid_acc(float x) { return 1.0f / (1.0f + fast_expf(-x)); }
-inline double sigmoid_acc(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // z = tanh(h_a) * sigmoid(h_b) for a tile: h rows [0, half) are h_a, rows [half, 2 half) h_b.
 template <typename acc_t>

@@ -6,7 +6,9 @@ Every model is an ``nn.Module`` on images in [0, 1] shaped (N, C, H, W), with ``
 
 from fastgen.models.dcgan import DCGAN
 from fastgen.models.glow import Glow
+from fastgen.models.pixelcnn import PixelCNN
 from fastgen.models.realnvp import RealNVP
 from fastgen.models.vae import VAE
+from fastgen.models.wavenet import WaveNet
 
-__all__ = ["DCGAN", "Glow", "RealNVP", "VAE"]
+__all__ = ["DCGAN", "Glow", "PixelCNN", "RealNVP", "VAE", "WaveNet"]

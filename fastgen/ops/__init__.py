@@ -10,6 +10,7 @@ from fastgen.ops import (
     _flow_registration,
     _gaussian_registration,
     _pixelcnn_registration,
+    _step_registration,
     _wavenet_registration,
 )
 from fastgen.ops.conv import causal_conv1d
@@ -32,13 +33,16 @@ from fastgen.ops.flows import (
 )
 from fastgen.ops.gated_pixelcnn import gated_pixelcnn_layer
 from fastgen.ops.masked_conv import masked_conv2d
+from fastgen.ops.pixelcnn_step import gated_pixelcnn_horizontal_step, gated_pixelcnn_vertical_step
 from fastgen.ops.wavenet import wavenet_layer
+from fastgen.ops.wavenet_step import wavenet_layer_step, wavenet_state
 
 _gaussian_registration.register()
 _conv_registration.register()
 _wavenet_registration.register()
 _pixelcnn_registration.register()
 _flow_registration.register()
+_step_registration.register()
 
 __all__ = [
     "actnorm",
@@ -51,11 +55,15 @@ __all__ = [
     "unsqueeze2d",
     "causal_conv1d",
     "draw_seed",
+    "gated_pixelcnn_horizontal_step",
     "gated_pixelcnn_layer",
+    "gated_pixelcnn_vertical_step",
     "gaussian_kl",
     "masked_conv2d",
     "reparameterize",
     "reparameterize_with_kl",
     "standard_normal_log_prob",
     "wavenet_layer",
+    "wavenet_layer_step",
+    "wavenet_state",
 ]

@@ -41,7 +41,7 @@ def _print_metrics(title: str, metrics: dict) -> None:
         print(f"  {key:<{width}}  {shown}")
 
 
-@command("train", help="train a model (vae, gan, ...) on the embedded digits or your data")
+@command("train", help="train a model (vae, gan, glow, pixelcnn, wavenet, ...) on embedded or your data")
 def _train(parser: argparse.ArgumentParser) -> Handler:
     """Train MODEL and write checkpoints, metrics, sample grids and loss curves to --out.
 
@@ -50,7 +50,8 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
     """
     parser.add_argument("model", help="model name (fastgen train --list shows them)", nargs="?")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
-    parser.add_argument("--data", default="digits", help="digits, faces, or a path (folder, .npy/.npz, MNIST, CIFAR-10)")
+    parser.add_argument("--data", help="digits (default), faces, or a path (folder, .npy/.npz, MNIST, CIFAR-10); "
+                        "for wavenet: notes (default) or a folder of WAV files")
     parser.add_argument("--epochs", type=int_at_least(1), help="epochs (default: the model's)")
     parser.add_argument("--batch-size", type=int_at_least(1), help="global batch size (default: the model's)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the model's)")
@@ -75,7 +76,11 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
             raise CommandError(f"--lr must be positive, got {args.lr}")
         from fastgen.train.trainer import TrainConfig, TrainingInterrupted, train
 
-        config = TrainConfig(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+        try:
+            data = args.data or recipes.get(args.model).default_data
+        except recipes.UnknownModelError as error:
+            raise CommandError(str(error)) from None
+        config = TrainConfig(model=args.model, data=data, epochs=args.epochs, batch_size=args.batch_size,
                              lr=args.lr, out=args.out, device=str(_device(args.device)), amp=args.amp,
                              seed=args.seed, resume=args.resume, quick=args.quick, samples=args.samples,
                              progress=not args.no_progress)
@@ -110,34 +115,34 @@ def _load_for_inference(path: str, device):
     return payload, recipe, model.to(device).eval()
 
 
-@command("sample", help="draw samples from a checkpoint into a PNG grid")
+@command("sample", help="draw samples from a checkpoint (a PNG grid; a WAV file for audio models)")
 def _sample(parser: argparse.ArgumentParser) -> Handler:
-    """Draw -n samples from CHECKPOINT (a file or a run folder) and write them as one PNG grid."""
+    """Draw -n samples from CHECKPOINT (a file or a run folder) and write them as one PNG grid
+    (image models) or one WAV file with the clips one after another (WaveNet)."""
     parser.add_argument("checkpoint")
     parser.add_argument("-n", type=int_at_least(1), default=64, help="number of samples")
-    parser.add_argument("-o", "--output", type=Path, default=Path("samples.png"), help="PNG file to write")
+    parser.add_argument("-o", "--output", type=Path, help="file to write (default samples.png, or samples.wav)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
 
     def run(args: argparse.Namespace) -> int:
         import torch
 
-        if args.output.suffix.lower() != ".png":
-            raise CommandError(f"-o {args.output}: only .png output is supported")
         device = _device(args.device)
         try:
             payload, recipe, model = _load_for_inference(args.checkpoint, device)
         except _user_errors() as error:
             raise CommandError(str(error)) from None
-        from fastgen.train.plots import save_image_grid
-
+        output = args.output or Path(f"samples{recipe.sample_suffix}")
+        if output.suffix.lower() != recipe.sample_suffix:
+            raise CommandError(f"-o {output}: {payload['model']} samples are written as {recipe.sample_suffix} files")
         with torch.no_grad():
             samples = recipe.sample(model, args.n, torch.Generator(device=device).manual_seed(args.seed))
         try:
-            save_image_grid(samples.float().cpu(), args.output)
+            recipe.save_samples(model, samples, output)
         except OSError as error:
-            raise CommandError(f"-o {args.output}: {error.strerror or error}") from None
-        print(f"wrote {args.n} samples of {payload['model']} to {args.output}")
+            raise CommandError(f"-o {output}: {error.strerror or error}") from None
+        print(f"wrote {args.n} samples of {payload['model']} to {output}")
         return 0
 
     return run
@@ -156,12 +161,10 @@ def _evaluate(parser: argparse.ArgumentParser) -> Handler:
     def run(args: argparse.Namespace) -> int:
         import torch
 
-        from fastgen.data import load_images
-
         device = _device(args.device)
         try:
             payload, recipe, model = _load_for_inference(args.checkpoint, device)
-            data = load_images(args.data or payload["data"]["name"])
+            data = recipe.load_data(args.data or payload["data"]["name"])
             saved = payload["data"]
             if list(data.shape) != list(saved["shape"]) or data.levels != saved["levels"]:
                 raise CommandError(

@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from fastgen.data import ImageData
+from fastgen.data import ImageData, load_images
 from fastgen.train.step_context import StepContext
 
 _RECIPES: dict[str, "Recipe"] = {}
 # Modules whose import registers recipes (kept lazy so `fastgen --help` stays fast).
-RECIPE_MODULES: tuple[str, ...] = ("fastgen.train.vae_recipe", "fastgen.train.gan_recipe", "fastgen.train.flow_recipe")
+RECIPE_MODULES: tuple[str, ...] = ("fastgen.train.vae_recipe", "fastgen.train.gan_recipe", "fastgen.train.flow_recipe",
+                                   "fastgen.train.autoregressive_recipe")
 
 
 class UnknownModelError(ValueError):
@@ -55,6 +56,13 @@ class Recipe(ABC):
     batch_size: int = 128
     lr: float = 1e-3
     validation_fraction: float = 0.0
+    default_data: str = "digits"
+    sample_suffix: str = ".png"
+    max_epoch_samples: int | None = None
+
+    def load_data(self, spec: str) -> ImageData:
+        """The dataset ``spec`` (``--data``) names: images unless the recipe says otherwise."""
+        return load_images(spec, seed=0)
 
     @abstractmethod
     def build(self, data: ImageData) -> nn.Module:
@@ -97,6 +105,12 @@ class Recipe(ABC):
     def sample(self, model: nn.Module, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` images in [0, 1], shape (n, C, H, W)."""
         return model.sample(n, generator=generator)
+
+    def save_samples(self, model: nn.Module, samples: torch.Tensor, path) -> None:
+        """Write :meth:`sample`'s output to ``path`` (suffix :attr:`sample_suffix`): a PNG grid."""
+        from fastgen.train.plots import save_image_grid
+
+        save_image_grid(samples.float().cpu(), path)
 
 
 class Amp:

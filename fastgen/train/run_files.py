@@ -4,7 +4,8 @@
       last.pt            checkpoint (atomic), rewritten each epoch and on SIGINT/SIGTERM
       best.pt            the checkpoint best on the validation split (recipes that select one)
       metrics.jsonl      one JSON object per step ("kind": "step") and per epoch ("kind": "epoch")
-      samples.png        the latest sample grid (samples-epochNNN.png keeps each epoch's)
+      samples.png        the latest sample grid (samples-epochNNN.png keeps each epoch's);
+                         samples.wav for audio models
       loss.png           loss curves
       final_metrics.json the test metrics at the end of training
 """
@@ -57,10 +58,11 @@ class RunFiles:
                 kept.append(line)
         self.metrics.write_text("".join(k + "\n" for k in kept))
 
-    def images(self, samples, epoch: int) -> None:
+    def samples(self, write, suffix: str, epoch: int) -> None:
+        """Write an epoch's samples with ``write(path)`` (as samples-epochNNN and samples) and the loss curves."""
         if self.enabled:
-            plots.save_image_grid(samples, self.out / f"samples-epoch{epoch:03d}.png")
-            plots.save_image_grid(samples, self.out / "samples.png")
+            write(self.out / f"samples-epoch{epoch:03d}{suffix}")
+            write(self.out / f"samples{suffix}")
             steps = self.read_log("step")
             if steps:
                 plots.save_loss_curves(steps, self.out / "loss.png")

@@ -7,6 +7,7 @@ randomness (:class:`StepContext`), logging, images, checkpoints, signals and res
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 from fastgen import __version__
-from fastgen.data import ImageData, load_images
+from fastgen.data import ImageData
 from fastgen.data.split import split_indices
 from fastgen.train import checkpoint, distributed
 from fastgen.train.recipes import Amp, Recipe, get
@@ -104,7 +105,7 @@ class Trainer:
             raise ValueError(f"--batch-size {self.batch_size} is smaller than the {self.dist.world_size} processes")
         self.out = config.out or Path("runs") / config.model
         self.files = RunFiles(self.out, enabled=self.dist.is_main)
-        self.data: ImageData = load_images(config.data, seed=0)
+        self.data: ImageData = self.recipe.load_data(config.data)
         self.train_images, self.validation = self._validation_split()
 
     def _validation_split(self) -> tuple[torch.Tensor, ImageData | None]:
@@ -115,8 +116,9 @@ class Trainer:
         labels = None if self.data.train_labels is None else self.data.train_labels.numpy()
         keep, held = split_indices(len(self.data.train), labels, fraction, seed=0)
         keep, held = torch.from_numpy(keep), torch.from_numpy(held)
-        validation = ImageData(f"{self.data.name} (validation)", self.data.train[keep], self.data.train[held],
-                               self.data.levels)
+        validation = dataclasses.replace(self.data, name=f"{self.data.name} (validation)", train=self.data.train[keep],
+                                         test=self.data.train[held], train_labels=None, test_labels=None,
+                                         class_names=None)
         return self.data.train[keep], validation
 
     # ------------------------------------------------------------------ state
@@ -269,12 +271,14 @@ class Trainer:
                 metrics.update({f"test_{k}": v for k, v in self.recipe.evaluate(
                     model, self.data, self.device, quick=True, seed=self.config.seed).items()})
                 generator = torch.Generator(device=self.device).manual_seed(self.config.seed)
-                samples = self.recipe.sample(model, self.config.samples, generator).float().cpu()
+                count = min(self.config.samples, self.recipe.max_epoch_samples or self.config.samples)
+                samples = self.recipe.sample(model, count, generator).cpu()
                 if self.validation is not None:
                     metrics[self._validation_key()] = self.recipe.validation_score(
                         model, self.validation, self.device, self.config.seed)
             model.train()
-            self.files.images(samples, epoch + 1)
+            self.files.samples(lambda path: self.recipe.save_samples(model, samples, path), self.recipe.sample_suffix,
+                               epoch + 1)
         metrics = distributed.broadcast_object(metrics, self.dist)
         metrics.update(seconds=seconds, images_per_second=steps * self.batch_size / max(seconds, 1e-9))
         state["epoch"], state["step_in_epoch"], state["epoch_totals"] = epoch + 1, 0, {}

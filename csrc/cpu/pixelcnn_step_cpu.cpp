@@ -1,0 +1,156 @@
+// CPU kernels of the Gated PixelCNN sampling steps (row caches, the Fast PixelCNN++ scheme).
+//
+// gated_pixelcnn_horizontal_step, per sample (one pixel of one layer):
+//   state (N, C_in, T = k + 1): the row's last T horizontal inputs; shift left, append new_input
+//   window = state[:, :, 0:T] (mask "B") or state[:, :, 1:T] (mask "A", whose tap w_h[..., k] is
+//   never read)
+//   h_pre = b_h + link + W_h @ window (+ w_cond_h @ cond);   z = tanh(h_pre[:C]) * sigmoid(h_pre[C:])
+//   h_out = w_res @ z + b_res (+ new_input for mask "B")
+// The window is flattened as (c, t), the order of w_h's (C_in, 1, T) row, so each output channel
+// is one contiguous dot product (mask "A" uses a compact copy of the kept taps, tiny: mask "A"
+// is the first layer, whose C_in is the image's channels).
+//
+// gated_pixelcnn_vertical_step (one row of one layer) is a small convolution over the cached
+// rows and a 1x1 link, so it is written with ATen ops (oneDNN / cuBLAS do the GEMMs) and also
+// registered for CUDA in CUDA builds.
+//
+// float16/bfloat16 are computed in float32; float64 in float64.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/conv2d.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sigmoid.h>
+#include <ATen/ops/tanh.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../step_checks.h"
+#include "conv_common.h"
+#include "gate_math.h"
+#include "matvec.h"
+
+namespace fastgen::cpu {
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+Tensor acc_contiguous(const Tensor& t, at::ScalarType acc) { return t.to(acc).contiguous(); }
+Tensor acc_contiguous(const OptTensor& t, at::ScalarType acc) {
+  return t.has_value() ? acc_contiguous(*t, acc) : Tensor();
+}
+
+template <typename acc_t>
+const acc_t* data_or_null(const Tensor& t) {
+  return t.defined() ? t.data_ptr<acc_t>() : nullptr;
+}
+
+template <typename scalar_t>
+void horizontal_kernel(const Tensor& state, const Tensor& new_input, const Tensor& link, const Tensor& w_window,
+                       const Tensor& b_h, const Tensor& w_res, const Tensor& b_res, bool mask_b, const Tensor& cond,
+                       const Tensor& w_cond, const Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t N = new_input.size(0), C_in = new_input.size(1), T = state.size(2);
+  const int64_t two_c = w_window.size(0), C = two_c / 2, window = w_window.size(1);  // C_in * taps used
+  const int64_t first = mask_b ? 0 : 1, used = T - first;
+  const int64_t D = cond.defined() ? cond.size(1) : 0;
+  scalar_t* state_p = state.data_ptr<scalar_t>();
+  const scalar_t* in_p = new_input.data_ptr<scalar_t>();
+  const scalar_t* link_p = link.data_ptr<scalar_t>();
+  const scalar_t* cond_p = cond.defined() ? cond.data_ptr<scalar_t>() : nullptr;
+  scalar_t* out_p = out.data_ptr<scalar_t>();
+  const acc_t *ww = w_window.data_ptr<acc_t>(), *wr = w_res.data_ptr<acc_t>();
+  const acc_t *bh = data_or_null<acc_t>(b_h), *br = data_or_null<acc_t>(b_res), *wc = data_or_null<acc_t>(w_cond);
+  const int64_t work = two_c * (window + D) + C * C;
+  const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(work, 1));
+  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+    std::vector<acc_t> win(window), h(two_c), z(C), cond_n(D), res(C);
+    for (int64_t n = n0; n < n1; ++n) {
+      scalar_t* s = state_p + n * C_in * T;
+      for (int64_t c = 0; c < C_in; ++c) {
+        scalar_t* row = s + c * T;
+        for (int64_t t = 0; t + 1 < T; ++t) row[t] = row[t + 1];
+        row[T - 1] = in_p[n * C_in + c];
+        for (int64_t t = 0; t < used; ++t) win[c * used + t] = static_cast<acc_t>(row[first + t]);
+      }
+      for (int64_t o = 0; o < two_c; ++o) h[o] = static_cast<acc_t>(link_p[n * two_c + o]);
+      matvec(ww, win.data(), two_c, window, bh, true, h.data());
+      if (cond_p != nullptr) {
+        for (int64_t d = 0; d < D; ++d) cond_n[d] = static_cast<acc_t>(cond_p[n * D + d]);
+        matvec(wc, cond_n.data(), two_c, D, static_cast<const acc_t*>(nullptr), true, h.data());
+      }
+      for (int64_t j = 0; j < C; ++j) z[j] = tanh_acc(h[j]) * sigmoid_acc(h[C + j]);
+      matvec(wr, z.data(), C, C, br, false, res.data());
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t skip = mask_b ? static_cast<acc_t>(in_p[n * C_in + c]) : acc_t(0);
+        out_p[n * C + c] = static_cast<scalar_t>(res[c] + skip);
+      }
+    }
+  });
+}
+
+Tensor gated_pixelcnn_horizontal_step(Tensor state, const Tensor& new_input, const Tensor& link, const Tensor& w_h,
+                                      const OptTensor& b_h, const Tensor& w_res, const OptTensor& b_res,
+                                      c10::string_view mask_type, const OptTensor& cond, const OptTensor& w_cond_h) {
+  const std::string mask(mask_type);
+  check_pixelcnn_horizontal_step_inputs(state, new_input, link, w_h, b_h, w_res, b_res, mask, cond, w_cond_h);
+  const bool mask_b = mask == "B";
+  const at::ScalarType acc = acc_type(new_input.scalar_type());
+  const int64_t two_c = w_h.size(0), taps = w_h.size(3);
+  // (2C, C_in * taps used): mask "A" drops the last tap (a compact copy, never reading it).
+  const int64_t used = mask_b ? taps : taps - 1;
+  const Tensor w_window = w_h.narrow(3, 0, used).to(acc).contiguous().reshape({two_c, w_h.size(1) * used});
+  Tensor out = at::empty({new_input.size(0), two_c / 2}, new_input.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, new_input.scalar_type(), "gated_pixelcnn_horizontal_step",
+                                  [&] {
+                                    horizontal_kernel<scalar_t>(
+                                        state, new_input.contiguous(), link.contiguous(), w_window,
+                                        acc_contiguous(b_h, acc), acc_contiguous(w_res, acc), acc_contiguous(b_res, acc),
+                                        mask_b, cond.has_value() ? cond->contiguous() : Tensor(),
+                                        acc_contiguous(w_cond_h, acc), out);
+                                  });
+  return out;
+}
+
+std::tuple<Tensor, Tensor> gated_pixelcnn_vertical_step(Tensor state, const Tensor& new_row, const Tensor& w_v,
+                                                        const OptTensor& b_v, const Tensor& w_v2h,
+                                                        const OptTensor& b_v2h, const OptTensor& cond,
+                                                        const OptTensor& w_cond_v) {
+  check_pixelcnn_vertical_step_inputs(state, new_row, w_v, b_v, w_v2h, b_v2h, cond, w_cond_v);
+  const int64_t rows = state.size(2), k = w_v.size(3) / 2, two_c = w_v.size(0), C = two_c / 2;
+  // Move the cached rows up one (in increasing order, so each copy reads a row not yet overwritten).
+  for (int64_t r = 0; r + 1 < rows; ++r) state.select(2, r).copy_(state.select(2, r + 1));
+  state.select(2, rows - 1).copy_(new_row);
+  const at::ScalarType acc = acc_type(new_row.scalar_type());
+  const OptTensor b_v_acc = b_v.has_value() ? OptTensor(b_v->to(acc)) : OptTensor();
+  // (N, 2C, 1, W) -> (N, 2C, W): the last row's pre-activation, columns padded by k each side.
+  const std::vector<int64_t> stride{1, 1}, padding{0, k};
+  Tensor v_pre = at::conv2d(state.to(acc), w_v.to(acc), b_v_acc, stride, padding).select(2, 0);
+  if (cond.has_value()) v_pre = v_pre + at::mm(cond->to(acc), w_cond_v->to(acc).t()).unsqueeze(2);
+  const Tensor v_out = at::tanh(v_pre.narrow(1, 0, C)) * at::sigmoid(v_pre.narrow(1, C, C));
+  Tensor link = at::matmul(w_v2h.to(acc), v_pre);
+  if (b_v2h.has_value()) link = link + b_v2h->to(acc).unsqueeze(1);
+  return {v_out.to(new_row.scalar_type()), link.to(new_row.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  m.impl("gated_pixelcnn_horizontal_step", &gated_pixelcnn_horizontal_step);
+  m.impl("gated_pixelcnn_vertical_step", &gated_pixelcnn_vertical_step);
+}
+
+#ifdef FASTGEN_WITH_CUDA
+TORCH_LIBRARY_IMPL(fastgen, CUDA, m) { m.impl("gated_pixelcnn_vertical_step", &gated_pixelcnn_vertical_step); }
+#endif
+
+}  // namespace fastgen::cpu

@@ -1,0 +1,114 @@
+"""What PixelCNN and WaveNet share: the discrete output distribution and sampling from uniforms.
+
+Every dimension (a sub-pixel, an audio sample) takes one of ``levels`` values. The network
+outputs, per dimension, either ``levels`` logits ("categorical") or the ``3 * mixtures``
+parameters of a discretized logistic mixture over the same grid (PixelCNN++'s "logistic_mixture":
+mixture logits, means and log-scales in units of the [0, 1] grid). Both give a log-mass for
+every level, so one rule draws from both: the inverse CDF of that pmf at one uniform per draw.
+Given the same uniforms, two samplers whose logits agree to rounding draw the same values.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fastgen.models._likelihood import discretized_logistic_log_prob
+
+OUTPUTS = ("categorical", "logistic_mixture")
+SAMPLING_METHODS = ("cached", "naive")
+
+
+def check_output(output: object, mixtures: object) -> None:
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if isinstance(mixtures, bool) or not isinstance(mixtures, int) or mixtures < 1:
+        raise ValueError(f"mixtures must be an int >= 1, got {mixtures!r}")
+
+
+def params_per_dim(output: str, levels: int, mixtures: int) -> int:
+    """Network outputs per dimension: ``levels`` logits or ``3 * mixtures`` mixture parameters."""
+    return levels if output == "categorical" else 3 * mixtures
+
+
+def _mixture_parts(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(..., 3M) -> log mixture weights, means (around the grid's centre 0.5) and log-scales."""
+    logits, means, log_scales = params.chunk(3, dim=-1)
+    return F.log_softmax(logits, dim=-1), means + 0.5, log_scales
+
+
+def log_pmf(params: torch.Tensor, output: str, levels: int) -> torch.Tensor:
+    """Log-mass of every level: params (..., P) -> (..., levels), normalised over the last dim."""
+    if output == "categorical":
+        return F.log_softmax(params, dim=-1)
+    log_w, means, log_scales = _mixture_parts(params)
+    grid = torch.arange(levels, device=params.device, dtype=params.dtype) / (levels - 1)
+    per_component = discretized_logistic_log_prob(grid[:, None], means[..., None, :], log_scales[..., None, :],
+                                                  levels)  # (..., levels, M)
+    return torch.logsumexp(per_component + log_w[..., None, :], dim=-1)
+
+
+def log_prob_of(params: torch.Tensor, target: torch.Tensor, output: str, levels: int) -> torch.Tensor:
+    """Log-mass of integer ``target`` levels (...,) under ``params`` (..., P): shape (...,)."""
+    if output == "categorical":
+        return F.log_softmax(params, dim=-1).gather(-1, target[..., None]).squeeze(-1)
+    log_w, means, log_scales = _mixture_parts(params)
+    x = (target.to(params.dtype) / (levels - 1))[..., None]
+    return torch.logsumexp(log_w + discretized_logistic_log_prob(x, means, log_scales, levels), dim=-1)
+
+
+def sample_from_uniform(log_mass: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw: the first level whose cumulative mass exceeds ``u``; (..., levels), (...) -> int64 (...)."""
+    cdf = torch.cumsum(torch.softmax(log_mass, dim=-1), dim=-1)
+    # Scale u by the total (1 up to rounding) so that u close to 1 still lands on the last level.
+    below = cdf < u[..., None] * cdf[..., -1:]
+    return below.sum(-1).clamp_max(log_mass.shape[-1] - 1)
+
+
+def check_method(method: object) -> str:
+    if method not in SAMPLING_METHODS:
+        raise ValueError(f"method must be one of {SAMPLING_METHODS}, got {method!r}")
+    return method  # type: ignore[return-value]
+
+
+def uniforms_for(uniforms: torch.Tensor | None, shape: tuple[int, ...], device: torch.device,
+                 dtype: torch.dtype, generator: torch.Generator | None) -> torch.Tensor:
+    """The uniforms of a sampling run: the given ones (checked) or fresh draws from ``generator``."""
+    if uniforms is None:
+        return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    if not isinstance(uniforms, torch.Tensor) or not uniforms.is_floating_point():
+        raise TypeError(f"uniforms must be a floating-point tensor of shape {shape}, got "
+                        f"{type(uniforms).__name__ if not isinstance(uniforms, torch.Tensor) else uniforms.dtype}")
+    if tuple(uniforms.shape) != tuple(shape):
+        raise ValueError(f"uniforms must have shape {tuple(shape)} (one per categorical draw), "
+                         f"got {tuple(uniforms.shape)}")
+    if bool(((uniforms < 0) | (uniforms > 1)).any()):
+        raise ValueError("uniforms must lie in [0, 1]")
+    return uniforms.to(device=device, dtype=dtype)
+
+
+def check_count(n: object, name: str = "n") -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {n!r}")
+    return n
+
+
+def class_one_hot(y: object, n: int, num_classes: int | None, device: torch.device,
+                  dtype: torch.dtype) -> torch.Tensor | None:
+    """The (n, num_classes) one-hot conditioning of labels ``y`` (checked), None for an unconditional model."""
+    if num_classes is None:
+        if y is not None:
+            raise ValueError("y must be None: this model was built without num_classes")
+        return None
+    if y is None:
+        raise ValueError(f"y is required: this model is class-conditional (num_classes={num_classes}); "
+                         f"pass an int64 tensor of {n} labels")
+    if isinstance(y, int) and not isinstance(y, bool):
+        y = torch.full((n,), y, dtype=torch.int64)
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or tuple(y.shape) != (n,):
+        raise ValueError(f"y must be an int or an int64 tensor of shape ({n},), got "
+                         f"{y.dtype if isinstance(y, torch.Tensor) else type(y).__name__}"
+                         f"{tuple(y.shape) if isinstance(y, torch.Tensor) else ''}")
+    if bool(((y < 0) | (y >= num_classes)).any()):
+        raise ValueError(f"y must hold labels in [0, {num_classes - 1}]")
+    return F.one_hot(y.to(device), num_classes).to(dtype)

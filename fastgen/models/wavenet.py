@@ -1,0 +1,316 @@
+"""WaveNet (van den Oord et al. 2016) on mu-law audio codes, with cached (fast-wavenet) sampling."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastgen.models import _autoregressive as ar
+from fastgen.nn import WaveNetLayer
+from fastgen.ops import _dispatch
+from fastgen.ops.wavenet_step import wavenet_layer_step
+from fastgen.reference import steps as reference_steps
+
+__all__ = ["WaveNet"]
+
+
+def _positive(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+class WaveNet(nn.Module):
+    """WaveNet over ``levels``-valued audio codes (mu-law 256 by default): exact likelihood, fast sampling.
+
+    The previous sample's code is embedded (a learned vector per code; zeros before the first
+    sample), then ``stacks`` stacks of ``layers_per_stack`` :class:`~fastgen.nn.WaveNetLayer`
+    with dilations 1, 2, ..., 2^(layers_per_stack - 1) each; the skip outputs are summed and
+    go through ReLU - 1x1 conv - ReLU - 1x1 conv to the distribution of the next code:
+    ``levels`` logits ("categorical") or a discretized logistic mixture over the codes
+    ("logistic_mixture").
+
+    Conditioning (both optional, added before every layer's gate):
+
+    * local: ``cond_channels`` features per time step, given at the sample rate, or at a frame
+      rate of one frame per ``cond_hop`` samples (repeated to the sample rate), e.g. mel
+      features;
+    * global: a class id in [0, ``num_classes``) (e.g. the instrument), embedded in
+      ``class_embedding`` features.
+
+    Parameters
+    ----------
+    levels : int
+        Values of a code. Default 256 (8-bit mu-law).
+    residual_channels, gate_channels, skip_channels : int
+        Channel counts of the layers (gate_channels even: tanh half, sigmoid half). Defaults
+        32, 64, 64 (the embedded "notes" default); the paper-sized model is 64, 128, 256.
+    kernel_size : int
+        Taps of the dilated convolutions. Default 2.
+    layers_per_stack, stacks : int
+        Dilations 1 .. 2^(layers_per_stack - 1), repeated ``stacks`` times. Defaults 8, 2.
+    head_channels : int or None
+        Hidden width of the output head; default ``skip_channels``.
+    output : {"categorical", "logistic_mixture"}
+    mixtures : int
+        Components of the logistic mixture. Default 5.
+    cond_channels : int or None
+        Local conditioning features; None: none.
+    cond_hop : int
+        Samples per conditioning frame (1: cond is given at the sample rate).
+    num_classes : int or None
+        Global conditioning classes; None: none.
+    class_embedding : int
+        Size of the class embedding. Default 16.
+    sample_rate : int
+        Recorded with the model (for writing WAV files); does not change the computation.
+
+    Shapes
+    ------
+    x: (N, T) or (N, 1, T) integer codes in [0, levels); cond: (N, cond_channels, T) (or
+    (N, cond_channels, ceil(T / cond_hop)) frames); y: (N,) int64.
+    """
+
+    def __init__(
+        self,
+        *,
+        levels: int = 256,
+        residual_channels: int = 32,
+        gate_channels: int = 64,
+        skip_channels: int = 64,
+        kernel_size: int = 2,
+        layers_per_stack: int = 8,
+        stacks: int = 2,
+        head_channels: int | None = None,
+        output: str = "categorical",
+        mixtures: int = 5,
+        cond_channels: int | None = None,
+        cond_hop: int = 1,
+        num_classes: int | None = None,
+        class_embedding: int = 16,
+        sample_rate: int = 16000,
+    ) -> None:
+        super().__init__()
+        if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 65536:
+            raise ValueError(f"levels must be an int in [2, 65536], got {levels!r}")
+        for value, name in ((residual_channels, "residual_channels"), (gate_channels, "gate_channels"),
+                            (skip_channels, "skip_channels"), (kernel_size, "kernel_size"),
+                            (layers_per_stack, "layers_per_stack"), (stacks, "stacks"), (cond_hop, "cond_hop"),
+                            (class_embedding, "class_embedding"), (sample_rate, "sample_rate")):
+            _positive(value, name)
+        if gate_channels % 2:
+            raise ValueError(f"gate_channels must be even (tanh half, sigmoid half), got {gate_channels}")
+        ar.check_output(output, mixtures)
+        if cond_channels is not None:
+            _positive(cond_channels, "cond_channels")
+        if num_classes is not None:
+            _positive(num_classes, "num_classes")
+        head_channels = skip_channels if head_channels is None else _positive(head_channels, "head_channels")
+        self._config = dict(levels=levels, residual_channels=residual_channels, gate_channels=gate_channels,
+                            skip_channels=skip_channels, kernel_size=kernel_size, layers_per_stack=layers_per_stack,
+                            stacks=stacks, head_channels=head_channels, output=output, mixtures=mixtures,
+                            cond_channels=cond_channels, cond_hop=cond_hop, num_classes=num_classes,
+                            class_embedding=class_embedding, sample_rate=sample_rate)
+        self.levels, self.output, self.mixtures = levels, output, mixtures
+        self.cond_channels, self.cond_hop, self.num_classes = cond_channels, cond_hop, num_classes
+        self.sample_rate = sample_rate
+        layer_cond = (cond_channels or 0) + (class_embedding if num_classes is not None else 0)
+        self.embed = nn.Embedding(levels, residual_channels)
+        self.class_embed = None if num_classes is None else nn.Embedding(num_classes, class_embedding)
+        self.layers = nn.ModuleList(
+            WaveNetLayer(residual_channels, gate_channels, skip_channels, kernel_size, dilation=2 ** i,
+                         cond_channels=layer_cond or None)
+            for _ in range(stacks) for i in range(layers_per_stack))
+        self.params_per_dim = ar.params_per_dim(output, levels, mixtures)
+        self.head_hidden = nn.Conv1d(skip_channels, head_channels, 1)
+        self.head_out = nn.Conv1d(head_channels, self.params_per_dim, 1)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor kwargs, to rebuild the model from a checkpoint."""
+        return dict(self._config)
+
+    @property
+    def receptive_field(self) -> int:
+        """Past samples one prediction sees: ``sum(dilations) * (kernel_size - 1) + 1``."""
+        return sum(layer.receptive_field - 1 for layer in self.layers) + 1
+
+    # ------------------------------------------------------------------ inputs
+    def _check_codes(self, x: object) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"x must be an integer tensor of codes in [0, {self.levels}), got "
+                            f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+        if x.dim() == 3 and x.shape[1] == 1:
+            x = x[:, 0]
+        if x.dim() != 2 or x.shape[1] == 0:
+            raise ValueError(f"x must have shape (N, T) or (N, 1, T) with T >= 1, got {tuple(x.shape)}")
+        if bool(((x < 0) | (x >= self.levels)).any()):
+            raise ValueError(f"x must hold codes in [0, {self.levels - 1}]")
+        return x.long()
+
+    def _conditioning(self, cond: object, y: object, n: int, length: int, like: torch.Tensor) -> torch.Tensor | None:
+        """Local + global conditioning at the sample rate, (n, C_cond, length), or None."""
+        parts = []
+        if self.cond_channels is None:
+            if cond is not None:
+                raise ValueError("cond must be None: this WaveNet was built without cond_channels")
+        else:
+            if not isinstance(cond, torch.Tensor) or not cond.is_floating_point() or cond.dim() != 3:
+                raise ValueError(f"cond is required: a float tensor (N, {self.cond_channels}, T) at the sample rate "
+                                 f"or (N, {self.cond_channels}, frames) with cond_hop={self.cond_hop}")
+            frames = math.ceil(length / self.cond_hop)
+            if cond.shape[0] != n or cond.shape[1] != self.cond_channels or cond.shape[2] < frames:
+                raise ValueError(f"cond must have shape ({n}, {self.cond_channels}, >= {frames}) for {length} samples "
+                                 f"with cond_hop={self.cond_hop}, got {tuple(cond.shape)}")
+            cond = cond.to(like.dtype)
+            if self.cond_hop > 1:
+                cond = cond.repeat_interleave(self.cond_hop, dim=2)
+            parts.append(cond[:, :, :length])
+        if self.class_embed is not None:
+            one_hot = ar.class_one_hot(y, n, self.num_classes, like.device, like.dtype)
+            parts.append((one_hot @ self.class_embed.weight)[:, :, None].expand(-1, -1, length))
+        elif y is not None:
+            raise ValueError("y must be None: this WaveNet was built without num_classes")
+        return torch.cat(parts, dim=1) if parts else None
+
+    def _shifted_embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """Input at time t = embedding of x[t - 1] (zeros at t = 0): (N, R, T)."""
+        e = self.embed(x).transpose(1, 2)
+        return F.pad(e, (1, 0))[:, :, :-1]
+
+    def _head(self, skips: torch.Tensor) -> torch.Tensor:
+        return self.head_out(F.relu(self.head_hidden(F.relu(skips))))
+
+    def _trunk(self, s: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        skips = 0
+        for layer in self.layers:
+            s, skip = layer(s, cond)
+            skips = skips + skip
+        return self._head(skips)
+
+    # ------------------------------------------------------------------ density
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Output parameters (N, T, P) predicting every code of ``x`` from the codes before it."""
+        x = self._check_codes(x)
+        weight = self.head_out.weight
+        c = self._conditioning(cond, y, x.shape[0], x.shape[1], weight)
+        return self._trunk(self._shifted_embedding(x.to(weight.device)), c).transpose(1, 2)
+
+    def log_prob(self, x: torch.Tensor, cond: torch.Tensor | None = None, y: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """Exact log-likelihood (nats) of the code sequences ``x``: shape (N,)."""
+        params = self.forward(x, cond, y)
+        target = self._check_codes(x).to(params.device)
+        return ar.log_prob_of(params, target, self.output, self.levels).sum(1)
+
+    def bits_per_dim(self, x: torch.Tensor, cond: torch.Tensor | None = None, y: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """-log2 p(x) / T per sequence (bits per audio sample), (N,)."""
+        return -self.log_prob(x, cond, y) / (self._check_codes(x).shape[1] * math.log(2.0))
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(self, n: int, length: int, *, cond: torch.Tensor | None = None, y: torch.Tensor | int | None = None,
+               method: str = "cached", uniforms: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Generate ``n`` sequences of ``length`` codes, int64 (n, length).
+
+        Parameters
+        ----------
+        n, length : int
+            Batch and number of samples to generate.
+        cond, y
+            Conditioning, as in :meth:`forward` (``cond`` covering ``length`` samples).
+        method : {"cached", "naive"}
+            "cached" (default): each layer keeps a ring buffer of its last
+            ``dilation * (kernel_size - 1)`` inputs (:func:`fastgen.ops.wavenet_layer_step`),
+            so a sample costs one time step per layer. "naive": for every sample the network
+            runs again over its receptive field (what public PyTorch WaveNets do); the reference.
+        uniforms : torch.Tensor or None
+            (n, length) uniforms, one per draw; the same uniforms give the same codes with both
+            methods. Default: drawn from ``generator``.
+        generator : torch.Generator or None
+
+        Decode the codes to a waveform with :func:`fastgen.data.mu_law_decode`.
+        """
+        ar.check_count(n)
+        ar.check_count(length, "length")
+        ar.check_method(method)
+        weight = self.head_out.weight
+        u = ar.uniforms_for(uniforms, (n, length), weight.device, weight.dtype, generator)
+        c = self._conditioning(cond, y, n, length, weight)
+        was_training = self.training
+        self.eval()
+        try:
+            return (self._sample_naive if method == "naive" else self._sample_cached)(u, c)
+        finally:
+            self.train(was_training)
+
+    def _draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return ar.sample_from_uniform(ar.log_pmf(params, self.output, self.levels), u)
+
+    def _sample_naive(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        n, length = u.shape
+        field = self.receptive_field
+        codes = torch.zeros(n, length, dtype=torch.long, device=u.device)
+        inputs = u.new_zeros(n, self.embed.embedding_dim, length)  # input t = embedding of code t - 1
+        for t in range(length):
+            start = max(0, t - field + 1)
+            window_cond = None if cond is None else cond[:, :, start:t + 1]
+            params = self._trunk(inputs[:, :, start:t + 1], window_cond)[:, :, -1]
+            codes[:, t] = self._draw(params, u[:, t])
+            if t + 1 < length:
+                inputs[:, :, t + 1] = self.embed(codes[:, t])
+        return codes
+
+    def _sample_cached(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        n, length = u.shape
+        kernel = _dispatch.use_kernel("wavenet_layer_step", u)
+        position = torch.zeros((), dtype=torch.long, device=u.device)
+        layers = [_layer_weights(layer) for layer in self.layers]
+        states = [u.new_zeros(n, layer.dilation * (layer.kernel_size - 1), layer.residual_channels)
+                  for layer in self.layers]
+        head_hidden = self.head_hidden.weight.flatten(1), self.head_hidden.bias
+        head_out = self.head_out.weight.flatten(1), self.head_out.bias
+        codes = torch.zeros(n, length, dtype=torch.long, device=u.device)
+        s = u.new_zeros(n, self.embed.embedding_dim)
+        for t in range(length):
+            c_t = None if cond is None else cond[:, :, t]
+            skips = 0
+            x = s
+            position.fill_(t)
+            for w, state in zip(layers, states):
+                if not kernel:
+                    x, skip = _reference_step(x, state, t, **w, cond=c_t)
+                elif t == 0:  # checks every argument once
+                    x, skip = wavenet_layer_step(x, state, position, **w, cond=c_t)
+                else:  # the same arguments: straight to the kernel (which still checks shapes)
+                    x, skip = torch.ops.fastgen.wavenet_layer_step(
+                        x, state, position, w["w_dilated"], w["b_dilated"], w["w_res"], w["b_res"], w["w_skip"],
+                        w["b_skip"], w["dilation"], c_t, w["w_cond"])
+                skips = skips + skip
+            params = F.linear(F.relu(F.linear(F.relu(skips), *head_hidden)), *head_out)
+            codes[:, t] = self._draw(params, u[:, t])
+            s = self.embed(codes[:, t])
+        return codes
+
+    def extra_repr(self) -> str:
+        cfg = self._config
+        return (f"levels={self.levels}, residual={cfg['residual_channels']}, gate={cfg['gate_channels']}, "
+                f"skip={cfg['skip_channels']}, layers={cfg['stacks']}x{cfg['layers_per_stack']}, "
+                f"receptive_field={self.receptive_field}, output={self.output!r}")
+
+
+def _layer_weights(layer: WaveNetLayer) -> dict[str, Any]:
+    """One layer's tensors in the step op's layout (1x1 weights as matrices)."""
+    return dict(w_dilated=layer.dilated.weight, b_dilated=layer.dilated.bias, w_res=layer.res.weight.flatten(1),
+                b_res=layer.res.bias, w_skip=layer.skip.weight.flatten(1), b_skip=layer.skip.bias,
+                dilation=layer.dilation, w_cond=None if layer.cond is None else layer.cond.weight.flatten(1))
+
+
+def _reference_step(x, state, t, *, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip, dilation, w_cond, cond):
+    return reference_steps.wavenet_layer_step(x, state, t, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip,
+                                              dilation, cond, w_cond)

@@ -1,0 +1,41 @@
+"""Fake kernels and the Triton GPU kernels of the sampling step ops.
+
+The step ops update their ``state`` argument in place (declared ``Tensor(a!)`` in the schema)
+and have no autograd: they are for sampling, and their Python wrappers refuse inputs that
+require grad. gated_pixelcnn_vertical_step is ATen code (a small convolution and a GEMM),
+compiled for CUDA too in CUDA builds; the two per-position steps use Triton on CUDA.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastgen import _ext
+from fastgen.ops import _dispatch
+
+STEP_OPS = ["wavenet_layer_step", "gated_pixelcnn_vertical_step", "gated_pixelcnn_horizontal_step"]
+TRITON_OPS = {"wavenet_layer_step": "fastgen.triton_kernels.steps",
+              "gated_pixelcnn_horizontal_step": "fastgen.triton_kernels.steps"}
+
+
+def _register_fakes() -> None:
+    @torch.library.register_fake("fastgen::wavenet_layer_step")
+    def _(x, state, position, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip, dilation, cond, w_cond):
+        return x.new_empty(x.shape), x.new_empty((x.shape[0], w_skip.shape[0]))
+
+    @torch.library.register_fake("fastgen::gated_pixelcnn_vertical_step")
+    def _(state, new_row, w_v, b_v, w_v2h, b_v2h, cond, w_cond_v):
+        n, _, width = new_row.shape
+        two_c = w_v.shape[0]
+        return new_row.new_empty((n, two_c // 2, width)), new_row.new_empty((n, two_c, width))
+
+    @torch.library.register_fake("fastgen::gated_pixelcnn_horizontal_step")
+    def _(state, new_input, link, w_h, b_h, w_res, b_res, mask_type, cond, w_cond_h):
+        return new_input.new_empty((new_input.shape[0], w_h.shape[0] // 2))
+
+
+def register() -> None:
+    if _ext.check_ops(STEP_OPS):
+        _register_fakes()
+        _dispatch.register_triton_for_cuda(TRITON_OPS)
+    _dispatch.record_kernels(STEP_OPS)

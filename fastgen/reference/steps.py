@@ -1,0 +1,133 @@
+"""Plain-PyTorch versions of the sampling step ops (one time step / one pixel / one row).
+
+Each updates its ``state`` in place exactly as the kernels do and returns what they return.
+float16/bfloat16 are computed in float32 and rounded once, like the kernels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _flat(weight: torch.Tensor | None) -> torch.Tensor | None:
+    """A 1x1 convolution weight (C_out, C_in[, 1[, 1]]) as (C_out, C_in)."""
+    return None if weight is None else weight.reshape(weight.shape[0], -1)
+
+
+def _acc(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` in the accumulation dtype (float32 for float16/bfloat16)."""
+    return None if t is None else (t.float() if t.dtype in _HALF else t)
+
+
+def _gate(pre: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    half = pre.shape[dim] // 2
+    a, b = pre.split(half, dim)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+def _linear(t: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """t (N, C_in) -> (N, C_out) with weight (C_out, C_in)."""
+    out = t @ weight.t()
+    return out if bias is None else out + bias
+
+
+def wavenet_layer_step(x: torch.Tensor, state: torch.Tensor, position: int | torch.Tensor, w_dilated: torch.Tensor,
+                       b_dilated: torch.Tensor | None, w_res: torch.Tensor, b_res: torch.Tensor | None,
+                       w_skip: torch.Tensor, b_skip: torch.Tensor | None, dilation: int,
+                       cond: torch.Tensor | None = None, w_cond: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One time step ``t = position`` of a WaveNet layer; ``state`` is its ring buffer of inputs.
+
+    x (N, C_res) is the layer's input at time t; state (N, L, C_res) with L = dilation * (K - 1)
+    holds the input of time t' in slot t' mod L. Tap k of the dilated convolution reads time
+    t - (K - 1 - k) * dilation (x itself for k = K - 1); then x is written to slot t mod L. ::
+
+        h = b_dilated + sum_k w_dilated[:, :, k] @ tap_k [+ w_cond @ cond]
+        z = tanh(h[:, :C_gate/2]) * sigmoid(h[:, C_gate/2:])
+        residual_out = x + w_res @ z + b_res,   skip = w_skip @ z + b_skip
+    """
+    k_taps = w_dilated.shape[2]
+    length = state.shape[1]
+    position = int(position)
+    xs = _acc(x)
+    h = xs @ _acc(w_dilated[:, :, k_taps - 1]).t()
+    for k in range(k_taps - 1):
+        slot = (position - (k_taps - 1 - k) * dilation) % length
+        h = h + _acc(state[:, slot]) @ _acc(w_dilated[:, :, k]).t()
+    if b_dilated is not None:
+        h = h + _acc(b_dilated)
+    if cond is not None:
+        h = h + _acc(cond) @ _acc(_flat(w_cond)).t()
+    z = _gate(h)
+    residual = xs + _linear(z, _acc(_flat(w_res)), _acc(b_res))
+    skip = _linear(z, _acc(_flat(w_skip)), _acc(b_skip))
+    if length:
+        state[:, position % length] = x
+    return residual.to(x.dtype), skip.to(x.dtype)
+
+
+def gated_pixelcnn_vertical_step(state: torch.Tensor, new_row: torch.Tensor, w_v: torch.Tensor,
+                                 b_v: torch.Tensor | None, w_v2h: torch.Tensor, b_v2h: torch.Tensor | None,
+                                 cond: torch.Tensor | None = None, w_cond_v: torch.Tensor | None = None
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vertical stack of a Gated PixelCNN layer for one new image row.
+
+    state (N, C_in, k + 1, W) holds the last k + 1 rows of the vertical input (oldest first;
+    zeros above the image). The rows move up by one and ``new_row`` (N, C_in, W) becomes the
+    last; then for that row ::
+
+        v_pre = conv(state, w_v, columns j - k .. j + k) + b_v [+ w_cond_v @ cond]   (N, 2C, W)
+        v_out = tanh(v_pre[:, :C]) * sigmoid(v_pre[:, C:])                          (N, C, W)
+        link  = w_v2h @ v_pre + b_v2h                                              (N, 2C, W)
+
+    ``link`` is what the horizontal stack of the next row adds at each column.
+    """
+    state[:, :, :-1] = state[:, :, 1:].clone()
+    state[:, :, -1] = new_row
+    k = w_v.shape[3] // 2
+    rows = _acc(state)
+    v_pre = F.conv2d(F.pad(rows, (k, k)), _acc(w_v), _acc(b_v))[:, :, 0]
+    if cond is not None:
+        v_pre = v_pre + (_acc(cond) @ _acc(w_cond_v).t())[:, :, None]
+    v_out = _gate(v_pre)
+    link = torch.einsum("oc,ncw->now", _acc(_flat(w_v2h)), v_pre)
+    if b_v2h is not None:
+        link = link + _acc(b_v2h)[:, None]
+    return v_out.to(new_row.dtype), link.to(new_row.dtype)
+
+
+def gated_pixelcnn_horizontal_step(state: torch.Tensor, new_input: torch.Tensor, link: torch.Tensor,
+                                   w_h: torch.Tensor, b_h: torch.Tensor | None, w_res: torch.Tensor,
+                                   b_res: torch.Tensor | None, mask_type: str, cond: torch.Tensor | None = None,
+                                   w_cond_h: torch.Tensor | None = None) -> torch.Tensor:
+    """The horizontal stack of a Gated PixelCNN layer at one pixel.
+
+    state (N, C_in, k + 1) holds the last k + 1 horizontal inputs of the current row (zeros
+    before column 0). They move left by one and ``new_input`` (N, C_in) becomes the last: the
+    newest input the output may see, i.e. the input at the output's column for mask "B" and at
+    the column before it for mask "A". ::
+
+        h_pre = sum_t w_h[..., t] @ window_t + b_h + link [+ w_cond_h @ cond]    (N, 2C)
+        h_out = w_res @ (tanh(h_pre[:, :C]) * sigmoid(h_pre[:, C:])) + b_res [+ new_input if "B"]
+
+    with window_t = state[..., t] for t = 0..k (mask "B"), and state[..., t + 1] for t = 0..k-1
+    (mask "A", whose current-pixel tap w_h[..., k] is not used). ``link`` (N, 2C) is the
+    vertical stack's link of the row above at this column.
+    """
+    state[:, :, :-1] = state[:, :, 1:].clone()
+    state[:, :, -1] = new_input
+    taps = w_h.shape[3]
+    window = _acc(state) if mask_type == "B" else _acc(state[:, :, 1:])
+    weight = _acc(w_h[:, :, 0]) if mask_type == "B" else _acc(w_h[:, :, 0, : taps - 1])
+    h_pre = torch.einsum("oct,nct->no", weight, window) + _acc(link)
+    if b_h is not None:
+        h_pre = h_pre + _acc(b_h)
+    if cond is not None:
+        h_pre = h_pre + _acc(cond) @ _acc(w_cond_h).t()
+    out = _linear(_gate(h_pre), _acc(_flat(w_res)), _acc(b_res))
+    if mask_type == "B":
+        out = out + _acc(new_input)
+    return out.to(new_input.dtype)

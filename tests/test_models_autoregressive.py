@@ -1,0 +1,175 @@
+"""PixelCNN and WaveNet: exact normalisation, cached sampling equal to naive sampling given the
+same uniforms, conditioning, defaults and argument errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from fastgen.models import PixelCNN, WaveNet
+
+
+def _randomise(model: torch.nn.Module, seed: int, scale: float = 0.4) -> torch.nn.Module:
+    """Larger random weights than the default init, so the distributions are far from uniform."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+    return model
+
+
+def _tiny_pixelcnn(output="categorical", num_classes=None, dtype=torch.float64, seed=0):
+    model = PixelCNN((2, 3, 4), levels=7, channels=6, num_layers=3, first_kernel_size=3, output=output,
+                     mixtures=2, num_classes=num_classes)
+    return _randomise(model.to(dtype), seed)
+
+
+def _tiny_wavenet(output="categorical", cond=False, classes=False, dtype=torch.float64, seed=0):
+    model = WaveNet(levels=11, residual_channels=6, gate_channels=8, skip_channels=5, kernel_size=2,
+                    layers_per_stack=3, stacks=2, output=output, mixtures=2, cond_channels=3 if cond else None,
+                    cond_hop=4, num_classes=3 if classes else None, class_embedding=2)
+    return _randomise(model.to(dtype), seed)
+
+
+@pytest.mark.parametrize("output", ["categorical", "logistic_mixture"])
+@pytest.mark.parametrize("conditional", [False, True])
+def test_pixelcnn_cached_equals_naive_bit_for_bit_in_float64(output, conditional):
+    model = _tiny_pixelcnn(output, 4 if conditional else None)
+    u = torch.rand(5, 2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 3, 1]) if conditional else None
+    naive = model.sample(5, y=y, method="naive", uniforms=u)
+    cached = model.sample(5, y=y, uniforms=u)  # cached is the default
+    assert torch.equal(naive, cached)
+    assert naive.unique().numel() > 3  # the draws really vary
+
+
+def test_pixelcnn_cached_equals_naive_class_indices_in_float32():
+    model = PixelCNN((1, 6, 6), levels=17, channels=16, num_layers=4)
+    _randomise(model, 3, 0.2)
+    u = torch.rand(8, 1, 6, 6, generator=torch.Generator().manual_seed(2))
+    naive = model.sample(8, method="naive", uniforms=u)
+    cached = model.sample(8, method="cached", uniforms=u)
+    assert torch.equal(torch.round(naive * 16), torch.round(cached * 16))
+
+
+@pytest.mark.parametrize("output", ["categorical", "logistic_mixture"])
+def test_pixelcnn_likelihood_sums_to_one_over_all_images(output):
+    model = _randomise(PixelCNN((1, 2, 2), levels=3, channels=4, num_layers=2, first_kernel_size=3, output=output,
+                                mixtures=2).double(), 5)
+    images = torch.tensor(list(itertools.product(range(3), repeat=4)), dtype=torch.float64).view(-1, 1, 2, 2) / 2
+    total = model.log_prob(images).exp().sum()
+    torch.testing.assert_close(total, torch.tensor(1.0, dtype=torch.float64), rtol=1e-10, atol=1e-10)
+
+
+def test_pixelcnn_samples_follow_the_model():
+    """Sampling draws from the model's own conditionals: a 1-pixel image's histogram matches p."""
+    model = _randomise(PixelCNN((1, 1, 1), levels=5, channels=4, num_layers=1, first_kernel_size=1).double(), 7)
+    x = model.sample(20000, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(torch.round(x.flatten() * 4).long(), minlength=5).double() / 20000
+    p = model.log_prob(torch.arange(5, dtype=torch.float64).view(5, 1, 1, 1) / 4).exp()
+    torch.testing.assert_close(freq, p, atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize("output", ["categorical", "logistic_mixture"])
+@pytest.mark.parametrize("cond,classes", [(False, False), (True, True)])
+def test_wavenet_cached_equals_naive_bit_for_bit_in_float64(output, cond, classes):
+    model = _tiny_wavenet(output, cond, classes)
+    g = torch.Generator().manual_seed(4)
+    length = 3 * model.receptive_field  # the naive sampler's window slides
+    u = torch.rand(3, length, dtype=torch.float64, generator=g)
+    c = torch.randn(3, 3, -(-length // 4), dtype=torch.float64, generator=g) if cond else None
+    y = torch.tensor([2, 0, 1]) if classes else None
+    naive = model.sample(3, length, cond=c, y=y, method="naive", uniforms=u)
+    cached = model.sample(3, length, cond=c, y=y, uniforms=u)
+    assert naive.dtype == torch.int64 and naive.shape == (3, length)
+    assert torch.equal(naive, cached)
+    assert naive.unique().numel() > 4
+
+
+def test_wavenet_cached_equals_naive_class_indices_in_float32():
+    model = WaveNet(levels=256, residual_channels=16, gate_channels=32, skip_channels=32, layers_per_stack=4, stacks=1)
+    _randomise(model, 8, 0.15)
+    u = torch.rand(4, 40, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(model.sample(4, 40, method="naive", uniforms=u), model.sample(4, 40, uniforms=u))
+
+
+@pytest.mark.parametrize("output", ["categorical", "logistic_mixture"])
+def test_wavenet_likelihood_sums_to_one_over_all_sequences(output):
+    model = _randomise(WaveNet(levels=3, residual_channels=4, gate_channels=4, skip_channels=3, layers_per_stack=2,
+                               stacks=1, output=output, mixtures=2).double(), 9)
+    seqs = torch.tensor(list(itertools.product(range(3), repeat=4)))
+    total = model.log_prob(seqs).exp().sum()
+    torch.testing.assert_close(total, torch.tensor(1.0, dtype=torch.float64), rtol=1e-10, atol=1e-10)
+
+
+def test_wavenet_prediction_does_not_see_the_present_or_future():
+    model = _tiny_wavenet()
+    x = torch.randint(0, 11, (1, 20))
+    base = model(x)
+    changed = x.clone()
+    changed[0, 10] = (x[0, 10] + 1) % 11
+    diff = (model(changed) - base).abs().amax(-1)[0]
+    assert torch.all(diff[:11] == 0)  # outputs up to t = 10 predict x[t] from x[< t]
+    assert diff[11] > 0
+
+
+def test_wavenet_local_and_global_conditioning_change_the_distribution():
+    model = _tiny_wavenet(cond=True, classes=True)
+    x = torch.randint(0, 11, (2, 16))
+    c = torch.randn(2, 3, 4, dtype=torch.float64)
+    base = model.log_prob(x, c, torch.tensor([0, 1]))
+    assert not torch.allclose(base, model.log_prob(x, c, torch.tensor([2, 2])))
+    assert not torch.allclose(base, model.log_prob(x, c + 1, torch.tensor([0, 1])))
+    with pytest.raises(ValueError, match="cond is required"):
+        model.log_prob(x, None, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="y is required"):
+        model.log_prob(x, c)
+    with pytest.raises(ValueError, match=r"cond must have shape \(2, 3, >= 4\)"):
+        model.log_prob(x, c[:, :, :3], torch.tensor([0, 1]))
+
+
+def test_default_models_and_the_benchmark_wavenet():
+    pixel, wave = PixelCNN(), WaveNet()
+    assert pixel.data_shape == (1, 8, 8) and pixel.levels == 17
+    assert wave.levels == 256 and wave.receptive_field == 511
+    assert pixel.sample(2).shape == (2, 1, 8, 8)
+    assert wave.sample(2, 10).shape == (2, 10)
+    big = WaveNet(residual_channels=64, gate_channels=128, skip_channels=256, layers_per_stack=15, stacks=2)
+    assert max(layer.dilation for layer in big.layers) == 16384 and big.receptive_field == 65535
+    assert PixelCNN(**pixel.config()).config() == pixel.config()
+    assert WaveNet(**wave.config()).config() == wave.config()
+
+
+def test_sampling_argument_errors():
+    pixel, wave = _tiny_pixelcnn(), _tiny_wavenet()
+    with pytest.raises(ValueError, match=r"uniforms must have shape \(2, 2, 3, 4\)"):
+        pixel.sample(2, uniforms=torch.rand(2, 2, 3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="uniforms must lie in"):
+        wave.sample(1, 3, uniforms=torch.full((1, 3), 1.5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="method must be one of"):
+        wave.sample(1, 3, method="fast")
+    with pytest.raises(ValueError, match="length must be an int >= 1"):
+        wave.sample(1, 0)
+    with pytest.raises(ValueError, match="y must be None"):
+        pixel.sample(1, y=0)
+    with pytest.raises(ValueError, match="x must hold codes in"):
+        wave.log_prob(torch.tensor([[0, 11]]))
+    with pytest.raises(TypeError, match="x must be an integer tensor"):
+        wave.log_prob(torch.rand(1, 4))
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 2, 3, 4\)"):
+        pixel.log_prob(torch.rand(1, 1, 3, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        PixelCNN(kernel_size=4)
+    with pytest.raises(ValueError, match="gate_channels must be even"):
+        WaveNet(gate_channels=5)
+    with pytest.raises(ValueError, match="output must be one of"):
+        WaveNet(output="gaussian")
+
+
+def test_sampling_keeps_the_training_mode():
+    model = _tiny_wavenet()
+    model.train()
+    model.sample(1, 4)
+    assert model.training

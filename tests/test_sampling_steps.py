@@ -1,0 +1,248 @@
+"""The sampling step ops: wavenet_layer_step, gated_pixelcnn_vertical_step, gated_pixelcnn_horizontal_step.
+
+Stepped through a whole sequence / image from a zeroed state, each must give what the
+full-sequence fused op gives; the kernels must match the reference step by step (state
+included); bad arguments are refused with the argument's name.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastgen import ops
+from fastgen.reference import steps as reference_steps
+
+TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 3e-2, torch.bfloat16: 8e-2}
+
+
+def _wavenet_params(c_res, c_gate, c_skip, k, c_cond=None, bias=True, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return (torch.randn(*shape, generator=g) * 0.5).to(dtype)
+
+    p = dict(w_dilated=r(c_gate, c_res, k), b_dilated=r(c_gate) if bias else None, w_res=r(c_res, c_gate // 2),
+             b_res=r(c_res) if bias else None, w_skip=r(c_skip, c_gate // 2), b_skip=r(c_skip) if bias else None)
+    if c_cond:
+        p["w_cond"] = r(c_gate, c_cond)
+    return p
+
+
+def _run_wavenet_steps(step_fn, x, p, dilation, cond=None):
+    n, c_res, t_len = x.shape
+    k = p["w_dilated"].shape[2]
+    state = ops.wavenet_state(n, c_res, dilation, k, dtype=x.dtype)
+    residuals, skips = [], []
+    for t in range(t_len):
+        r, s = step_fn(x[:, :, t], state, t, dilation=dilation, cond=None if cond is None else cond[:, :, t], **p)
+        residuals.append(r)
+        skips.append(s)
+    return torch.stack(residuals, -1), torch.stack(skips, -1), state
+
+
+@pytest.mark.parametrize("k,dilation", [(1, 1), (2, 1), (2, 4), (3, 2), (4, 3)])
+@pytest.mark.parametrize("with_cond", [False, True])
+def test_wavenet_steps_equal_the_full_layer(k, dilation, with_cond):
+    x = torch.randn(3, 5, 17, dtype=torch.float64)
+    p = _wavenet_params(5, 8, 6, k, c_cond=3 if with_cond else None)
+    cond = torch.randn(3, 3, 17, dtype=torch.float64) if with_cond else None
+    want_r, want_s = ops.wavenet_layer(x, **p, dilation=dilation, cond=cond)
+    got_r, got_s, _ = _run_wavenet_steps(ops.wavenet_layer_step, x, p, dilation, cond)
+    torch.testing.assert_close(got_r, want_r, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_s, want_s, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_wavenet_step_kernel_matches_reference_and_state(dtype):
+    x = torch.randn(2, 4, 9).to(dtype)
+    p = _wavenet_params(4, 6, 5, 2, bias=dtype != torch.float16, dtype=dtype, seed=1)
+
+    def reference_step(x_t, state, t, *, dilation, cond, **q):
+        return reference_steps.wavenet_layer_step(x_t, state, t, q["w_dilated"], q["b_dilated"], q["w_res"],
+                                                  q["b_res"], q["w_skip"], q["b_skip"], dilation, cond)
+
+    got_r, got_s, got_state = _run_wavenet_steps(ops.wavenet_layer_step, x, p, 3)
+    want_r, want_s, want_state = _run_wavenet_steps(reference_step, x, p, 3)
+    tol = TOL[dtype]
+    torch.testing.assert_close(got_r, want_r, rtol=tol, atol=tol)
+    torch.testing.assert_close(got_s, want_s, rtol=tol, atol=tol)
+    assert torch.equal(got_state, want_state)  # the buffer holds copies of the inputs, exactly
+    assert got_r.dtype == dtype and got_s.dtype == dtype
+
+
+def test_wavenet_step_position_tensor_and_batch_one():
+    x = torch.randn(1, 3, 6, dtype=torch.float64)
+    p = _wavenet_params(3, 4, 2, 2)
+    want_r, want_s = ops.wavenet_layer(x, **p, dilation=2)
+    state = ops.wavenet_state(1, 3, 2, 2, dtype=torch.float64)
+    position = torch.tensor(0)
+    for t in range(6):
+        r, s = ops.wavenet_layer_step(x[:, :, t], state, position, **p, dilation=2)
+        torch.testing.assert_close(r, want_r[:, :, t])
+        torch.testing.assert_close(s, want_s[:, :, t])
+        position += 1
+
+
+def _pixelcnn_layers(c_in, c, kernels, dtype=torch.float64, cond_features=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return (torch.randn(*shape, generator=g) * 0.4).to(dtype)
+
+    layers = []
+    for i, n in enumerate(kernels):
+        cin = c_in if i == 0 else c
+        k = n // 2
+        p = dict(w_v=r(2 * c, cin, k + 1, n), b_v=r(2 * c), w_h=r(2 * c, cin, 1, k + 1), b_h=r(2 * c),
+                 w_v2h=r(2 * c, 2 * c), b_v2h=r(2 * c), w_res=r(c, c), b_res=r(c))
+        if cond_features:
+            p["w_cond_v"], p["w_cond_h"] = r(2 * c, cond_features), r(2 * c, cond_features)
+        layers.append((p, "A" if i == 0 else "B"))
+    return layers
+
+
+def _full_stack(image, layers, cond=None):
+    v = h = image
+    for p, mask in layers:
+        v, h = ops.gated_pixelcnn_layer(v, h, **p, mask_type=mask, cond=cond)
+    return h
+
+
+def _cached_stack(image, layers, vertical, horizontal, cond=None):
+    """h of the last layer, pixel by pixel with the row caches (what the model's sampler does)."""
+    n, c_in, height, width = image.shape
+    c = layers[0][0]["w_res"].shape[0]
+    dtype = image.dtype
+    v_states = [torch.zeros(n, p["w_v"].shape[1], p["w_v"].shape[2], width, dtype=dtype) for p, _ in layers]
+    h_states = [torch.zeros(n, p["w_h"].shape[1], p["w_h"].shape[3], dtype=dtype) for p, _ in layers]
+    links = [p["b_v2h"][None, :, None].expand(n, -1, width).contiguous() for p, _ in layers]
+    out = torch.zeros(n, c, height, width, dtype=dtype)
+    for i in range(height):
+        for s in h_states:
+            s.zero_()
+        for j in range(width):
+            x = image[:, :, i, j - 1] if j > 0 else torch.zeros(n, c_in, dtype=dtype)
+            for (p, mask), state, link in zip(layers, h_states, links):
+                x = horizontal(state, x, link[:, :, j], p["w_h"], p["b_h"], p["w_res"], p["b_res"], mask_type=mask,
+                               cond=cond, w_cond_h=p.get("w_cond_h"))
+            out[:, :, i, j] = x
+        row = image[:, :, i]
+        for layer, ((p, _), state) in enumerate(zip(layers, v_states)):
+            row, links[layer] = vertical(state, row, p["w_v"], p["b_v"], p["w_v2h"], p["b_v2h"], cond=cond,
+                                         w_cond_v=p.get("w_cond_v"))
+    return out
+
+
+@pytest.mark.parametrize("kernels", [(3, 3), (5, 3, 3), (1, 1), (7,)])
+@pytest.mark.parametrize("with_cond", [False, True])
+def test_pixelcnn_steps_equal_the_full_stack(kernels, with_cond):
+    image = torch.randn(2, 3, 5, 6, dtype=torch.float64)
+    layers = _pixelcnn_layers(3, 4, kernels, cond_features=2 if with_cond else None)
+    cond = torch.randn(2, 2, dtype=torch.float64) if with_cond else None
+    want = _full_stack(image, layers, cond)
+    got = _cached_stack(image, layers, ops.gated_pixelcnn_vertical_step, ops.gated_pixelcnn_horizontal_step, cond)
+    torch.testing.assert_close(got, want, rtol=1e-11, atol=1e-11)
+
+
+def _kw_reference_vertical(state, row, w_v, b_v, w_v2h, b_v2h, *, cond, w_cond_v):
+    return reference_steps.gated_pixelcnn_vertical_step(state, row, w_v, b_v, w_v2h, b_v2h, cond, w_cond_v)
+
+
+def _kw_reference_horizontal(state, x, link, w_h, b_h, w_res, b_res, *, mask_type, cond, w_cond_h):
+    return reference_steps.gated_pixelcnn_horizontal_step(state, x, link, w_h, b_h, w_res, b_res, mask_type, cond,
+                                                          w_cond_h)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_pixelcnn_step_kernels_match_reference(dtype):
+    image = torch.randn(2, 1, 4, 5).to(dtype)
+    layers = _pixelcnn_layers(1, 4, (5, 3), dtype=dtype, seed=3)
+    got = _cached_stack(image, layers, ops.gated_pixelcnn_vertical_step, ops.gated_pixelcnn_horizontal_step)
+    want = _cached_stack(image, layers, _kw_reference_vertical, _kw_reference_horizontal)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_mask_a_never_reads_its_current_pixel_tap():
+    layers = _pixelcnn_layers(2, 3, (3,))
+    p, _ = layers[0]
+    state = torch.zeros(1, 2, 2, dtype=torch.float64)
+    x, link = torch.randn(1, 2, dtype=torch.float64), torch.randn(1, 6, dtype=torch.float64)
+    want = ops.gated_pixelcnn_horizontal_step(state.clone(), x, link, p["w_h"], p["b_h"], p["w_res"], p["b_res"],
+                                              mask_type="A")
+    poisoned = p["w_h"].clone()
+    poisoned[..., -1] = float("nan")
+    got = ops.gated_pixelcnn_horizontal_step(state.clone(), x, link, poisoned, p["b_h"], p["w_res"], p["b_res"],
+                                             mask_type="A")
+    torch.testing.assert_close(got, want)
+
+
+def _opcheck_args():
+    p = _wavenet_params(3, 4, 2, 2, c_cond=2, dtype=torch.float32)
+    wave = (torch.randn(2, 3), torch.zeros(2, 2, 3), torch.tensor(1), p["w_dilated"], p["b_dilated"], p["w_res"],
+            p["b_res"], p["w_skip"], p["b_skip"], 2, torch.randn(2, 2), p["w_cond"])
+    (q, _), = _pixelcnn_layers(2, 2, (3,), dtype=torch.float32)
+    vertical = (torch.randn(2, 2, 2, 5), torch.randn(2, 2, 5), q["w_v"], q["b_v"], q["w_v2h"], q["b_v2h"], None, None)
+    horizontal = (torch.randn(2, 2, 2), torch.randn(2, 2), torch.randn(2, 4), q["w_h"], q["b_h"], q["w_res"],
+                  q["b_res"], "B", None, None)
+    return [("wavenet_layer_step", wave), ("gated_pixelcnn_vertical_step", vertical),
+            ("gated_pixelcnn_horizontal_step", horizontal)]
+
+
+@pytest.mark.parametrize("name,args", _opcheck_args(), ids=lambda v: v if isinstance(v, str) else "")
+def test_opcheck(name, args):
+    torch.library.opcheck(getattr(torch.ops.fastgen, name), args,
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+
+
+def test_steps_refuse_inputs_that_require_grad():
+    p = _wavenet_params(3, 4, 2, 2, dtype=torch.float32)
+    p["w_dilated"].requires_grad_(True)
+    with pytest.raises(RuntimeError, match="wavenet_layer_step.*torch.no_grad"):
+        ops.wavenet_layer_step(torch.randn(1, 3), ops.wavenet_state(1, 3, 1), 0, **p, dilation=1)
+    with torch.no_grad():
+        ops.wavenet_layer_step(torch.randn(1, 3), ops.wavenet_state(1, 3, 1), 0, **p, dilation=1)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(state=torch.zeros(1, 3, 3)), r"state must have shape \(N, dilation \* \(K - 1\), C_res\)"),
+    (dict(state=torch.zeros(1, 3, 2).transpose(1, 2)), "state must be contiguous"),
+    (dict(position=-1), "position must be >= 0"),
+    (dict(position=1.5), "position must be an int"),
+    (dict(position=torch.tensor([1])), "position must be an int or a 0-dim int64 tensor"),
+    (dict(x=torch.randn(1, 3, 1)), r"x must have 2 dimensions \(N, C_res\)"),
+    (dict(dilation=0), "dilation must be >= 1"),
+    (dict(x=torch.randn(1, 3, dtype=torch.float64)), "w_dilated must have the dtype of x"),
+    (dict(cond=torch.randn(1, 2)), "cond and w_cond must be given together"),
+])
+def test_wavenet_step_errors(change, match):
+    p = _wavenet_params(3, 4, 2, 2, dtype=torch.float32)
+    args = dict(x=torch.randn(1, 3), state=ops.wavenet_state(1, 3, 2), position=0, dilation=2)
+    args.update(change)
+    with pytest.raises((ValueError, TypeError), match=match):
+        ops.wavenet_layer_step(args.pop("x"), args.pop("state"), args.pop("position"), **p, **args)
+
+
+def test_pixelcnn_step_errors():
+    (p, _), = _pixelcnn_layers(2, 2, (3,), dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"state must have shape \(N, C_in, k \+ 1, W\)"):
+        ops.gated_pixelcnn_vertical_step(torch.zeros(1, 2, 3, 4), torch.randn(1, 2, 4), p["w_v"], p["b_v"],
+                                         p["w_v2h"], p["b_v2h"])
+    with pytest.raises(ValueError, match=r"w_v must have shape"):
+        ops.gated_pixelcnn_vertical_step(torch.zeros(1, 2, 2, 4), torch.randn(1, 2, 4), p["w_v"][..., :2],
+                                         p["b_v"], p["w_v2h"], p["b_v2h"])
+    args = (torch.zeros(1, 2, 2), torch.randn(1, 2), torch.randn(1, 4), p["w_h"], p["b_h"], p["w_res"], p["b_res"])
+    with pytest.raises(ValueError, match='mask_type must be "A" or "B"'):
+        ops.gated_pixelcnn_horizontal_step(*args, mask_type="C")
+    with pytest.raises(ValueError, match=r"link must have shape \(N, 2C\)"):
+        ops.gated_pixelcnn_horizontal_step(args[0], args[1], torch.randn(1, 3), *args[3:])
+    with pytest.raises(ValueError, match="cond and w_cond_h must be given together"):
+        ops.gated_pixelcnn_horizontal_step(*args, cond=torch.randn(1, 2))
+
+
+def test_direct_op_calls_check_their_arguments():
+    p = _wavenet_params(3, 4, 2, 2, dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="state must have shape"):
+        torch.ops.fastgen.wavenet_layer_step(torch.randn(1, 3), torch.zeros(1, 5, 3), torch.tensor(0),
+                                             p["w_dilated"], None, p["w_res"], None, p["w_skip"], None, 2, None, None)
