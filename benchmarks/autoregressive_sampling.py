@@ -6,16 +6,18 @@ Random-weight models at the issue's sizes (speed does not depend on training):
 
 * WaveNet: 2 stacks of 15 layers (dilations 1 .. 16384, receptive field 65,535 samples),
   residual 64, gate 128, skip 256, 256-way mu-law output; batch 1 and 16.
-  - cached: ``model.sample(..., method="cached")`` generating ``--wave-steps`` samples;
+  - cached: ``model.sample(..., method="cached")`` generating 2,000 samples with the fused
+    decoder (``fastgen.ops.wavenet_generate``: every layer and step in one call), and 500 with
+    one ``wavenet_layer_step`` call per layer and step (``fused=False``);
   - naive: what public PyTorch WaveNets do, one full forward pass over the receptive field
-    (the last 65,535 inputs) per generated sample; timed over ``--naive-steps`` samples at a
+    (the last 65,535 inputs) per generated sample; timed over 3 samples at a
     full window (every step costs the same) and reported per sample.
   Real-time factor = generation time / audio duration at 16 kHz (batch 1; < 1 is faster than
   real time).
 * PixelCNN: 15 gated layers of 64 channels, 28x28, 256 levels; batch 1, 16, 128.
   - cached: whole images with the row caches;
   - naive: one full forward pass per pixel; every pixel step costs the same, so
-    ``--naive-pixels`` steps are timed and the image time is that x 784 (said in the table).
+    4 steps are timed and the image time is that x 784 (said in the table).
 
 Both samplers get the same uniforms; the benchmark checks that the naive steps it times give
 the same values as the cached run. Prints a markdown table and writes results.json/results.md.
@@ -38,25 +40,39 @@ from fastgen.models import PixelCNN, WaveNet
 SAMPLE_RATE = 16000
 
 
+DEVICE = torch.device("cpu")
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def _timed(fn) -> tuple[float, object]:
+    _sync()
     start = time.perf_counter()
     out = fn()
+    _sync()
     return time.perf_counter() - start, out
 
 
 @torch.no_grad()
 def wavenet_rows(batches: tuple[int, ...], wave_steps: int, naive_steps: int) -> list[dict]:
     torch.manual_seed(0)
-    model = WaveNet(residual_channels=64, gate_channels=128, skip_channels=256, layers_per_stack=15, stacks=2).eval()
+    model = WaveNet(residual_channels=64, gate_channels=128, skip_channels=256, layers_per_stack=15,
+                    stacks=2).to(DEVICE).eval()
     field = model.receptive_field
     rows = []
     for n in batches:
-        u = torch.rand(n, wave_steps, generator=torch.Generator().manual_seed(n))
+        u = torch.rand(n, wave_steps, generator=torch.Generator().manual_seed(n)).to(DEVICE)
         model.sample(n, 8, uniforms=u[:, :8])  # warm-up
         cached_s, codes = _timed(lambda: model.sample(n, wave_steps, uniforms=u))
         cached_per_step = cached_s / wave_steps
+        steps_s, step_codes = _timed(lambda: model.sample(n, wave_steps // 4, uniforms=u[:, :wave_steps // 4],
+                                                          fused=False))
+        steps_per_step = steps_s / (wave_steps // 4)
         # Naive at a full window: the network over the last `field` inputs, last output kept.
-        inputs = model.embed(torch.randint(0, 256, (n, field))).transpose(1, 2).contiguous()
+        inputs = model.embed(torch.randint(0, 256, (n, field), device=DEVICE)).transpose(1, 2).contiguous()
         model._trunk(inputs[:, :, -512:], None)  # warm-up
         naive_s, _ = _timed(lambda: [model._trunk(inputs, None)[:, :, -1] for _ in range(naive_steps)])
         naive_per_step = naive_s / naive_steps
@@ -64,8 +80,11 @@ def wavenet_rows(batches: tuple[int, ...], wave_steps: int, naive_steps: int) ->
         check = model.sample(n, 16, uniforms=u[:, :16], method="naive")
         rows.append({
             "model": "wavenet", "batch": n, "cached_samples_per_s": n / cached_per_step,
+            "step_ops_samples_per_s": n / steps_per_step,
             "naive_samples_per_s": n / naive_per_step, "speedup": naive_per_step / cached_per_step,
             "real_time_factor": cached_per_step * SAMPLE_RATE if n == 1 else None,
+            "real_time_factor_step_ops": steps_per_step * SAMPLE_RATE if n == 1 else None,
+            "step_ops_equal_fused": bool(torch.equal(step_codes, codes[:, :wave_steps // 4])),
             "cached_steps_timed": wave_steps, "naive_steps_timed": naive_steps, "receptive_field": field,
             "naive_equals_cached_on_first_16": bool(torch.equal(check, codes[:, :16])),
         })
@@ -76,13 +95,13 @@ def wavenet_rows(batches: tuple[int, ...], wave_steps: int, naive_steps: int) ->
 @torch.no_grad()
 def pixelcnn_rows(batches: tuple[int, ...], naive_pixels: int) -> list[dict]:
     torch.manual_seed(0)
-    model = PixelCNN((1, 28, 28), levels=256, channels=64, num_layers=15).eval()
+    model = PixelCNN((1, 28, 28), levels=256, channels=64, num_layers=15).to(DEVICE).eval()
     pixels = 28 * 28
     rows = []
     for n in batches:
-        u = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(n))
+        u = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(n)).to(DEVICE)
         cached_s, images = _timed(lambda: model.sample(n, uniforms=u))
-        x = torch.zeros(n, 1, 28, 28)
+        x = torch.zeros(n, 1, 28, 28, device=DEVICE)
         model._params(x, None)  # warm-up
 
         def naive_prefix():
@@ -109,15 +128,19 @@ def _markdown(wave: list[dict], pixel: list[dict], env: dict) -> str:
     lines = [
         "# Autoregressive sampling: naive vs cached", "",
         f"{env['date']}, {env['machine']}, torch {env['torch']}, fastgen {env['fastgen']}, "
-        f"{env['threads']} threads. Command: `python benchmarks/autoregressive_sampling.py`.", "",
+        f"{env['threads']} threads, device {env['device']}. Command: `python benchmarks/autoregressive_sampling.py"
+        f"{' --device ' + env['device'] if env['device'] != 'cpu' else ''}`.", "",
         "## WaveNet (2 x 15 layers, residual 64 / gate 128 / skip 256, receptive field 65,535)", "",
-        "| batch | naive samples/s | cached samples/s | cached / naive | real-time factor | naive = cached |",
-        "|---:|---:|---:|---:|---:|:---:|",
+        "| batch | naive samples/s | cached, step ops samples/s | cached, fused decoder samples/s "
+        "| fused / naive | real-time factor (step ops, fused) | naive = step ops = fused |",
+        "|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     for r in wave:
-        rtf = f"{r['real_time_factor']:.2f}" if r["real_time_factor"] is not None else "-"
-        lines.append(f"| {r['batch']} | {r['naive_samples_per_s']:.3g} | {r['cached_samples_per_s']:.4g} | "
-                     f"{r['speedup']:.0f}x | {rtf} | {r['naive_equals_cached_on_first_16']} |")
+        rtf = (f"{r['real_time_factor_step_ops']:.2f}, {r['real_time_factor']:.2f}"
+               if r["real_time_factor"] is not None else "-")
+        same = r["naive_equals_cached_on_first_16"] and r["step_ops_equal_fused"]
+        lines.append(f"| {r['batch']} | {r['naive_samples_per_s']:.3g} | {r['step_ops_samples_per_s']:.4g} | "
+                     f"{r['cached_samples_per_s']:.4g} | {r['speedup']:.0f}x | {rtf} | {same} |")
     lines += ["", "Targets (not asserted): cached >= 100x naive on CPU; real-time factor <= 1.0 at batch 1 "
               "on 2 CPU cores.", "",
               "## PixelCNN (15 gated layers, 64 channels, 28x28, 256 levels)", "",
@@ -140,12 +163,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small step counts (a smoke run)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the fused WaveNet decoder is CPU-only: "
+                        "on a GPU cached sampling uses the step ops)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu-2core-20261130/autoregressive_sampling"))
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     wave = wavenet_rows((1, 16), wave_steps=200 if args.quick else 2000, naive_steps=1 if args.quick else 3)
     pixel = pixelcnn_rows((1, 16) if args.quick else (1, 16, 128), naive_pixels=2 if args.quick else 4)
-    env = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()} {platform.processor()}",
+    machine = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"{platform.machine()} CPU"
+    env = {"date": datetime.date.today().isoformat(), "machine": machine, "device": str(DEVICE),
            "torch": torch.__version__, "fastgen": fastgen.__version__, "threads": torch.get_num_threads()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"environment": env, "wavenet": wave, "pixelcnn": pixel},

@@ -86,6 +86,16 @@ TORCH_LIBRARY(fastgen, m) {
       "wavenet_layer_step(Tensor x, Tensor(a!) state, Tensor position, Tensor w_dilated, Tensor? b_dilated,"
       " Tensor w_res, Tensor? b_res, Tensor w_skip, Tensor? b_skip, int dilation, Tensor? cond,"
       " Tensor? w_cond) -> (Tensor, Tensor)");
+  // wavenet_generate: a whole WaveNet for T steps per call (float32/float64, categorical output):
+  // per step every layer as in wavenet_layer_step (states, one per layer, updated in place;
+  // position start + t), skips -> relu -> w_hidden -> relu -> w_out logits, the code drawn by the
+  // inverse CDF at uniforms[:, t], its embedding row the next step's input -> codes (N, T) int64.
+  // first_input (N, R) is the input of step 0; cond (N, C_cond, T) with one w_cond per layer.
+  m.def(
+      "wavenet_generate(Tensor(a!)[] states, Tensor first_input, Tensor uniforms, Tensor embedding,"
+      " Tensor[] w_dilated, Tensor?[] b_dilated, Tensor[] w_res, Tensor?[] b_res, Tensor[] w_skip,"
+      " Tensor?[] b_skip, Tensor?[] w_cond, int[] dilations, Tensor w_hidden, Tensor? b_hidden, Tensor w_out,"
+      " Tensor? b_out, Tensor? cond, int start) -> Tensor");
   // gated_pixelcnn_vertical_step: state (N, C_in, k + 1, W) (the cached rows of the vertical
   // input) moves up one row and takes new_row (N, C_in, W) last, in place -> (v_out (N, C, W),
   // link (N, 2C, W) = w_v2h @ v_pre + b_v2h) for that row.

@@ -50,11 +50,13 @@ step "fastgen info" info.txt "$python" -m fastgen info
 parallel=""
 if "$python" -c "import xdist" 2>/dev/null; then parallel="-n 8"; fi
 step "tests on CUDA and Triton" tests_cuda.log env FASTGEN_REQUIRE_EXT=1 "$python" -m pytest -q -rs $parallel -k "cuda or triton"
-families="flows masked_conv wavenet pixelcnn gaussian conv"  # the newest first: the budget may end the list
+families="steps flows masked_conv wavenet pixelcnn gaussian conv"  # the newest first: the budget may end the list
 for family in $families; do
   step "benchmarks ($family, cuda)" "bench_cuda_$family.log" \
     "$python" -m fastgen bench --device cuda --ops "$family" --no-progress --out "$out/bench-cuda-$family"
 done
+step "autoregressive sampling (cuda)" sampling_cuda.log \
+  "$python" benchmarks/autoregressive_sampling.py --device cuda --out "$out/autoregressive_sampling"
 step "rest of the test suite" tests_rest.log env FASTGEN_REQUIRE_EXT=1 "$python" -m pytest -q -rs -k "not (cuda or triton)"
 step "nvcc compile check" nvcc_check.log bash scripts/nvcc_check.sh
 step "benchmarks (cpu, quick)" bench_cpu.log "$python" -m fastgen bench --quick --device cpu --no-progress --out "$out/bench-cpu"
@@ -74,7 +76,7 @@ step "benchmarks (cpu, quick)" bench_cpu.log "$python" -m fastgen bench --quick 
     tail -n 25 "$out/$log" 2>/dev/null
     echo '```'
   done
-  for b in $(for f in $families; do echo "bench-cuda-$f"; done) bench-cpu; do
+  for b in autoregressive_sampling $(for f in $families; do echo "bench-cuda-$f"; done) bench-cpu; do
     if [ -f "$out/$b/results.md" ]; then echo; echo "## $b"; cat "$out/$b/results.md"; fi
   done
 } >"$out/report.md"

@@ -82,9 +82,10 @@ def test_wavenet_cached_equals_naive_bit_for_bit_in_float64(output, cond, classe
     c = torch.randn(3, 3, -(-length // 4), dtype=torch.float64, generator=g) if cond else None
     y = torch.tensor([2, 0, 1]) if classes else None
     naive = model.sample(3, length, cond=c, y=y, method="naive", uniforms=u)
-    cached = model.sample(3, length, cond=c, y=y, uniforms=u)
+    cached = model.sample(3, length, cond=c, y=y, uniforms=u)  # fused decoder where available
+    steps = model.sample(3, length, cond=c, y=y, uniforms=u, fused=False)  # one step op per layer
     assert naive.dtype == torch.int64 and naive.shape == (3, length)
-    assert torch.equal(naive, cached)
+    assert torch.equal(naive, cached) and torch.equal(naive, steps)
     assert naive.unique().numel() > 4
 
 
@@ -92,7 +93,18 @@ def test_wavenet_cached_equals_naive_class_indices_in_float32():
     model = WaveNet(levels=256, residual_channels=16, gate_channels=32, skip_channels=32, layers_per_stack=4, stacks=1)
     _randomise(model, 8, 0.15)
     u = torch.rand(4, 40, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(model.sample(4, 40, method="naive", uniforms=u), model.sample(4, 40, uniforms=u))
+    naive = model.sample(4, 40, method="naive", uniforms=u)
+    assert torch.equal(naive, model.sample(4, 40, uniforms=u, fused=True))
+    assert torch.equal(naive, model.sample(4, 40, uniforms=u, fused=False))
+
+
+def test_wavenet_fused_decoder_fallback_is_logged(caplog):
+    model = _tiny_wavenet("logistic_mixture")
+    with caplog.at_level("INFO", logger="fastgen.models.wavenet"):
+        model.sample(1, 3)
+    assert "sampling with the per-layer step ops" in caplog.text and "categorical" in caplog.text
+    with pytest.raises(ValueError, match="fused=True, but the fused decoder cannot run here"):
+        model.sample(1, 3, fused=True)
 
 
 @pytest.mark.parametrize("output", ["categorical", "logistic_mixture"])
@@ -156,6 +168,10 @@ def test_sampling_argument_errors():
         pixel.sample(1, y=0)
     with pytest.raises(ValueError, match="x must hold codes in"):
         wave.log_prob(torch.tensor([[0, 11]]))
+    with pytest.raises(ValueError, match="x must hold codes in"):
+        wave.log_prob(torch.tensor([[0, 200]], dtype=torch.uint8))
+    uint8_codes = torch.randint(0, 11, (2, 1, 6), dtype=torch.uint8)  # the AudioData layout
+    torch.testing.assert_close(wave.log_prob(uint8_codes), wave.log_prob(uint8_codes[:, 0].long()))
     with pytest.raises(TypeError, match="x must be an integer tensor"):
         wave.log_prob(torch.rand(1, 4))
     with pytest.raises(ValueError, match=r"x must have shape \(N, 2, 3, 4\)"):

@@ -246,3 +246,81 @@ def test_direct_op_calls_check_their_arguments():
     with pytest.raises(RuntimeError, match="state must have shape"):
         torch.ops.fastgen.wavenet_layer_step(torch.randn(1, 3), torch.zeros(1, 5, 3), torch.tensor(0),
                                              p["w_dilated"], None, p["w_res"], None, p["w_skip"], None, 2, None, None)
+
+
+def _generate_args(n=3, steps=9, dtype=torch.float64, cond_channels=0, seed=0):
+    """A 4-layer categorical WaveNet's tensors for wavenet_generate (dilations 1, 2, 4, 1; K = 2)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return (torch.randn(*shape, generator=g) * 0.5).to(dtype)
+
+    dilations = [1, 2, 4, 1]
+    c_res, c_gate, c_skip, hidden, levels = 5, 6, 7, 8, 9
+    layers = [_wavenet_params(c_res, c_gate, c_skip, 2, c_cond=cond_channels or None, dtype=dtype, seed=seed + i)
+              for i in range(len(dilations))]
+    states = [torch.zeros(n, d, c_res, dtype=dtype) for d in dilations]
+    kwargs = dict(cond=r(n, cond_channels, steps) if cond_channels else None,
+                  w_cond=[p["w_cond"] for p in layers] if cond_channels else None)
+    args = (states, r(n, c_res), torch.rand(n, steps, generator=g, dtype=dtype), r(levels, c_res),
+            [p["w_dilated"] for p in layers], [p["b_dilated"] for p in layers], [p["w_res"] for p in layers],
+            [p["b_res"] for p in layers], [p["w_skip"] for p in layers], [p["b_skip"] for p in layers], dilations,
+            r(hidden, c_skip), r(hidden), r(levels, hidden), r(levels))
+    return args, kwargs
+
+
+def _clone_states(args):
+    return ([s.clone() for s in args[0]],) + args[1:]
+
+
+@pytest.mark.parametrize("cond_channels", [0, 2])
+@pytest.mark.parametrize("n", [1, 3, 9])  # one block shared by the threads; several blocks
+def test_wavenet_generate_matches_the_reference_loop(cond_channels, n):
+    args, kwargs = _generate_args(n=n, cond_channels=cond_channels)
+    ref_args = _clone_states(args)
+    got = ops.wavenet_generate(*args, **kwargs)
+    want = reference_steps.wavenet_generate(*ref_args[:10], kwargs["w_cond"] or [None] * 4, *ref_args[10:],
+                                            kwargs["cond"])
+    assert got.dtype == torch.int64 and got.shape == (n, 9)
+    assert torch.equal(got, want)
+    assert got.unique().numel() > 2
+    for a, b in zip(args[0], ref_args[0]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_wavenet_generate_continues_from_its_states():
+    args, _ = _generate_args(steps=10)
+    whole = ops.wavenet_generate(*_clone_states(args))
+    split = _clone_states(args)
+    first = ops.wavenet_generate(split[0], split[1], split[2][:, :4], *split[3:])
+    # The next call's input is the embedding of the last code; its position is 4.
+    second = ops.wavenet_generate(split[0], split[3][first[:, -1]], split[2][:, 4:], *split[3:], start=4)
+    assert torch.equal(torch.cat([first, second], 1), whole)
+
+
+def test_wavenet_generate_is_the_same_on_one_and_two_threads():
+    args, _ = _generate_args(n=2, dtype=torch.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.wavenet_generate(*_clone_states(args))
+        torch.set_num_threads(2)
+        two = ops.wavenet_generate(*_clone_states(args))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+def test_wavenet_generate_opcheck_and_errors():
+    args, _ = _generate_args(n=2, steps=3, dtype=torch.float32)
+    op_args = args[:10] + ([None] * 4,) + args[10:] + (None, 0)
+    torch.library.opcheck(torch.ops.fastgen.wavenet_generate, op_args,
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+    with pytest.raises(ValueError, match="w_res must have one entry per layer"):
+        ops.wavenet_generate(args[0], *args[1:6], args[6][:3], *args[7:])
+    with pytest.raises(ValueError, match="start must be an int >= 0"):
+        ops.wavenet_generate(*args, start=-1)
+    with pytest.raises(TypeError, match="first_input must be float32 or float64"):
+        ops.wavenet_generate(args[0], args[1].half(), *args[2:])
+    with pytest.raises(RuntimeError, match="state 1 must be contiguous"):
+        torch.ops.fastgen.wavenet_generate([args[0][0], torch.zeros(2, 3, 5)] + args[0][2:], *op_args[1:])

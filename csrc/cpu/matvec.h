@@ -1,6 +1,6 @@
-// Small matrix-vector products for the sampling step kernels, where one time step or one pixel
-// is a handful of vectors per sample: y = bias + W @ x with W row-major (M, K). Each output is
-// a contiguous dot product, which the simd reduction vectorizes (AVX2+FMA via target_clones).
+// Small matrix-vector products for the sampling kernels, where one time step or one pixel is a
+// handful of vectors per sample: y = bias + W @ x with W row-major (M, K). Each output is a
+// contiguous dot product, which the simd reduction vectorizes (AVX2+FMA via target_clones).
 #pragma once
 #include <stdint.h>
 
@@ -8,18 +8,31 @@
 
 namespace fastgen::cpu {
 
-// y[o] = (bias ? bias[o] : 0) + (accumulate ? y[o] : 0) + sum_i W[o * K + i] * x[i], o < M.
+// For b < B: y_b[o] = (bias ? bias[o] : 0) + (accumulate ? y_b[o] : 0) + sum_i W[o * K + i] * x_b[i],
+// o < M, with x_b = X + b * ldx and y_b = Y + b * ldy. Rows outer, vectors inner: the B dot
+// products of a row read it from L1, so a block of vectors streams the matrix once.
 template <typename acc_t>
-FASTGEN_CPU_CLONES void matvec(const acc_t* __restrict W, const acc_t* __restrict x, int64_t M, int64_t K,
-                               const acc_t* __restrict bias, bool accumulate, acc_t* __restrict y) {
+FASTGEN_CPU_CLONES void matvec_block(const acc_t* __restrict W, const acc_t* __restrict X, int64_t ldx, int64_t B,
+                                     int64_t M, int64_t K, const acc_t* __restrict bias, bool accumulate,
+                                     acc_t* __restrict Y, int64_t ldy) {
   for (int64_t o = 0; o < M; ++o) {
     const acc_t* __restrict row = W + o * K;
-    acc_t sum = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      const acc_t* __restrict x = X + b * ldx;
+      acc_t sum = 0;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < K; ++i) sum += row[i] * x[i];
-    if (bias != nullptr) sum += bias[o];
-    y[o] = accumulate ? y[o] + sum : sum;
+      for (int64_t i = 0; i < K; ++i) sum += row[i] * x[i];
+      if (bias != nullptr) sum += bias[o];
+      acc_t* y = Y + b * ldy + o;
+      *y = accumulate ? *y + sum : sum;
+    }
   }
+}
+
+// One vector: y[o] = (bias ? bias[o] : 0) + (accumulate ? y[o] : 0) + W[o, :] @ x.
+template <typename acc_t>
+inline void matvec(const acc_t* W, const acc_t* x, int64_t M, int64_t K, const acc_t* bias, bool accumulate, acc_t* y) {
+  matvec_block(W, x, K, int64_t(1), M, K, bias, accumulate, y, M);
 }
 
 }  // namespace fastgen::cpu

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -12,10 +13,13 @@ from torch import nn
 from fastgen.models import _autoregressive as ar
 from fastgen.nn import WaveNetLayer
 from fastgen.ops import _dispatch
+from fastgen.ops.wavenet_generate import wavenet_generate
 from fastgen.ops.wavenet_step import wavenet_layer_step
 from fastgen.reference import steps as reference_steps
 
 __all__ = ["WaveNet"]
+
+_log = logging.getLogger(__name__)
 
 
 def _positive(value: object, name: str) -> int:
@@ -143,13 +147,14 @@ class WaveNet(nn.Module):
         if not isinstance(x, torch.Tensor) or x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
             raise TypeError(f"x must be an integer tensor of codes in [0, {self.levels}), got "
                             f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+        x = x.long()  # before comparing: levels (256) does not fit a uint8
         if x.dim() == 3 and x.shape[1] == 1:
             x = x[:, 0]
         if x.dim() != 2 or x.shape[1] == 0:
             raise ValueError(f"x must have shape (N, T) or (N, 1, T) with T >= 1, got {tuple(x.shape)}")
         if bool(((x < 0) | (x >= self.levels)).any()):
             raise ValueError(f"x must hold codes in [0, {self.levels - 1}]")
-        return x.long()
+        return x
 
     def _conditioning(self, cond: object, y: object, n: int, length: int, like: torch.Tensor) -> torch.Tensor | None:
         """Local + global conditioning at the sample rate, (n, C_cond, length), or None."""
@@ -215,7 +220,7 @@ class WaveNet(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, length: int, *, cond: torch.Tensor | None = None, y: torch.Tensor | int | None = None,
                method: str = "cached", uniforms: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, fused: bool | None = None) -> torch.Tensor:
         """Generate ``n`` sequences of ``length`` codes, int64 (n, length).
 
         Parameters
@@ -233,6 +238,12 @@ class WaveNet(nn.Module):
             (n, length) uniforms, one per draw; the same uniforms give the same codes with both
             methods. Default: drawn from ``generator``.
         generator : torch.Generator or None
+        fused : bool or None
+            For "cached": run the whole network for every step inside one kernel call
+            (:func:`fastgen.ops.wavenet_generate`) instead of one step-op call per layer and
+            step. None (default): fused where it is available (categorical output, float32 or
+            float64, a device with the kernel: the CPU), else the step ops, with a log line.
+            True where it is not available raises.
 
         Decode the codes to a waveform with :func:`fastgen.data.mu_law_decode`.
         """
@@ -245,7 +256,14 @@ class WaveNet(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return (self._sample_naive if method == "naive" else self._sample_cached)(u, c)
+            if method == "naive":
+                return self._sample_naive(u, c)
+            why_not = self._why_not_fused(u)
+            if fused and why_not:
+                raise ValueError(f"fused=True, but the fused decoder cannot run here: {why_not}")
+            if fused is None and why_not:
+                _log.info("WaveNet.sample: %s; sampling with the per-layer step ops", why_not)
+            return self._sample_steps(u, c) if why_not or fused is False else self._sample_fused(u, c)
         finally:
             self.train(was_training)
 
@@ -266,7 +284,33 @@ class WaveNet(nn.Module):
                 inputs[:, :, t + 1] = self.embed(codes[:, t])
         return codes
 
-    def _sample_cached(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    def _why_not_fused(self, u: torch.Tensor) -> str | None:
+        """Why the fused decoder cannot sample this model here, or None when it can."""
+        if self.output != "categorical":
+            return f"the fused decoder draws from a categorical output, not {self.output!r}"
+        if u.dtype not in (torch.float32, torch.float64):
+            return f"the fused decoder runs in float32 or float64, not {u.dtype}"
+        if not _dispatch.use_kernel("wavenet_generate", u):
+            return f"no fused decoder kernel for {u.device.type}"
+        return None
+
+    def _sample_fused(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        n = u.shape[0]
+        layers = [_layer_weights(layer) for layer in self.layers]
+        states = [u.new_zeros(n, layer.dilation * (layer.kernel_size - 1), layer.residual_channels)
+                  for layer in self.layers]
+
+        def column(key):
+            return [w[key] for w in layers]
+
+        return wavenet_generate(
+            states, u.new_zeros(n, self.embed.embedding_dim), u, self.embed.weight, column("w_dilated"),
+            column("b_dilated"), column("w_res"), column("b_res"), column("w_skip"), column("b_skip"),
+            column("dilation"), self.head_hidden.weight.flatten(1), self.head_hidden.bias,
+            self.head_out.weight.flatten(1), self.head_out.bias, cond=cond,
+            w_cond=column("w_cond") if cond is not None else None)
+
+    def _sample_steps(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         n, length = u.shape
         kernel = _dispatch.use_kernel("wavenet_layer_step", u)
         position = torch.zeros((), dtype=torch.long, device=u.device)

@@ -35,6 +35,7 @@ from fastgen.ops.gated_pixelcnn import gated_pixelcnn_layer
 from fastgen.ops.masked_conv import masked_conv2d
 from fastgen.ops.pixelcnn_step import gated_pixelcnn_horizontal_step, gated_pixelcnn_vertical_step
 from fastgen.ops.wavenet import wavenet_layer
+from fastgen.ops.wavenet_generate import wavenet_generate
 from fastgen.ops.wavenet_step import wavenet_layer_step, wavenet_state
 
 _gaussian_registration.register()
@@ -63,6 +64,7 @@ __all__ = [
     "reparameterize",
     "reparameterize_with_kl",
     "standard_normal_log_prob",
+    "wavenet_generate",
     "wavenet_layer",
     "wavenet_layer_step",
     "wavenet_state",

@@ -2,7 +2,8 @@
 
 The step ops update their ``state`` argument in place (declared ``Tensor(a!)`` in the schema)
 and have no autograd: they are for sampling, and their Python wrappers refuse inputs that
-require grad. gated_pixelcnn_vertical_step is ATen code (a small convolution and a GEMM),
+require grad. wavenet_generate (the fused decoder) has a CPU kernel only; on a GPU the
+models step with wavenet_layer_step. gated_pixelcnn_vertical_step is ATen code (a small convolution and a GEMM),
 compiled for CUDA too in CUDA builds; the two per-position steps use Triton on CUDA.
 """
 
@@ -13,7 +14,7 @@ import torch
 from fastgen import _ext
 from fastgen.ops import _dispatch
 
-STEP_OPS = ["wavenet_layer_step", "gated_pixelcnn_vertical_step", "gated_pixelcnn_horizontal_step"]
+STEP_OPS = ["wavenet_layer_step", "gated_pixelcnn_vertical_step", "gated_pixelcnn_horizontal_step", "wavenet_generate"]
 TRITON_OPS = {"wavenet_layer_step": "fastgen.triton_kernels.steps",
               "gated_pixelcnn_horizontal_step": "fastgen.triton_kernels.steps"}
 
@@ -22,6 +23,10 @@ def _register_fakes() -> None:
     @torch.library.register_fake("fastgen::wavenet_layer_step")
     def _(x, state, position, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip, dilation, cond, w_cond):
         return x.new_empty(x.shape), x.new_empty((x.shape[0], w_skip.shape[0]))
+
+    @torch.library.register_fake("fastgen::wavenet_generate")
+    def _(states, first_input, uniforms, *rest):
+        return uniforms.new_empty(uniforms.shape, dtype=torch.int64)
 
     @torch.library.register_fake("fastgen::gated_pixelcnn_vertical_step")
     def _(state, new_row, w_v, b_v, w_v2h, b_v2h, cond, w_cond_v):

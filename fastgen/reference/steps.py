@@ -131,3 +131,35 @@ def gated_pixelcnn_horizontal_step(state: torch.Tensor, new_input: torch.Tensor,
     if mask_type == "B":
         out = out + _acc(new_input)
     return out.to(new_input.dtype)
+
+
+def wavenet_generate(states: list[torch.Tensor], first_input: torch.Tensor, uniforms: torch.Tensor,
+                     embedding: torch.Tensor, w_dilated: list[torch.Tensor], b_dilated: list[torch.Tensor | None],
+                     w_res: list[torch.Tensor], b_res: list[torch.Tensor | None], w_skip: list[torch.Tensor],
+                     b_skip: list[torch.Tensor | None], w_cond: list[torch.Tensor | None], dilations: list[int],
+                     w_hidden: torch.Tensor, b_hidden: torch.Tensor | None, w_out: torch.Tensor,
+                     b_out: torch.Tensor | None, cond: torch.Tensor | None = None, start: int = 0) -> torch.Tensor:
+    """A whole categorical WaveNet for T = uniforms.shape[1] steps: codes (N, T) int64.
+
+    Step t (position start + t) runs every layer with :func:`wavenet_layer_step` (input:
+    ``first_input`` at t = 0, then the embedding of the previous code), sums the skips, applies
+    relu -> w_hidden -> relu -> w_out and draws the code whose cumulative softmax mass first
+    exceeds ``uniforms[:, t]``.
+    """
+    n, steps = uniforms.shape
+    codes = torch.zeros(n, steps, dtype=torch.long, device=uniforms.device)
+    x_in = first_input
+    for t in range(steps):
+        x, skips = x_in, 0
+        c_t = None if cond is None else cond[:, :, t]
+        for layer, state in enumerate(states):
+            x, skip = wavenet_layer_step(x, state, start + t, w_dilated[layer], b_dilated[layer], w_res[layer],
+                                         b_res[layer], w_skip[layer], b_skip[layer], dilations[layer], c_t,
+                                         w_cond[layer])
+            skips = skips + skip
+        logits = _linear(torch.relu(_linear(torch.relu(skips), _flat(w_hidden), b_hidden)), _flat(w_out), b_out)
+        cdf = torch.cumsum(torch.softmax(logits, dim=-1), dim=-1)
+        code = (cdf < uniforms[:, t, None] * cdf[:, -1:]).sum(-1).clamp_max(logits.shape[-1] - 1)
+        codes[:, t] = code
+        x_in = embedding[code]
+    return codes

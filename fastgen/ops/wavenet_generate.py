@@ -1,0 +1,101 @@
+"""A whole WaveNet generating many samples per call: ``wavenet_generate`` (the fused decoder).
+
+Sampling with :func:`wavenet_layer_step` from Python costs one op dispatch per layer and per
+sample, more than the arithmetic of a batch-1 step. ``wavenet_generate`` keeps the loop over
+steps and layers, the output head and the categorical draw inside one kernel call: the CPU
+counterpart of a persistent decoder. It continues from the given ring buffers (``states``,
+updated in place) and position ``start``, so generation can be split over several calls.
+
+Sampling op: no gradient. float32 and float64; categorical output.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastgen.ops._dispatch import use_kernel
+from fastgen.ops.wavenet_step import check_no_grad
+from fastgen.reference import steps as reference_steps
+
+
+def wavenet_generate(
+    states: list[torch.Tensor],
+    first_input: torch.Tensor,
+    uniforms: torch.Tensor,
+    embedding: torch.Tensor,
+    w_dilated: list[torch.Tensor],
+    b_dilated: list[torch.Tensor | None],
+    w_res: list[torch.Tensor],
+    b_res: list[torch.Tensor | None],
+    w_skip: list[torch.Tensor],
+    b_skip: list[torch.Tensor | None],
+    dilations: list[int],
+    w_hidden: torch.Tensor,
+    b_hidden: torch.Tensor | None,
+    w_out: torch.Tensor,
+    b_out: torch.Tensor | None,
+    *,
+    cond: torch.Tensor | None = None,
+    w_cond: list[torch.Tensor | None] | None = None,
+    start: int = 0,
+) -> torch.Tensor:
+    """Generate T = ``uniforms.shape[1]`` codes with a categorical WaveNet, every layer per step.
+
+    Step t (position ``start + t``): each layer l runs :func:`wavenet_layer_step` on its ring
+    buffer ``states[l]``; the skips are summed; ``logits = w_out @ relu(w_hidden @ relu(skips) +
+    b_hidden) + b_out``; the code is the first level whose cumulative softmax mass exceeds
+    ``uniforms[:, t]``; its row of ``embedding`` is the next step's input.
+
+    Parameters
+    ----------
+    states : list of torch.Tensor
+        One ring buffer per layer, (N, dilations[l] * (K - 1), R), contiguous; updated in place.
+    first_input : torch.Tensor
+        (N, R): the first layer's input at step 0 (zeros at the start of a sequence).
+    uniforms : torch.Tensor
+        (N, T) in [0, 1]: one per draw.
+    embedding : torch.Tensor
+        (levels, R): the input vector of each code.
+    w_dilated, b_dilated, w_res, b_res, w_skip, b_skip : lists, one entry per layer
+        As in :func:`wavenet_layer_step` (1x1 weights as (C_out, C_in) matrices).
+    dilations : list of int
+        Dilation of each layer.
+    w_hidden, b_hidden, w_out, b_out : torch.Tensor
+        The output head: (H, C_skip), (H,), (levels, H), (levels,).
+    cond, w_cond : torch.Tensor and list, optional
+        Conditioning at each step (N, C_cond, T) and each layer's (C_gate, C_cond) projection.
+    start : int
+        Position of step 0 (the number of steps the states have seen).
+
+    Returns
+    -------
+    torch.Tensor
+        int64 codes (N, T). float32 and float64 only.
+    """
+    layers = len(states)
+    w_cond = [None] * layers if w_cond is None else list(w_cond)
+    lists = dict(w_dilated=w_dilated, b_dilated=b_dilated, w_res=w_res, b_res=b_res, w_skip=w_skip, b_skip=b_skip,
+                 dilations=dilations, w_cond=w_cond)
+    for name, values in lists.items():
+        if len(values) != layers:
+            raise ValueError(f"{name} must have one entry per layer ({layers}), got {len(values)}")
+    if first_input.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"first_input must be float32 or float64, got {first_input.dtype}")
+    if (cond is None) != all(w is None for w in w_cond):
+        raise ValueError("cond and w_cond must be given together (a projection per layer) or both be None")
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"start must be an int >= 0, got {start!r}")
+    tensors = [first_input, uniforms, embedding, w_hidden, b_hidden, w_out, b_out, cond, *states, *w_dilated,
+               *b_dilated, *w_res, *b_res, *w_skip, *b_skip, *w_cond]
+    check_no_grad("wavenet_generate", *tensors)
+    for t in tensors:
+        if t is not None and t.is_floating_point() and (t.dtype != first_input.dtype or t.device != first_input.device):
+            raise ValueError(f"every tensor must have the dtype and device of first_input ({first_input.dtype}, "
+                             f"{first_input.device}), got {t.dtype} on {t.device}")
+    if not use_kernel("wavenet_generate", first_input):
+        return reference_steps.wavenet_generate(states, first_input, uniforms, embedding, w_dilated, b_dilated, w_res,
+                                                b_res, w_skip, b_skip, w_cond, list(dilations), w_hidden, b_hidden,
+                                                w_out, b_out, cond, start)
+    return torch.ops.fastgen.wavenet_generate(states, first_input, uniforms, embedding, w_dilated, b_dilated, w_res,
+                                              b_res, w_skip, b_skip, w_cond, list(dilations), w_hidden, b_hidden,
+                                              w_out, b_out, cond, start)
