@@ -35,4 +35,27 @@ inline void matvec(const acc_t* W, const acc_t* x, int64_t M, int64_t K, const a
   matvec_block(W, x, K, int64_t(1), M, K, bias, accumulate, y, M);
 }
 
+// The same products with the matrix stored transposed, WT (K, M) row-major, for columns
+// [o0, o1) of y: y_b[o] = (bias ? bias[o] : 0) + (accumulate ? y_b[o] : 0) + sum_i x_b[i] WT[i, o].
+// Each input element scales one contiguous row of WT into y ("axpy" form): no horizontal sums,
+// and the row is read once for the B vectors. Sums run over i in order (deterministic).
+template <typename acc_t>
+FASTGEN_CPU_CLONES void matvec_t_block(const acc_t* __restrict WT, const acc_t* __restrict X, int64_t ldx, int64_t B,
+                                       int64_t M, int64_t K, int64_t o0, int64_t o1, const acc_t* __restrict bias,
+                                       bool accumulate, acc_t* __restrict Y, int64_t ldy) {
+  for (int64_t b = 0; b < B; ++b) {
+    acc_t* __restrict y = Y + b * ldy;
+    for (int64_t o = o0; o < o1; ++o) y[o] = (accumulate ? y[o] : acc_t(0)) + (bias != nullptr ? bias[o] : acc_t(0));
+  }
+  for (int64_t i = 0; i < K; ++i) {
+    const acc_t* __restrict row = WT + i * M;
+    for (int64_t b = 0; b < B; ++b) {
+      const acc_t a = X[b * ldx + i];
+      acc_t* __restrict y = Y + b * ldy;
+#pragma omp simd
+      for (int64_t o = o0; o < o1; ++o) y[o] += a * row[o];
+    }
+  }
+}
+
 }  // namespace fastgen::cpu

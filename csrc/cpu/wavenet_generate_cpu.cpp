@@ -86,13 +86,14 @@ inline void row_range(int64_t M, int tid, int team, int64_t& r0, int64_t& r1) {
   r1 = M * (tid + 1) / team;
 }
 
-// y rows [r0, r1) of matvec_block (bias and output offset to the range).
+// This thread's outputs [r0, r1) of y = bias + W @ x for the B vectors, with W given transposed
+// (WT, (K, M) row-major: the kernel transposes every weight once per call).
 template <typename acc_t>
-void rows_matvec(const acc_t* W, const acc_t* X, int64_t ldx, int64_t B, int64_t M, int64_t K, const acc_t* bias,
+void rows_matvec(const acc_t* WT, const acc_t* X, int64_t ldx, int64_t B, int64_t M, int64_t K, const acc_t* bias,
                  bool accumulate, acc_t* Y, int64_t ldy, int tid, int team) {
   int64_t r0, r1;
   row_range(M, tid, team, r0, r1);
-  if (r1 > r0) matvec_block(W + r0 * K, X, ldx, B, r1 - r0, K, bias ? bias + r0 : bias, accumulate, Y + r0, ldy);
+  if (r1 > r0) matvec_t_block(WT, X, ldx, B, M, K, r0, r1, bias, accumulate, Y, ldy);
 }
 
 // The whole generation of samples [n0, n0 + B), run by every thread of a team of `team` threads
@@ -238,9 +239,14 @@ Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const 
   if (cond.has_value()) {
     TORCH_CHECK(cond->dim() == 3 && cond->size(0) == N && cond->size(2) == T, "fastgen: cond must be (N, C_cond, T)");
   }
-  std::vector<Tensor> keep;  // contiguous copies alive for the kernel
+  std::vector<Tensor> keep;  // contiguous (or transposed) copies alive for the kernel
   auto c = [&](const Tensor& t) -> const Tensor& {
     keep.push_back(t.contiguous());
+    return keep.back();
+  };
+  // A weight (M, ...) as its transpose (K, M), K the product of the other dims.
+  auto ct = [&](const Tensor& t) -> const Tensor& {
+    keep.push_back(t.reshape({t.size(0), -1}).t().contiguous());
     return keep.back();
   };
   keep.reserve(8 * layers + 8);
@@ -263,13 +269,13 @@ Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const 
     std::vector<LayerView<acc_t>> views(layers);
     for (int64_t l = 0; l < layers; ++l) {
       const OptTensor bd = b_dilated.get(l), br = b_res.get(l), bs = b_skip.get(l), wc = w_cond.get(l);
-      views[l] = {c(w_dilated[l]).data_ptr<acc_t>(),
+      views[l] = {ct(w_dilated[l]).data_ptr<acc_t>(),
                   bd.has_value() ? c(*bd).data_ptr<acc_t>() : nullptr,
-                  c(w_res[l]).data_ptr<acc_t>(),
+                  ct(w_res[l]).data_ptr<acc_t>(),
                   br.has_value() ? c(*br).data_ptr<acc_t>() : nullptr,
-                  c(w_skip[l]).data_ptr<acc_t>(),
+                  ct(w_skip[l]).data_ptr<acc_t>(),
                   bs.has_value() ? c(*bs).data_ptr<acc_t>() : nullptr,
-                  wc.has_value() ? c(*wc).data_ptr<acc_t>() : nullptr,
+                  wc.has_value() ? ct(*wc).data_ptr<acc_t>() : nullptr,
                   states[l].data_ptr<acc_t>(),
                   dilations[l],
                   dilations[l] * (K - 1)};
@@ -277,8 +283,8 @@ Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const 
     const acc_t* first = c(first_input).data_ptr<acc_t>();
     const acc_t* u = c(uniforms).data_ptr<acc_t>();
     const acc_t* emb = c(embedding).data_ptr<acc_t>();
-    const acc_t* wh = c(w_hidden).data_ptr<acc_t>();
-    const acc_t* wo = c(w_out).data_ptr<acc_t>();
+    const acc_t* wh = ct(w_hidden).data_ptr<acc_t>();
+    const acc_t* wo = ct(w_out).data_ptr<acc_t>();
     const Tensor bh = contiguous_or_empty(b_hidden), bo = contiguous_or_empty(b_out), cc = contiguous_or_empty(cond);
     const acc_t* bh_p = bh.defined() ? bh.data_ptr<acc_t>() : nullptr;
     const acc_t* bo_p = bo.defined() ? bo.data_ptr<acc_t>() : nullptr;
