@@ -72,9 +72,9 @@ def wavenet_rows(batches: tuple[int, ...], wave_steps: int, naive_steps: int) ->
                                                           fused=False))
         steps_per_step = steps_s / (wave_steps // 4)
         # Naive at a full window: the network over the last `field` inputs, last output kept.
-        inputs = model.embed(torch.randint(0, 256, (n, field), device=DEVICE)).transpose(1, 2).contiguous()
-        model._trunk(inputs[:, :, -512:], None)  # warm-up
-        naive_s, _ = _timed(lambda: [model._trunk(inputs, None)[:, :, -1] for _ in range(naive_steps)])
+        context = torch.randint(0, 256, (n, field), device=DEVICE)
+        model.next_params(context[:, -512:])  # warm-up
+        naive_s, _ = _timed(lambda: [model.next_params(context) for _ in range(naive_steps)])
         naive_per_step = naive_s / naive_steps
         # The naive sampler itself, on the first steps: it must draw what the cached one drew.
         check = model.sample(n, 16, uniforms=u[:, :16], method="naive")

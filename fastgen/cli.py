@@ -30,7 +30,7 @@ Handler = Callable[[argparse.Namespace], "int | None"]
 Configure = Callable[[argparse.ArgumentParser], Handler]
 
 # Modules that define commands with @command; imported when the parser is built.
-COMMAND_MODULES: tuple[str, ...] = ("fastgen.bench.cli", "fastgen.train.cli", "fastgen.toy.cli")
+COMMAND_MODULES: tuple[str, ...] = ("fastgen.bench.cli", "fastgen.train.cli", "fastgen.toy.cli", "fastgen.compare.cli")
 
 
 class CommandError(Exception):

@@ -13,7 +13,7 @@ def _readme_commands() -> list[str]:
 def test_readme_has_the_two_commands():
     commands = _readme_commands()
     assert len(commands) == 2
-    assert commands[0].endswith("python -m fastgen train vae --quick")
+    assert commands[0].endswith("python -m fastgen compare --quick")
     assert "pytest" in commands[1]
 
 

@@ -37,22 +37,13 @@
 #include "conv_common.h"
 #include "gate_math.h"
 #include "matvec.h"
+#include "step_common.h"
 
 namespace fastgen::cpu {
 namespace {
 
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
-
-Tensor acc_contiguous(const Tensor& t, at::ScalarType acc) { return t.to(acc).contiguous(); }
-Tensor acc_contiguous(const OptTensor& t, at::ScalarType acc) {
-  return t.has_value() ? acc_contiguous(*t, acc) : Tensor();
-}
-
-template <typename acc_t>
-const acc_t* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data_ptr<acc_t>() : nullptr;
-}
 
 template <typename scalar_t>
 void horizontal_kernel(const Tensor& state, const Tensor& new_input, const Tensor& link, const Tensor& w_window,

@@ -25,11 +25,12 @@ import torch
 from fastgen.data import cifar, embedded, folder, idx, numpy_files
 from fastgen.data.arrays import Loaded
 from fastgen.data.errors import DataError
+from fastgen.data.labels import SplitChecks
 from fastgen.data.split import check_test_fraction, split_indices
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class ImageData:
+class ImageData(SplitChecks):
     """A train/test pair of integer-level image tensors.
 
     Attributes
@@ -57,9 +58,7 @@ class ImageData:
     class_names: tuple[str, ...] | None = None
 
     def __post_init__(self):
-        levels = self.levels
-        if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 256:
-            raise DataError(f"{self.name}: levels must be an integer in [2, 256], got {self.levels!r}")
+        self._check_levels()
         for split, x in (("train", self.train), ("test", self.test)):
             if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.dim() != 4:
                 what = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
@@ -76,32 +75,7 @@ class ImageData:
                 f"{self.name}: train images are {tuple(self.train.shape[1:])} (C, H, W) but test "
                 f"images are {tuple(self.test.shape[1:])}"
             )
-        if (self.train_labels is None) != (self.test_labels is None):
-            raise DataError(f"{self.name}: train and test labels must both be given or both be None")
-        if self.train_labels is not None:
-            for split, x, y in (
-                ("train", self.train, self.train_labels),
-                ("test", self.test, self.test_labels),
-            ):
-                if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
-                    what = f"{y.dtype} {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
-                    raise DataError(
-                        f"{self.name}: {split} labels must be an int64 tensor of shape ({len(x)},), "
-                        f"got {what}"
-                    )
-                if int(y.min()) < 0:
-                    raise DataError(f"{self.name}: {split} labels must be >= 0")
-            if self.class_names is not None and self._num_classes_found() > len(self.class_names):
-                raise DataError(
-                    f"{self.name}: labels go up to {self._num_classes_found() - 1} but there are only "
-                    f"{len(self.class_names)} class names"
-                )
-
-    def _num_classes_found(self) -> int:
-        """``1 + max label`` over both splits (0 without labels)."""
-        if self.train_labels is None:
-            return 0
-        return 1 + max(int(self.train_labels.max()), int(self.test_labels.max()))
+        self._check_labels()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -113,13 +87,6 @@ class ImageData:
         """``C * H * W``, the D of bits per dimension."""
         c, h, w = self.shape
         return c * h * w
-
-    @property
-    def num_classes(self) -> int | None:
-        """Number of classes (``len(class_names)`` or ``1 + max label``); None without labels."""
-        if self.train_labels is None:
-            return None
-        return len(self.class_names) if self.class_names is not None else self._num_classes_found()
 
     def __repr__(self) -> str:
         def dims(x):

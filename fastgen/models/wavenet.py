@@ -270,18 +270,27 @@ class WaveNet(nn.Module):
     def _draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return ar.sample_from_uniform(ar.log_pmf(params, self.output, self.levels), u)
 
+    def next_params(self, context: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Output parameters (N, P) of the code after ``context`` (N, L) (L >= 0 codes), from one
+        network pass over the last ``receptive_field`` inputs: the naive sampler's step.
+
+        ``cond`` (N, C_cond, L + 1) is the conditioning at the sample rate (local and global
+        parts, as built by :meth:`sample`), None without conditioning.
+        """
+        n, length = context.shape
+        start = max(0, length + 1 - self.receptive_field)
+        # Input at position p is the embedding of code p - 1 (zeros at p = 0), p in [start, length].
+        window = self._shifted_embedding(torch.cat([context[:, start:], context.new_zeros(n, 1)], 1))
+        if start > 0:  # the first input is code start - 1, not the zeros of the sequence start
+            window[:, :, 0] = self.embed(context[:, start - 1])
+        window_cond = None if cond is None else cond[:, :, start:length + 1]
+        return self._trunk(window, window_cond)[:, :, -1]
+
     def _sample_naive(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         n, length = u.shape
-        field = self.receptive_field
         codes = torch.zeros(n, length, dtype=torch.long, device=u.device)
-        inputs = u.new_zeros(n, self.embed.embedding_dim, length)  # input t = embedding of code t - 1
         for t in range(length):
-            start = max(0, t - field + 1)
-            window_cond = None if cond is None else cond[:, :, start:t + 1]
-            params = self._trunk(inputs[:, :, start:t + 1], window_cond)[:, :, -1]
-            codes[:, t] = self._draw(params, u[:, t])
-            if t + 1 < length:
-                inputs[:, :, t + 1] = self.embed(codes[:, t])
+            codes[:, t] = self._draw(self.next_params(codes[:, :t], cond), u[:, t])
         return codes
 
     def _why_not_fused(self, u: torch.Tensor) -> str | None:

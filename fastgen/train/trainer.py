@@ -83,7 +83,8 @@ class _SignalFlag:
             signal.signal(sig, handler)
 
 
-def _schedulers(optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+def warmup_schedulers(optimizers: dict[str, torch.optim.Optimizer]) -> dict[str, Any]:
+    """Per optimizer: a linear learning-rate warm-up over WARMUP_STEPS steps, then constant."""
     warmup = lambda step: min(1.0, (step + 1) / WARMUP_STEPS)  # noqa: E731
     return {name: torch.optim.lr_scheduler.LambdaLR(opt, warmup) for name, opt in optimizers.items()}
 
@@ -136,7 +137,7 @@ class Trainer:
         model = model.to(self.device)
         parts = self.recipe.trained_parts(model)
         optimizers = self.recipe.optimizers(parts, self.lr)
-        schedulers = _schedulers(optimizers)
+        schedulers = warmup_schedulers(optimizers)
         amp = Amp(self.config.amp, self.device)
         # Where the run stands; epoch_totals holds the sums of the current epoch's step losses so
         # an epoch resumed mid-way reports the same means as an uninterrupted one.

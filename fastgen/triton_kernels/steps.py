@@ -57,6 +57,20 @@ def _add_cond(acc_a, acc_s, cond_ptr, wc_ptr, offs_g, g_ok, G, D, ACC: tl.conste
 
 
 @triton.jit
+def _gate(acc_a, acc_s, b_ptr, cond_ptr, wc_ptr, offs_g, g_ok, G, D, HAS_BIAS: tl.constexpr, HAS_COND: tl.constexpr,
+          ACC: tl.constexpr, BLOCK_C: tl.constexpr):
+    """tanh * sigmoid of the two halves of a pre-activation, after adding the bias (2G,) and the
+    conditioning w_cond (2G, D) @ cond (D,); zero on the padding rows."""
+    if HAS_BIAS:
+        acc_a += tl.load(b_ptr + offs_g, mask=g_ok, other=0.0).to(ACC)
+        acc_s += tl.load(b_ptr + G + offs_g, mask=g_ok, other=0.0).to(ACC)
+    if HAS_COND:
+        acc_a, acc_s = _add_cond(acc_a, acc_s, cond_ptr, wc_ptr, offs_g, g_ok, G, D, ACC, BLOCK_C)
+    th, sg, _, _ = tanh_sigmoid(acc_a, acc_s)
+    return tl.where(g_ok, th * sg, 0.0)
+
+
+@triton.jit
 def _wavenet_step_kernel(x_ptr, state_ptr, pos_ptr, wd_ptr, bd_ptr, wr_ptr, br_ptr, ws_ptr, bs_ptr, cond_ptr,
                          wc_ptr, res_ptr, skip_ptr, C_res, G, C_skip, C_cond, L, dilation, K: tl.constexpr,
                          HAS_BD: tl.constexpr, HAS_BR: tl.constexpr, HAS_BS: tl.constexpr,
@@ -88,13 +102,8 @@ def _wavenet_step_kernel(x_ptr, state_ptr, pos_ptr, wd_ptr, bd_ptr, wr_ptr, br_p
                           mask=g_ok[:, None] & c_ok[None, :], other=0.0).to(ACC)
             acc_a += tl.sum(w_a * tap[None, :], axis=1)
             acc_s += tl.sum(w_s * tap[None, :], axis=1)
-    if HAS_BD:
-        acc_a += tl.load(bd_ptr + offs_g, mask=g_ok, other=0.0).to(ACC)
-        acc_s += tl.load(bd_ptr + G + offs_g, mask=g_ok, other=0.0).to(ACC)
-    if HAS_COND:
-        acc_a, acc_s = _add_cond(acc_a, acc_s, cond_ptr + n * C_cond, wc_ptr, offs_g, g_ok, G, C_cond, ACC, BLOCK_C)
-    th, sg, _, _ = tanh_sigmoid(acc_a, acc_s)
-    z = tl.where(g_ok, th * sg, 0.0)
+    z = _gate(acc_a, acc_s, bd_ptr, cond_ptr + n * C_cond, wc_ptr, offs_g, g_ok, G, C_cond, HAS_BD, HAS_COND, ACC,
+              BLOCK_C)
     _project(z, offs_g, g_ok, wr_ptr, br_ptr, x_n, res_ptr + n * C_res, C_res, G, HAS_BR, True, BLOCK_O)
     _project(z, offs_g, g_ok, ws_ptr, bs_ptr, x_n, skip_ptr + n * C_skip, C_skip, G, HAS_BS, False, BLOCK_O)
     if K > 1:  # x goes to slot t mod L, after every read of the state
@@ -173,13 +182,7 @@ def _horizontal_step_kernel(state_ptr, in_ptr, link_ptr, wh_ptr, bh_ptr, wr_ptr,
         w_s = tl.load(wh_ptr + (G + offs_g[:, None, None]) * (C_in * T) + w_off, mask=w_mask, other=0.0).to(ACC)
         acc_a += tl.sum(tl.sum(w_a * win[None, :, :], axis=2), axis=1)
         acc_s += tl.sum(tl.sum(w_s * win[None, :, :], axis=2), axis=1)
-    if HAS_BH:
-        acc_a += tl.load(bh_ptr + offs_g, mask=g_ok, other=0.0).to(ACC)
-        acc_s += tl.load(bh_ptr + G + offs_g, mask=g_ok, other=0.0).to(ACC)
-    if HAS_COND:
-        acc_a, acc_s = _add_cond(acc_a, acc_s, cond_ptr + n * D, wc_ptr, offs_g, g_ok, G, D, ACC, BLOCK_C)
-    th, sg, _, _ = tanh_sigmoid(acc_a, acc_s)
-    z = tl.where(g_ok, th * sg, 0.0)
+    z = _gate(acc_a, acc_s, bh_ptr, cond_ptr + n * D, wc_ptr, offs_g, g_ok, G, D, HAS_BH, HAS_COND, ACC, BLOCK_C)
     _project(z, offs_g, g_ok, wr_ptr, br_ptr, in_n, out_ptr + n * G, G, G, HAS_BR, MASK_B, BLOCK_O)
 
 
