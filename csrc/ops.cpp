@@ -86,7 +86,8 @@ TORCH_LIBRARY(fastgen, m) {
       "wavenet_layer_step(Tensor x, Tensor(a!) state, Tensor position, Tensor w_dilated, Tensor? b_dilated,"
       " Tensor w_res, Tensor? b_res, Tensor w_skip, Tensor? b_skip, int dilation, Tensor? cond,"
       " Tensor? w_cond) -> (Tensor, Tensor)");
-  // wavenet_generate: a whole WaveNet for T steps per call (float32/float64, categorical output):
+  // wavenet_generate: a whole WaveNet for T steps per call (categorical output; float16/bfloat16
+  // weights and states stay in that dtype, arithmetic in float32):
   // per step every layer as in wavenet_layer_step (states, one per layer, updated in place;
   // position start + t), skips -> relu -> w_hidden -> relu -> w_out logits, the code drawn by the
   // inverse CDF at uniforms[:, t], its embedding row the next step's input -> codes (N, T) int64.

@@ -189,3 +189,36 @@ def test_sampling_keeps_the_training_mode():
     model.train()
     model.sample(1, 4)
     assert model.training
+
+
+def test_cuda_graph_needs_a_cuda_device():
+    with pytest.raises(ValueError, match="cuda_graph=True needs the model on a CUDA device"):
+        _tiny_wavenet().sample(1, 3, cuda_graph=True)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_cuda_graph_sampling_equals_the_step_loop(conditioned):
+    model = _tiny_wavenet(cond=conditioned, classes=conditioned, dtype=torch.float32).cuda()
+    u = torch.rand(3, 50, device="cuda", generator=torch.Generator(device="cuda").manual_seed(0))
+    c = torch.randn(3, 3, 13, device="cuda") if conditioned else None
+    y = torch.tensor([0, 1, 2], device="cuda") if conditioned else None
+    steps = model.sample(3, 50, cond=c, y=y, uniforms=u)  # no fused decoder on CUDA: the step ops
+    graphed = model.sample(3, 50, cond=c, y=y, uniforms=u, cuda_graph=True)
+    naive = model.sample(3, 50, cond=c, y=y, uniforms=u, method="naive")
+    assert torch.equal(graphed, steps) and torch.equal(graphed, naive)
+
+
+def test_bfloat16_models_sample_with_the_fused_decoder():
+    """A bfloat16 model keeps its weights in bfloat16 in the fused decoder and rounds where the step
+    ops round, so both samplers start out drawing the same codes (they drift apart once a draw's
+    bfloat16 rounding differs: the draw itself is computed in float32 by the decoder)."""
+    model = WaveNet(levels=256, residual_channels=16, gate_channels=32, skip_channels=32, layers_per_stack=4, stacks=1)
+    _randomise(model, 8, 0.15)
+    model = model.to(torch.bfloat16)
+    u = torch.rand(8, 6, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
+    fused = model.sample(8, 6, uniforms=u, fused=True)
+    steps = model.sample(8, 6, uniforms=u, fused=False)
+    assert fused.dtype == torch.int64 and int(fused.min()) >= 0 and int(fused.max()) < 256
+    assert (fused[:, 0] == steps[:, 0]).sum() >= 6

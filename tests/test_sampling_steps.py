@@ -320,7 +320,7 @@ def test_wavenet_generate_opcheck_and_errors():
         ops.wavenet_generate(args[0], *args[1:6], args[6][:3], *args[7:])
     with pytest.raises(ValueError, match="start must be an int >= 0"):
         ops.wavenet_generate(*args, start=-1)
-    with pytest.raises(TypeError, match="first_input must be float32 or float64"):
-        ops.wavenet_generate(args[0], args[1].half(), *args[2:])
+    with pytest.raises(TypeError, match="first_input must be a floating-point tensor"):
+        ops.wavenet_generate(args[0], args[1].long(), *args[2:])
     with pytest.raises(RuntimeError, match="state 1 must be contiguous"):
         torch.ops.fastgen.wavenet_generate([args[0][0], torch.zeros(2, 3, 5)] + args[0][2:], *op_args[1:])

@@ -37,23 +37,42 @@ inline void matvec(const acc_t* W, const acc_t* x, int64_t M, int64_t K, const a
 
 // The same products with the matrix stored transposed, WT (K, M) row-major, for columns
 // [o0, o1) of y: y_b[o] = (bias ? bias[o] : 0) + (accumulate ? y_b[o] : 0) + sum_i x_b[i] WT[i, o].
-// Each input element scales one contiguous row of WT into y ("axpy" form): no horizontal sums,
-// and the row is read once for the B vectors. Sums run over i in order (deterministic).
-template <typename acc_t>
-FASTGEN_CPU_CLONES void matvec_t_block(const acc_t* __restrict WT, const acc_t* __restrict X, int64_t ldx, int64_t B,
-                                       int64_t M, int64_t K, int64_t o0, int64_t o1, const acc_t* __restrict bias,
+// Input elements scale contiguous rows of WT into y ("axpy" form): no horizontal sums, and the
+// rows are read once for the B vectors. The summation order is fixed (deterministic).
+// The matrix and bias may be stored in a narrower type w_t (float16/bfloat16), widened on load:
+// half the bytes streamed per product.
+template <typename w_t, typename acc_t>
+FASTGEN_CPU_CLONES void matvec_t_block(const w_t* __restrict WT, const acc_t* __restrict X, int64_t ldx, int64_t B,
+                                       int64_t M, int64_t K, int64_t o0, int64_t o1, const w_t* __restrict bias,
                                        bool accumulate, acc_t* __restrict Y, int64_t ldy) {
   for (int64_t b = 0; b < B; ++b) {
     acc_t* __restrict y = Y + b * ldy;
-    for (int64_t o = o0; o < o1; ++o) y[o] = (accumulate ? y[o] : acc_t(0)) + (bias != nullptr ? bias[o] : acc_t(0));
+    for (int64_t o = o0; o < o1; ++o) {
+      y[o] = (accumulate ? y[o] : acc_t(0)) + (bias != nullptr ? static_cast<acc_t>(bias[o]) : acc_t(0));
+    }
   }
-  for (int64_t i = 0; i < K; ++i) {
-    const acc_t* __restrict row = WT + i * M;
+  // Four input elements per pass over y: four multiply-adds per load and store of y[o].
+  int64_t i = 0;
+  for (; i + 4 <= K; i += 4) {
+    const w_t *__restrict r0 = WT + i * M, *__restrict r1 = r0 + M, *__restrict r2 = r1 + M, *__restrict r3 = r2 + M;
+    for (int64_t b = 0; b < B; ++b) {
+      const acc_t* x = X + b * ldx + i;
+      const acc_t a0 = x[0], a1 = x[1], a2 = x[2], a3 = x[3];
+      acc_t* __restrict y = Y + b * ldy;
+#pragma omp simd
+      for (int64_t o = o0; o < o1; ++o) {
+        y[o] += a0 * static_cast<acc_t>(r0[o]) + a1 * static_cast<acc_t>(r1[o]) + a2 * static_cast<acc_t>(r2[o]) +
+                a3 * static_cast<acc_t>(r3[o]);
+      }
+    }
+  }
+  for (; i < K; ++i) {
+    const w_t* __restrict row = WT + i * M;
     for (int64_t b = 0; b < B; ++b) {
       const acc_t a = X[b * ldx + i];
       acc_t* __restrict y = Y + b * ldy;
 #pragma omp simd
-      for (int64_t o = o0; o < o1; ++o) y[o] += a * row[o];
+      for (int64_t o = o0; o < o1; ++o) y[o] += a * static_cast<acc_t>(row[o]);
     }
   }
 }

@@ -16,6 +16,7 @@
 // vector products of a block reuse each row B times); blocks are independent work items.
 // float32 and float64 only (the caller falls back to the step ops for other dtypes).
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -46,12 +47,21 @@ const T* ptr_or_null(const OptTensor& t) {
   return t.has_value() ? t->data_ptr<T>() : nullptr;
 }
 
-template <typename acc_t>
+// One layer's weights (transposed) and ring buffer, in the model's dtype w_t.
+template <typename w_t>
 struct LayerView {
-  const acc_t *wd, *bd, *wr, *br, *ws, *bs, *wc;
-  acc_t* state;
+  const w_t *wd, *bd, *wr, *br, *ws, *bs, *wc;
+  w_t* state;
   int64_t dilation, L;
 };
+
+// v rounded to the model's dtype (a no-op for float32/float64): float16/bfloat16 models round
+// where their step ops return tensors (each layer's residual and skip, the running skip sum, the
+// head's outputs), so the fused decoder computes what the step-op loop computes.
+template <typename w_t, typename acc_t>
+inline acc_t rounded(acc_t v) {
+  return static_cast<acc_t>(static_cast<w_t>(v));
+}
 
 // The index of the first level whose cumulative probability exceeds u (the reference's rule).
 template <typename acc_t>
@@ -77,7 +87,7 @@ int64_t draw(const acc_t* logits, int64_t levels, acc_t u, acc_t* scratch) {
 // sum, the head's hidden layer and logits of the block's B samples.
 template <typename acc_t>
 struct Shared {
-  std::vector<acc_t> h, res, skips, hidden, logits;
+  std::vector<acc_t> h, res, skip, skips, hidden, logits;
 };
 
 // Rows [r0, r1) of M that thread `tid` of `team` computes.
@@ -88,8 +98,8 @@ inline void row_range(int64_t M, int tid, int team, int64_t& r0, int64_t& r1) {
 
 // This thread's outputs [r0, r1) of y = bias + W @ x for the B vectors, with W given transposed
 // (WT, (K, M) row-major: the kernel transposes every weight once per call).
-template <typename acc_t>
-void rows_matvec(const acc_t* WT, const acc_t* X, int64_t ldx, int64_t B, int64_t M, int64_t K, const acc_t* bias,
+template <typename w_t, typename acc_t>
+void rows_matvec(const w_t* WT, const acc_t* X, int64_t ldx, int64_t B, int64_t M, int64_t K, const w_t* bias,
                  bool accumulate, acc_t* Y, int64_t ldy, int tid, int team) {
   int64_t r0, r1;
   row_range(M, tid, team, r0, r1);
@@ -101,16 +111,16 @@ void rows_matvec(const acc_t* WT, const acc_t* X, int64_t ldx, int64_t B, int64_
 // output rows; the small per-sample vectors (taps, gates, the layer input) are recomputed by
 // every thread from the shared results, so two barriers per layer suffice. The row split does
 // not change any row's arithmetic: results are the same for any team size.
-template <typename acc_t, typename Barrier>
-void generate_block(const std::vector<LayerView<acc_t>>& layers, Shared<acc_t>& sh, int tid, int team,
-                    Barrier&& barrier, int64_t n0, int64_t B, const acc_t* first, const acc_t* u, const acc_t* emb,
-                    const acc_t* wh, const acc_t* bh, const acc_t* wo, const acc_t* bo, const acc_t* cond,
+template <typename w_t, typename acc_t, typename Barrier>
+void generate_block(const std::vector<LayerView<w_t>>& layers, Shared<acc_t>& sh, int tid, int team,
+                    Barrier&& barrier, int64_t n0, int64_t B, const w_t* first, const w_t* u, const w_t* emb,
+                    const w_t* wh, const w_t* bh, const w_t* wo, const w_t* bo, const w_t* cond,
                     int64_t C_cond, int64_t R, int64_t C_gate, int64_t S, int64_t H, int64_t levels, int64_t K,
                     int64_t T, int64_t start, int64_t* codes) {
   const int64_t G = C_gate / 2;
-  std::vector<acc_t> x(B * R), taps(B * R * K), z(B * G), scratch(levels), cond_t(B * C_cond), relu_in(B * S),
-      relu_hidden(B * H);
-  std::copy(first + n0 * R, first + (n0 + B) * R, x.begin());
+  std::vector<acc_t> x(B * R), taps(B * R * K), z(B * G), scratch(levels), logits_b(levels), cond_t(B * C_cond),
+      relu_in(B * S), relu_hidden(B * H);
+  for (int64_t i = 0; i < B * R; ++i) x[i] = static_cast<acc_t>(first[n0 * R + i]);
   int64_t c0, c1, s0, s1;  // this thread's channels of the state writes and rows of the skip sum
   row_range(R, tid, team, c0, c1);
   row_range(S, tid, team, s0, s1);
@@ -118,50 +128,59 @@ void generate_block(const std::vector<LayerView<acc_t>>& layers, Shared<acc_t>& 
     const int64_t p = start + t;
     for (int64_t b = 0; b < B; ++b) std::fill(sh.skips.begin() + b * S + s0, sh.skips.begin() + b * S + s1, acc_t(0));
     for (int64_t b = 0; b < B && cond != nullptr; ++b) {
-      for (int64_t c = 0; c < C_cond; ++c) cond_t[b * C_cond + c] = cond[((n0 + b) * C_cond + c) * T + t];
+      for (int64_t c = 0; c < C_cond; ++c) {
+        cond_t[b * C_cond + c] = static_cast<acc_t>(cond[((n0 + b) * C_cond + c) * T + t]);
+      }
     }
     for (const auto& layer : layers) {
       const int64_t L = layer.L;
       for (int64_t b = 0; b < B; ++b) {
-        const acc_t* state_b = layer.state + (n0 + b) * L * R;
+        const w_t* state_b = layer.state + (n0 + b) * L * R;
         acc_t* taps_b = taps.data() + b * R * K;
         for (int64_t k = 0; k + 1 < K; ++k) {
-          const acc_t* src = state_b + (((p - (K - 1 - k) * layer.dilation) % L + L) % L) * R;
-          for (int64_t c = 0; c < R; ++c) taps_b[c * K + k] = src[c];
+          const w_t* src = state_b + (((p - (K - 1 - k) * layer.dilation) % L + L) % L) * R;
+          for (int64_t c = 0; c < R; ++c) taps_b[c * K + k] = static_cast<acc_t>(src[c]);
         }
         for (int64_t c = 0; c < R; ++c) taps_b[c * K + K - 1] = x[b * R + c];
       }
       rows_matvec(layer.wd, taps.data(), R * K, B, C_gate, R * K, layer.bd, false, sh.h.data(), C_gate, tid, team);
       if (layer.wc != nullptr) {
-        rows_matvec(layer.wc, cond_t.data(), C_cond, B, C_gate, C_cond, static_cast<const acc_t*>(nullptr), true,
+        rows_matvec(layer.wc, cond_t.data(), C_cond, B, C_gate, C_cond, static_cast<const w_t*>(nullptr), true,
                     sh.h.data(), C_gate, tid, team);
       }
       barrier();  // h complete; every thread has read its taps
       for (int64_t b = 0; b < B && L > 0; ++b) {  // the layer input goes to slot p mod L
-        acc_t* slot = layer.state + ((n0 + b) * L + p % L) * R;
-        std::copy(x.data() + b * R + c0, x.data() + b * R + c1, slot + c0);
+        w_t* slot = layer.state + ((n0 + b) * L + p % L) * R;
+        for (int64_t c = c0; c < c1; ++c) slot[c] = static_cast<w_t>(x[b * R + c]);
       }
       for (int64_t b = 0; b < B; ++b) {
         for (int64_t j = 0; j < G; ++j) {
           z[b * G + j] = tanh_acc(sh.h[b * C_gate + j]) * sigmoid_acc(sh.h[b * C_gate + G + j]);
         }
       }
-      rows_matvec(layer.ws, z.data(), G, B, S, G, layer.bs, true, sh.skips.data(), S, tid, team);
+      rows_matvec(layer.ws, z.data(), G, B, S, G, layer.bs, false, sh.skip.data(), S, tid, team);
+      for (int64_t b = 0; b < B; ++b) {  // this thread's rows of the skip sum
+        for (int64_t o = s0; o < s1; ++o) {
+          acc_t& sum = sh.skips[b * S + o];
+          sum = rounded<w_t>(sum + rounded<w_t>(sh.skip[b * S + o]));
+        }
+      }
       rows_matvec(layer.wr, z.data(), G, B, R, G, layer.br, false, sh.res.data(), R, tid, team);
       barrier();  // res complete (and nobody reads h of this layer any more)
-      for (int64_t i = 0; i < B * R; ++i) x[i] += sh.res[i];
+      for (int64_t i = 0; i < B * R; ++i) x[i] = rounded<w_t>(x[i] + sh.res[i]);
     }
     barrier();  // skips complete, res read by every thread
     for (int64_t i = 0; i < B * S; ++i) relu_in[i] = std::max(sh.skips[i], acc_t(0));
     rows_matvec(wh, relu_in.data(), S, B, H, S, bh, false, sh.hidden.data(), H, tid, team);
     barrier();  // hidden complete
-    for (int64_t i = 0; i < B * H; ++i) relu_hidden[i] = std::max(sh.hidden[i], acc_t(0));
+    for (int64_t i = 0; i < B * H; ++i) relu_hidden[i] = std::max(rounded<w_t>(sh.hidden[i]), acc_t(0));
     rows_matvec(wo, relu_hidden.data(), H, B, levels, H, bo, false, sh.logits.data(), levels, tid, team);
     barrier();  // logits complete
     for (int64_t b = 0; b < B; ++b) {
-      const int64_t code = draw(sh.logits.data() + b * levels, levels, u[(n0 + b) * T + t], scratch.data());
+      for (int64_t i = 0; i < levels; ++i) logits_b[i] = rounded<w_t>(sh.logits[b * levels + i]);
+      const int64_t code = draw(logits_b.data(), levels, static_cast<acc_t>(u[(n0 + b) * T + t]), scratch.data());
       if (tid == 0) codes[(n0 + b) * T + t] = code;
-      std::copy(emb + code * R, emb + (code + 1) * R, x.data() + b * R);
+      for (int64_t c = 0; c < R; ++c) x[b * R + c] = static_cast<acc_t>(emb[code * R + c]);
     }
     // No barrier here: the shared buffers are next written after barriers every thread passes
     // only once it has read them (skips are zeroed by the threads that own their rows).
@@ -176,21 +195,21 @@ inline void team_barrier() {
 // Every block of samples, in parallel: one block per thread when there are enough blocks (no
 // synchronisation); otherwise (batch 1 while sampling in real time) the whole team works on each
 // block, splitting every matrix-vector product by rows.
-template <typename acc_t>
-void generate_all(const std::vector<LayerView<acc_t>>& views, int64_t N, const acc_t* first, const acc_t* u,
-                  const acc_t* emb, const acc_t* wh, const acc_t* bh, const acc_t* wo, const acc_t* bo,
-                  const acc_t* cond, int64_t C_cond, int64_t R, int64_t C_gate, int64_t S, int64_t H, int64_t levels,
+template <typename w_t, typename acc_t>
+void generate_all(const std::vector<LayerView<w_t>>& views, int64_t N, const w_t* first, const w_t* u,
+                  const w_t* emb, const w_t* wh, const w_t* bh, const w_t* wo, const w_t* bo,
+                  const w_t* cond, int64_t C_cond, int64_t R, int64_t C_gate, int64_t S, int64_t H, int64_t levels,
                   int64_t K, int64_t T, int64_t start, int64_t* codes) {
   const int64_t blocks = ceil_div(N, kSampleBlock);
   const int threads = at::get_num_threads();
   auto shared = [&] {
     const int64_t B = kSampleBlock;
     return Shared<acc_t>{std::vector<acc_t>(B * C_gate), std::vector<acc_t>(B * R), std::vector<acc_t>(B * S),
-                         std::vector<acc_t>(B * H), std::vector<acc_t>(B * levels)};
+                         std::vector<acc_t>(B * S), std::vector<acc_t>(B * H), std::vector<acc_t>(B * levels)};
   };
   auto run = [&](int64_t blk, Shared<acc_t>& sh, int tid, int team, auto&& barrier) {
     const int64_t n0 = blk * kSampleBlock, B = std::min(kSampleBlock, N - n0);
-    generate_block(views, sh, tid, team, barrier, n0, B, first, u, emb, wh, bh, wo, bo, cond, C_cond, R, C_gate, S,
+    generate_block<w_t, acc_t>(views, sh, tid, team, barrier, n0, B, first, u, emb, wh, bh, wo, bo, cond, C_cond, R, C_gate, S,
                    H, levels, K, T, start, codes);
   };
   if (blocks >= threads || threads == 1) {
@@ -224,7 +243,7 @@ Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const 
     TORCH_CHECK(size == layers, "fastgen: wavenet_generate needs one entry per layer in every list");
   }
   const at::ScalarType dtype = first_input.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "fastgen: wavenet_generate supports float32 and float64");
+  TORCH_CHECK(at::isFloatingType(dtype), "fastgen: wavenet_generate needs a floating-point first_input");
   check_conv_tensor(first_input, "first_input", "(N, R)", 2);
   check_conv_tensor(uniforms, "uniforms", "(N, T)", 2);
   const int64_t N = first_input.size(0), R = first_input.size(1), T = uniforms.size(1);
@@ -264,33 +283,34 @@ Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const 
                 "the dtype of first_input and be on the CPU");
   }
   Tensor codes = at::empty({N, T}, first_input.options().dtype(at::kLong));
-  AT_DISPATCH_FLOATING_TYPES(dtype, "wavenet_generate", [&] {
-    using acc_t = scalar_t;
-    std::vector<LayerView<acc_t>> views(layers);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "wavenet_generate", [&] {
+    using w_t = scalar_t;
+    using acc_t = at::opmath_type<scalar_t>;
+    std::vector<LayerView<w_t>> views(layers);
     for (int64_t l = 0; l < layers; ++l) {
       const OptTensor bd = b_dilated.get(l), br = b_res.get(l), bs = b_skip.get(l), wc = w_cond.get(l);
-      views[l] = {ct(w_dilated[l]).data_ptr<acc_t>(),
-                  bd.has_value() ? c(*bd).data_ptr<acc_t>() : nullptr,
-                  ct(w_res[l]).data_ptr<acc_t>(),
-                  br.has_value() ? c(*br).data_ptr<acc_t>() : nullptr,
-                  ct(w_skip[l]).data_ptr<acc_t>(),
-                  bs.has_value() ? c(*bs).data_ptr<acc_t>() : nullptr,
-                  wc.has_value() ? ct(*wc).data_ptr<acc_t>() : nullptr,
-                  states[l].data_ptr<acc_t>(),
+      views[l] = {ct(w_dilated[l]).data_ptr<w_t>(),
+                  bd.has_value() ? c(*bd).data_ptr<w_t>() : nullptr,
+                  ct(w_res[l]).data_ptr<w_t>(),
+                  br.has_value() ? c(*br).data_ptr<w_t>() : nullptr,
+                  ct(w_skip[l]).data_ptr<w_t>(),
+                  bs.has_value() ? c(*bs).data_ptr<w_t>() : nullptr,
+                  wc.has_value() ? ct(*wc).data_ptr<w_t>() : nullptr,
+                  states[l].data_ptr<w_t>(),
                   dilations[l],
                   dilations[l] * (K - 1)};
     }
-    const acc_t* first = c(first_input).data_ptr<acc_t>();
-    const acc_t* u = c(uniforms).data_ptr<acc_t>();
-    const acc_t* emb = c(embedding).data_ptr<acc_t>();
-    const acc_t* wh = ct(w_hidden).data_ptr<acc_t>();
-    const acc_t* wo = ct(w_out).data_ptr<acc_t>();
+    const w_t* first = c(first_input).data_ptr<w_t>();
+    const w_t* u = c(uniforms).data_ptr<w_t>();
+    const w_t* emb = c(embedding).data_ptr<w_t>();
+    const w_t* wh = ct(w_hidden).data_ptr<w_t>();
+    const w_t* wo = ct(w_out).data_ptr<w_t>();
     const Tensor bh = contiguous_or_empty(b_hidden), bo = contiguous_or_empty(b_out), cc = contiguous_or_empty(cond);
-    const acc_t* bh_p = bh.defined() ? bh.data_ptr<acc_t>() : nullptr;
-    const acc_t* bo_p = bo.defined() ? bo.data_ptr<acc_t>() : nullptr;
-    const acc_t* cond_p = cc.defined() ? cc.data_ptr<acc_t>() : nullptr;
+    const w_t* bh_p = bh.defined() ? bh.data_ptr<w_t>() : nullptr;
+    const w_t* bo_p = bo.defined() ? bo.data_ptr<w_t>() : nullptr;
+    const w_t* cond_p = cc.defined() ? cc.data_ptr<w_t>() : nullptr;
     int64_t* codes_p = codes.data_ptr<int64_t>();
-    generate_all(views, N, first, u, emb, wh, bh_p, wo, bo_p, cond_p, C_cond, R, C_gate, S, H, levels, K, T, start,
+    generate_all<w_t, acc_t>(views, N, first, u, emb, wh, bh_p, wo, bo_p, cond_p, C_cond, R, C_gate, S, H, levels, K, T, start,
                  codes_p);
   });
   return codes;

@@ -220,7 +220,8 @@ class WaveNet(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, length: int, *, cond: torch.Tensor | None = None, y: torch.Tensor | int | None = None,
                method: str = "cached", uniforms: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, fused: bool | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, fused: bool | None = None,
+               cuda_graph: bool = False) -> torch.Tensor:
         """Generate ``n`` sequences of ``length`` codes, int64 (n, length).
 
         Parameters
@@ -241,9 +242,16 @@ class WaveNet(nn.Module):
         fused : bool or None
             For "cached": run the whole network for every step inside one kernel call
             (:func:`fastgen.ops.wavenet_generate`) instead of one step-op call per layer and
-            step. None (default): fused where it is available (categorical output, float32 or
-            float64, a device with the kernel: the CPU), else the step ops, with a log line.
+            step. None (default): fused where it is available (categorical output, a device
+            with the kernel: the CPU), else the step ops, with a log line.
             True where it is not available raises.
+        cuda_graph : bool
+            On a CUDA device, with the step ops: capture one whole step (every layer, the head,
+            the draw, the next input) in a CUDA graph and replay it for every sample, so the
+            host launches one graph per sample instead of a kernel per op. The position lives
+            on the device, so one captured step serves every step. If capture fails the loop
+            runs uncaptured, with a log line. Default False (new: checked by the CUDA tests of
+            ``scripts/gpu_check.sh``).
 
         Decode the codes to a waveform with :func:`fastgen.data.mu_law_decode`.
         """
@@ -258,6 +266,12 @@ class WaveNet(nn.Module):
         try:
             if method == "naive":
                 return self._sample_naive(u, c)
+            if cuda_graph:
+                if u.device.type != "cuda":
+                    raise ValueError(f"cuda_graph=True needs the model on a CUDA device, not {u.device.type}")
+                if not _dispatch.use_kernel("wavenet_layer_step", u):
+                    raise ValueError("cuda_graph=True needs the wavenet_layer_step kernel on CUDA (Triton)")
+                return self._sample_cuda_graph(u, c)
             why_not = self._why_not_fused(u)
             if fused and why_not:
                 raise ValueError(f"fused=True, but the fused decoder cannot run here: {why_not}")
@@ -297,8 +311,6 @@ class WaveNet(nn.Module):
         """Why the fused decoder cannot sample this model here, or None when it can."""
         if self.output != "categorical":
             return f"the fused decoder draws from a categorical output, not {self.output!r}"
-        if u.dtype not in (torch.float32, torch.float64):
-            return f"the fused decoder runs in float32 or float64, not {u.dtype}"
         if not _dispatch.use_kernel("wavenet_generate", u):
             return f"no fused decoder kernel for {u.device.type}"
         return None
@@ -318,6 +330,51 @@ class WaveNet(nn.Module):
             column("dilation"), self.head_hidden.weight.flatten(1), self.head_hidden.bias,
             self.head_out.weight.flatten(1), self.head_out.bias, cond=cond,
             w_cond=column("w_cond") if cond is not None else None)
+
+    def _sample_cuda_graph(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """The step-op loop with one step captured in a CUDA graph and replayed (see ``sample``)."""
+        n, length = u.shape
+        layers = [_layer_weights(layer) for layer in self.layers]
+        states = [u.new_zeros(n, layer.dilation * (layer.kernel_size - 1), layer.residual_channels)
+                  for layer in self.layers]
+        position = torch.zeros(1, dtype=torch.long, device=u.device)  # the step, on the device
+        codes = torch.zeros(n, length, dtype=torch.long, device=u.device)
+        x_in = u.new_zeros(n, self.embed.embedding_dim)  # the first layer's input at this step
+
+        def step() -> None:
+            x, skips, t = x_in, 0, position[0]
+            c_t = None if cond is None else cond.index_select(2, position)[:, :, 0]
+            for w, state in zip(layers, states):
+                x, skip = torch.ops.fastgen.wavenet_layer_step(
+                    x, state, t, w["w_dilated"], w["b_dilated"], w["w_res"], w["b_res"], w["w_skip"], w["b_skip"],
+                    w["dilation"], c_t, w["w_cond"])
+                skips = skips + skip
+            params = self._head(skips[:, :, None])[:, :, 0]
+            code = self._draw(params, u.index_select(1, position)[:, 0])
+            codes.index_copy_(1, position, code[:, None])
+            x_in.copy_(self.embed(code))
+            position.add_(1)
+
+        # Step 0 runs for real on a side stream (warm-up: kernels compiled, memory pools set up).
+        side = torch.cuda.Stream(u.device)
+        side.wait_stream(torch.cuda.current_stream(u.device))
+        with torch.cuda.stream(side):
+            step()
+        torch.cuda.current_stream(u.device).wait_stream(side)
+        if length == 1:
+            return codes
+        try:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                step()
+        except Exception as error:  # noqa: BLE001 - any capture failure falls back to the plain loop
+            _log.info("WaveNet.sample: CUDA graph capture failed (%s); stepping without a graph", error)
+            for _ in range(1, length):
+                step()
+            return codes
+        for _ in range(1, length):
+            graph.replay()
+        return codes
 
     def _sample_steps(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         n, length = u.shape

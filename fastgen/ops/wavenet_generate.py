@@ -6,7 +6,9 @@ steps and layers, the output head and the categorical draw inside one kernel cal
 counterpart of a persistent decoder. It continues from the given ring buffers (``states``,
 updated in place) and position ``start``, so generation can be split over several calls.
 
-Sampling op: no gradient. float32 and float64; categorical output.
+Sampling op: no gradient; categorical output. float32 and float64; float16/bfloat16 models keep
+their weights and ring buffers in that dtype (half the bytes streamed per step), compute in
+float32 and round where the step ops return tensors.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def wavenet_generate(
     Returns
     -------
     torch.Tensor
-        int64 codes (N, T). float32 and float64 only.
+        int64 codes (N, T).
     """
     layers = len(states)
     w_cond = [None] * layers if w_cond is None else list(w_cond)
@@ -79,8 +81,9 @@ def wavenet_generate(
     for name, values in lists.items():
         if len(values) != layers:
             raise ValueError(f"{name} must have one entry per layer ({layers}), got {len(values)}")
-    if first_input.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"first_input must be float32 or float64, got {first_input.dtype}")
+    if not isinstance(first_input, torch.Tensor) or not first_input.is_floating_point():
+        raise TypeError(f"first_input must be a floating-point tensor, got "
+                        f"{first_input.dtype if isinstance(first_input, torch.Tensor) else type(first_input).__name__}")
     if (cond is None) != all(w is None for w in w_cond):
         raise ValueError("cond and w_cond must be given together (a projection per layer) or both be None")
     if isinstance(start, bool) or not isinstance(start, int) or start < 0:
