@@ -107,12 +107,12 @@ def _compare(parser: argparse.ArgumentParser) -> Handler:
             raise CommandError(f"--budget: {error}") from None
         if args.checkpoints is not None and not args.checkpoints.is_dir():
             raise CommandError(f"--checkpoints {args.checkpoints}: not a folder")
-        from fastgen.train.cli import _device, _user_errors
+        from fastgen.train.cli import parse_device, user_errors
 
-        device = _device(args.device)
+        device = parse_device(args.device)
         try:
             return _run(args, models, budget, budget_text, device)
-        except _user_errors() as error:
+        except user_errors() as error:
             raise CommandError(str(error)) from None
 
     return run

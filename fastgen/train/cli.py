@@ -10,7 +10,8 @@ from pathlib import Path
 from fastgen.cli import CommandError, Handler, command, int_at_least
 
 
-def _device(name: str):
+def parse_device(name: str):
+    """``--device`` as a torch.device; a CommandError for an unknown or unavailable device."""
     import torch
 
     try:
@@ -24,7 +25,7 @@ def _device(name: str):
     return device
 
 
-def _user_errors():
+def user_errors():
     """The exceptions that are the user's to fix: shown as one line, never a traceback."""
     from fastgen.data import DataError
     from fastgen.train.checkpoint import CheckpointError
@@ -81,12 +82,12 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
         except recipes.UnknownModelError as error:
             raise CommandError(str(error)) from None
         config = TrainConfig(model=args.model, data=data, epochs=args.epochs, batch_size=args.batch_size,
-                             lr=args.lr, out=args.out, device=str(_device(args.device)), amp=args.amp,
+                             lr=args.lr, out=args.out, device=str(parse_device(args.device)), amp=args.amp,
                              seed=args.seed, resume=args.resume, quick=args.quick, samples=args.samples,
                              progress=not args.no_progress)
         try:
             final = train(config)
-        except _user_errors() as error:
+        except user_errors() as error:
             raise CommandError(str(error)) from None
         except ValueError as error:  # configuration problems found by the trainer
             raise CommandError(str(error)) from None
@@ -128,10 +129,10 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
     def run(args: argparse.Namespace) -> int:
         import torch
 
-        device = _device(args.device)
+        device = parse_device(args.device)
         try:
             payload, recipe, model = _load_for_inference(args.checkpoint, device)
-        except _user_errors() as error:
+        except user_errors() as error:
             raise CommandError(str(error)) from None
         output = args.output or Path(f"samples{recipe.sample_suffix}")
         if output.suffix.lower() != recipe.sample_suffix:
@@ -161,7 +162,7 @@ def _evaluate(parser: argparse.ArgumentParser) -> Handler:
     def run(args: argparse.Namespace) -> int:
         import torch
 
-        device = _device(args.device)
+        device = parse_device(args.device)
         try:
             payload, recipe, model = _load_for_inference(args.checkpoint, device)
             data = recipe.load_data(args.data or payload["data"]["name"])
@@ -173,7 +174,7 @@ def _evaluate(parser: argparse.ArgumentParser) -> Handler:
                 )
             with torch.no_grad():
                 metrics = recipe.evaluate(model, data, device, quick=args.quick, seed=args.seed)
-        except _user_errors() as error:
+        except user_errors() as error:
             raise CommandError(str(error)) from None
         metrics = {"model": payload["model"], "data": data.name, **metrics}
         if args.json:
