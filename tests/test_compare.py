@@ -109,3 +109,13 @@ def test_a_time_budget_stops_training_on_time(tmp_path):
     row = json.loads((out / "results.json").read_text())["models"]["gan"]
     assert 2.0 <= row["train_seconds"] < 4.0 and row["steps"] > 1
     assert np.isclose(row["images_per_second"] * row["train_seconds"], row["steps"] * 64, rtol=0.05)
+
+
+def test_select_best_keeps_the_state_best_on_a_validation_split(tmp_path):
+    out = tmp_path / "r"
+    assert main(["compare", "--models", "pixelcnn,gan", "--steps", "8", "--select", "best", "--quick", "--out",
+                 str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert "--select best" in results["command"]
+    assert "best on validation at" in results["models"]["pixelcnn"]["source"]
+    assert results["models"]["gan"]["source"] == "trained in this run"  # no likelihood: the last state

@@ -55,6 +55,8 @@ def _command_line(args: argparse.Namespace, models: list[str], budget_text: str 
     parts.append(f"--steps {args.steps}" if args.steps else f"--budget {budget_text}")
     if args.checkpoints:
         parts.append(f"--checkpoints {args.checkpoints}")
+    if args.select != "last":
+        parts.append(f"--select {args.select}")
     if args.quick:
         parts.append("--quick")
     return " ".join(parts + [f"--device {args.device}", f"--out {args.out}"])
@@ -68,7 +70,7 @@ def _obtain(recipe, data, device, budget, args, progress: bool):
     if path is not None:
         print(f"{recipe.name}: loading {path}", file=sys.stderr)
         return load_trained(recipe, path, data, device)
-    return train_under_budget(recipe, data, device, budget, seed=args.seed, progress=progress)
+    return train_under_budget(recipe, data, device, budget, seed=args.seed, progress=progress, select=args.select)
 
 
 def _training_figures(trained) -> dict[str, Any]:
@@ -89,6 +91,10 @@ def _compare(parser: argparse.ArgumentParser) -> Handler:
     budget.add_argument("--steps", type=int_at_least(1), help="training steps per model instead of a time budget")
     parser.add_argument("--checkpoints", type=Path, help="folder holding a run folder or NAME.pt per model: those "
                         "models are loaded instead of trained")
+    parser.add_argument("--select", choices=("last", "best"), default="last",
+                        help="last: each model as it is at the end of its budget, trained on the whole training "
+                        "split (default); best: hold out 10%% of it and keep the state best on that validation "
+                        "split at the curve points (early stopping; models without a likelihood keep the last)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", type=Path, default=Path("reports/compare"), help="report folder")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_BUDGET} per model and quick evaluations "

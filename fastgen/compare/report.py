@@ -125,8 +125,9 @@ def write_report(out: Path, results: dict[str, Any]) -> str:
         if baseline:
             lines += [baseline, ""]
         lines += [
-            "Training: each model's own recipe (optimizer, learning rate, batch size, warm-up) on the whole "
-            "training split; only training steps count against the budget. Test bits/dim: the recipe's test "
+            "Training: each model's own recipe (optimizer, learning rate, batch size, warm-up) on the training "
+            "split (90% of it with `--select best`, the rest held out for the selection); only training steps "
+            "count against the budget. Test bits/dim: the recipe's test "
             "evaluation (what `fastgen evaluate` prints). Fréchet distance and classes: the embedded digits "
             f"classifier on generated samples (floor between real train and test: "
             f"{_num(next((r.get('frechet_floor') for r in models.values() if r.get('frechet_floor')), None))}). "
@@ -136,9 +137,10 @@ def write_report(out: Path, results: dict[str, Any]) -> str:
     curves = curve_lines(models)
     if curves:
         lines += ["## Test bits/dim along training", "",
-                  "Measured at each quarter of the budget (training time in seconds). Every model is evaluated at the "
-                  "end of its budget (no early stopping): where the curve rises again the model overfits the "
-                  "training split, and the table's figure is worse than its best point.", ""] + curves + [""]
+                  "Measured at each quarter of the budget (training time in seconds). Where a curve rises again "
+                  "the model overfits the training split; without `--select best` (see the source column) the "
+                  "table's figure is that of the end of the budget, worse than the curve's best point.", ""]
+        lines += curves + [""]
     if results.get("audio"):
         lines += ["## Audio: WaveNet", "", audio_table(results["audio"]), "",
                   "Real-time factor: generation time / audio duration at batch 1 (< 1 is faster than real time). "

@@ -8,6 +8,8 @@ in between (test bits/dim at a few points of the budget) are timed apart.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from fastgen.compare.budget import Budget
+from fastgen.data.split import split_indices
 from fastgen.train import checkpoint
 from fastgen.train.recipes import Amp, Recipe
 from fastgen.train.step_context import StepContext, global_batches
@@ -50,9 +53,26 @@ def curve_score(recipe: Recipe, model: nn.Module, data: Any, device: torch.devic
         model.train()
 
 
+SELECTIONS = ("last", "best")
+
+
+def _validation_split(data: Any) -> tuple[torch.Tensor, Any]:
+    """(the training images kept, the data with the held-out 10% of the training split as its test split)."""
+    labels = None if data.train_labels is None else data.train_labels.numpy()
+    keep, held = (torch.from_numpy(i) for i in split_indices(len(data.train), labels, 0.1, seed=0))
+    held_out = dataclasses.replace(data, name=f"{data.name} (validation)", train=data.train[keep],
+                                   test=data.train[held], train_labels=None, test_labels=None, class_names=None)
+    return data.train[keep], held_out
+
+
 def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: Budget, *, seed: int = 0,
-                       curve_points: int = 4, progress: bool = True) -> Trained:
-    """Train ``recipe``'s model on ``data.train`` until ``budget`` is spent."""
+                       curve_points: int = 4, progress: bool = True, select: str = "last") -> Trained:
+    """Train ``recipe``'s model on ``data.train`` until ``budget`` is spent.
+
+    ``select="last"``: the model as it is at the end of the budget. ``"best"``: 10% of the training
+    split is held out, scored at every curve point, and the state best on it is kept (models
+    without a likelihood keep the last state).
+    """
     torch.manual_seed(seed)
     model = recipe.build(data).to(device)
     model.train()
@@ -60,7 +80,9 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
     optimizers = recipe.optimizers(parts, recipe.lr)
     schedulers = warmup_schedulers(optimizers)
     amp = Amp(None, device)
-    train, batch_size = data.train, min(recipe.batch_size, len(data.train))
+    train, validation = (data.train, None) if select == "last" else _validation_split(data)
+    batch_size = min(recipe.batch_size, len(train))
+    best: tuple[float, float, dict] | None = None  # (validation score, seconds, state)
     bar = _bar(recipe.name, budget) if progress else None
     spent, steps, images, epoch = 0.0, 0, 0, 0
     curve: list[tuple[float, float]] = []
@@ -89,13 +111,21 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
                     score = curve_score(recipe, model, data, device, seed)
                     if score is not None:
                         curve.append((spent, score))
+                    if validation is not None:
+                        held = curve_score(recipe, model, validation, device, seed)
+                        if held is not None and (best is None or held < best[0]):
+                            best = (held, spent, copy.deepcopy(model.state_dict()))
                     next_point += 1
             epoch += 1
     finally:
         if bar is not None:
             bar.close()
+    source = "trained in this run"
+    if best is not None:
+        model.load_state_dict(best[2])
+        source += f", best on validation at {best[1]:.0f} s"
     model.eval()
-    return Trained(model, "trained in this run", steps, images / max(spent, 1e-9), spent, curve, losses)
+    return Trained(model, source, steps, images / max(spent, 1e-9), spent, curve, losses)
 
 
 def load_trained(recipe: Recipe, path: Path, data: Any, device: torch.device) -> Trained:
