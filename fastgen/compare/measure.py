@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from typing import Any
@@ -61,7 +62,8 @@ def sampling_throughput(recipe: Recipe, model: nn.Module, device: torch.device, 
 
 
 def _is_autoregressive(model: nn.Module) -> bool:
-    return hasattr(model, "_sample_naive")
+    """Whether the model samples one step at a time (its ``sample`` offers the naive method)."""
+    return "method" in inspect.signature(model.sample).parameters
 
 
 def inference_map(model: nn.Module, data: Any, device: torch.device) -> dict[str, Any]:

@@ -9,7 +9,6 @@ in between (test bits/dim at a few points of the budget) are timed apart.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,11 +19,10 @@ import torch
 from torch import nn
 
 from fastgen.compare.budget import Budget
-from fastgen.data.split import split_indices
 from fastgen.train import checkpoint
 from fastgen.train.recipes import Amp, Recipe
 from fastgen.train.step_context import StepContext, global_batches
-from fastgen.train.trainer import warmup_schedulers
+from fastgen.train.trainer import hold_out, warmup_schedulers
 
 
 @dataclass
@@ -56,15 +54,6 @@ def curve_score(recipe: Recipe, model: nn.Module, data: Any, device: torch.devic
 SELECTIONS = ("last", "best")
 
 
-def _validation_split(data: Any) -> tuple[torch.Tensor, Any]:
-    """(the training images kept, the data with the held-out 10% of the training split as its test split)."""
-    labels = None if data.train_labels is None else data.train_labels.numpy()
-    keep, held = (torch.from_numpy(i) for i in split_indices(len(data.train), labels, 0.1, seed=0))
-    held_out = dataclasses.replace(data, name=f"{data.name} (validation)", train=data.train[keep],
-                                   test=data.train[held], train_labels=None, test_labels=None, class_names=None)
-    return data.train[keep], held_out
-
-
 def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: Budget, *, seed: int = 0,
                        curve_points: int = 4, progress: bool = True, select: str = "last") -> Trained:
     """Train ``recipe``'s model on ``data.train`` until ``budget`` is spent.
@@ -80,7 +69,7 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
     optimizers = recipe.optimizers(parts, recipe.lr)
     schedulers = warmup_schedulers(optimizers)
     amp = Amp(None, device)
-    train, validation = (data.train, None) if select == "last" else _validation_split(data)
+    train, validation = (data.train, None) if select == "last" else hold_out(data, 0.1)
     batch_size = min(recipe.batch_size, len(train))
     best: tuple[float, float, dict] | None = None  # (validation score, seconds, state)
     bar = _bar(recipe.name, budget) if progress else None

@@ -88,9 +88,23 @@ def uniforms_for(uniforms: torch.Tensor | None, shape: tuple[int, ...], device: 
 
 
 def check_count(n: object, name: str = "n") -> int:
+    """``n`` must be a Python int >= 1 (a ValueError names ``name``)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"{name} must be an int >= 1, got {n!r}")
     return n
+
+
+def check_levels(levels: object) -> int:
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 65536:
+        raise ValueError(f"levels must be an int in [2, 65536], got {levels!r}")
+    return levels
+
+
+def head_on_vectors(hidden: torch.nn.Module, out: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The output head (ReLU - 1x1 conv ``hidden`` - ReLU - 1x1 conv ``out``) on feature vectors
+    h (N, C), as the samplers need it one position at a time: (N, C_out)."""
+    hidden_h = F.linear(F.relu(h), hidden.weight.flatten(1), hidden.bias)
+    return F.linear(F.relu(hidden_h), out.weight.flatten(1), out.bias)
 
 
 def class_one_hot(y: object, n: int, num_classes: int | None, device: torch.device,

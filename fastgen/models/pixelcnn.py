@@ -25,12 +25,6 @@ def _check_shape(data_shape: object) -> tuple[int, int, int]:
     return tuple(data_shape)  # type: ignore[return-value]
 
 
-def _positive(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
 class PixelCNN(nn.Module):
     """Gated PixelCNN on images with ``levels`` intensity levels, exact likelihood, fast sampling.
 
@@ -85,17 +79,16 @@ class PixelCNN(nn.Module):
     ) -> None:
         super().__init__()
         self.data_shape = _check_shape(data_shape)
-        if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 65536:
-            raise ValueError(f"levels must be an int in [2, 65536], got {levels!r}")
-        _positive(channels, "channels")
-        _positive(num_layers, "num_layers")
+        ar.check_levels(levels)
+        ar.check_count(channels, "channels")
+        ar.check_count(num_layers, "num_layers")
         for value, name in ((kernel_size, "kernel_size"), (first_kernel_size, "first_kernel_size")):
-            if _positive(value, name) % 2 == 0:
+            if ar.check_count(value, name) % 2 == 0:
                 raise ValueError(f"{name} must be odd, got {value}")
         ar.check_output(output, mixtures)
         if num_classes is not None:
-            _positive(num_classes, "num_classes")
-        head_channels = 2 * channels if head_channels is None else _positive(head_channels, "head_channels")
+            ar.check_count(num_classes, "num_classes")
+        head_channels = 2 * channels if head_channels is None else ar.check_count(head_channels, "head_channels")
         self.levels, self.output, self.mixtures, self.num_classes = levels, output, mixtures, num_classes
         self._config = dict(data_shape=tuple(data_shape), levels=levels, channels=channels, num_layers=num_layers,
                             kernel_size=kernel_size, first_kernel_size=first_kernel_size, output=output,
@@ -218,8 +211,6 @@ class PixelCNN(nn.Module):
         h_states = [u.new_zeros(n, w["w_h"].shape[1], w["w_h"].shape[3]) for w in weights]
         # Above row 0 the vertical stack is zero, so the link is its bias.
         links = [_initial_link(w, n, width, u) for w in weights]
-        head_hidden = self.head_hidden.weight.flatten(1), self.head_hidden.bias
-        head_out = self.head_out.weight.flatten(1), self.head_out.bias
         x = torch.zeros_like(u)
         image = self._network_input(x)
         for i in range(height):
@@ -236,7 +227,7 @@ class PixelCNN(nn.Module):
                     else:
                         h = horizontal(state, h, link[:, :, j], w["w_h"], w["b_h"], w["w_res"], w["b_res"],
                                        mask_type=layer.mask_type, cond=cond, w_cond_h=w["w_cond_h"])
-                hidden = F.linear(F.relu(F.linear(F.relu(h), *head_hidden)), *head_out)
+                hidden = ar.head_on_vectors(self.head_hidden, self.head_out, h)
                 x[:, :, i, j] = self._draw(hidden.view(n, c_img, self.params_per_dim), u[:, :, i, j])
                 image[:, :, i, j] = self._network_input(x[:, :, i, j])
             row = image[:, :, i]

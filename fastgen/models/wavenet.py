@@ -14,18 +14,12 @@ from fastgen.models import _autoregressive as ar
 from fastgen.nn import WaveNetLayer
 from fastgen.ops import _dispatch
 from fastgen.ops.wavenet_generate import wavenet_generate
-from fastgen.ops.wavenet_step import wavenet_layer_step
+from fastgen.ops.wavenet_step import wavenet_layer_step, wavenet_state
 from fastgen.reference import steps as reference_steps
 
 __all__ = ["WaveNet"]
 
 _log = logging.getLogger(__name__)
-
-
-def _positive(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
 
 
 class WaveNet(nn.Module):
@@ -99,21 +93,20 @@ class WaveNet(nn.Module):
         sample_rate: int = 16000,
     ) -> None:
         super().__init__()
-        if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 65536:
-            raise ValueError(f"levels must be an int in [2, 65536], got {levels!r}")
+        ar.check_levels(levels)
         for value, name in ((residual_channels, "residual_channels"), (gate_channels, "gate_channels"),
                             (skip_channels, "skip_channels"), (kernel_size, "kernel_size"),
                             (layers_per_stack, "layers_per_stack"), (stacks, "stacks"), (cond_hop, "cond_hop"),
                             (class_embedding, "class_embedding"), (sample_rate, "sample_rate")):
-            _positive(value, name)
+            ar.check_count(value, name)
         if gate_channels % 2:
             raise ValueError(f"gate_channels must be even (tanh half, sigmoid half), got {gate_channels}")
         ar.check_output(output, mixtures)
         if cond_channels is not None:
-            _positive(cond_channels, "cond_channels")
+            ar.check_count(cond_channels, "cond_channels")
         if num_classes is not None:
-            _positive(num_classes, "num_classes")
-        head_channels = skip_channels if head_channels is None else _positive(head_channels, "head_channels")
+            ar.check_count(num_classes, "num_classes")
+        head_channels = skip_channels if head_channels is None else ar.check_count(head_channels, "head_channels")
         self._config = dict(levels=levels, residual_channels=residual_channels, gate_channels=gate_channels,
                             skip_channels=skip_channels, kernel_size=kernel_size, layers_per_stack=layers_per_stack,
                             stacks=stacks, head_channels=head_channels, output=output, mixtures=mixtures,
@@ -307,6 +300,11 @@ class WaveNet(nn.Module):
             codes[:, t] = self._draw(self.next_params(codes[:, :t], cond), u[:, t])
         return codes
 
+    def _ring_buffers(self, u: torch.Tensor) -> list[torch.Tensor]:
+        """A zeroed ring buffer per layer (wavenet_state) for a batch of uniforms ``u`` (n, length)."""
+        return [wavenet_state(u.shape[0], layer.residual_channels, layer.dilation, layer.kernel_size, dtype=u.dtype,
+                              device=u.device) for layer in self.layers]
+
     def _why_not_fused(self, u: torch.Tensor) -> str | None:
         """Why the fused decoder cannot sample this model here, or None when it can."""
         if self.output != "categorical":
@@ -318,8 +316,7 @@ class WaveNet(nn.Module):
     def _sample_fused(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         n = u.shape[0]
         layers = [_layer_weights(layer) for layer in self.layers]
-        states = [u.new_zeros(n, layer.dilation * (layer.kernel_size - 1), layer.residual_channels)
-                  for layer in self.layers]
+        states = self._ring_buffers(u)
 
         def column(key):
             return [w[key] for w in layers]
@@ -335,8 +332,7 @@ class WaveNet(nn.Module):
         """The step-op loop with one step captured in a CUDA graph and replayed (see ``sample``)."""
         n, length = u.shape
         layers = [_layer_weights(layer) for layer in self.layers]
-        states = [u.new_zeros(n, layer.dilation * (layer.kernel_size - 1), layer.residual_channels)
-                  for layer in self.layers]
+        states = self._ring_buffers(u)
         position = torch.zeros(1, dtype=torch.long, device=u.device)  # the step, on the device
         codes = torch.zeros(n, length, dtype=torch.long, device=u.device)
         x_in = u.new_zeros(n, self.embed.embedding_dim)  # the first layer's input at this step
@@ -349,7 +345,7 @@ class WaveNet(nn.Module):
                     x, state, t, w["w_dilated"], w["b_dilated"], w["w_res"], w["b_res"], w["w_skip"], w["b_skip"],
                     w["dilation"], c_t, w["w_cond"])
                 skips = skips + skip
-            params = self._head(skips[:, :, None])[:, :, 0]
+            params = ar.head_on_vectors(self.head_hidden, self.head_out, skips)
             code = self._draw(params, u.index_select(1, position)[:, 0])
             codes.index_copy_(1, position, code[:, None])
             x_in.copy_(self.embed(code))
@@ -381,10 +377,7 @@ class WaveNet(nn.Module):
         kernel = _dispatch.use_kernel("wavenet_layer_step", u)
         position = torch.zeros((), dtype=torch.long, device=u.device)
         layers = [_layer_weights(layer) for layer in self.layers]
-        states = [u.new_zeros(n, layer.dilation * (layer.kernel_size - 1), layer.residual_channels)
-                  for layer in self.layers]
-        head_hidden = self.head_hidden.weight.flatten(1), self.head_hidden.bias
-        head_out = self.head_out.weight.flatten(1), self.head_out.bias
+        states = self._ring_buffers(u)
         codes = torch.zeros(n, length, dtype=torch.long, device=u.device)
         s = u.new_zeros(n, self.embed.embedding_dim)
         for t in range(length):
@@ -402,7 +395,7 @@ class WaveNet(nn.Module):
                         x, state, position, w["w_dilated"], w["b_dilated"], w["w_res"], w["b_res"], w["w_skip"],
                         w["b_skip"], w["dilation"], c_t, w["w_cond"])
                 skips = skips + skip
-            params = F.linear(F.relu(F.linear(F.relu(skips), *head_hidden)), *head_out)
+            params = ar.head_on_vectors(self.head_hidden, self.head_out, skips)
             codes[:, t] = self._draw(params, u[:, t])
             s = self.embed(codes[:, t])
         return codes

@@ -30,11 +30,11 @@ def _pointwise_weight(value: object, name: str, c_out_name: str, c_in: int, x: t
     return weight
 
 
-def check_wavenet_layer(x: object, w_dilated: object, b_dilated: object, w_res: object, b_res: object,
-                        w_skip: object, b_skip: object, dilation: object, cond: object, w_cond: object
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Check the arguments of ``wavenet_layer``; return w_res, w_skip and w_cond as 2-D weights."""
-    x = check_rank(x, "x", 3, "(N, C_res, T)")
+def check_layer_weights(x: torch.Tensor, w_dilated: object, b_dilated: object, w_res: object, b_res: object,
+                        w_skip: object, b_skip: object, dilation: object
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check a WaveNet layer's weights against its input ``x`` (channels in dim 1) and the dilation;
+    return w_dilated, and w_res and w_skip as 2-D weights. Shared by wavenet_layer and its step."""
     w_dilated = check_rank(w_dilated, "w_dilated", 3, "(C_gate, C_res, K)")
     check_same(w_dilated, "w_dilated", x)
     c_res, c_gate = x.shape[1], w_dilated.shape[0]
@@ -54,6 +54,24 @@ def check_wavenet_layer(x: object, w_dilated: object, b_dilated: object, w_res: 
     w_skip = _pointwise_weight(w_skip, "w_skip", "C_skip", c_gate // 2, x)
     check_bias(b_skip, w_skip.shape[0], x, "b_skip")
     check_positive_int(dilation, "dilation")
+    return w_dilated, w_res, w_skip
+
+
+def check_cond_weight(cond: torch.Tensor, w_cond: object, c_gate: int, x: torch.Tensor) -> torch.Tensor:
+    """The local conditioning's projection (C_gate, C_cond[, 1]) for ``cond`` (channels in dim 1), as 2-D."""
+    w_cond = _pointwise_weight(w_cond, "w_cond", "C_gate", cond.shape[1], x)
+    if w_cond.shape[0] != c_gate:
+        raise ValueError(f"w_cond must have C_gate = {c_gate} output channels (dim 0), "
+                         f"got shape {tuple(w_cond.shape)}")
+    return w_cond
+
+
+def check_wavenet_layer(x: object, w_dilated: object, b_dilated: object, w_res: object, b_res: object,
+                        w_skip: object, b_skip: object, dilation: object, cond: object, w_cond: object
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Check the arguments of ``wavenet_layer``; return w_res, w_skip and w_cond as 2-D weights."""
+    x = check_rank(x, "x", 3, "(N, C_res, T)")
+    w_dilated, w_res, w_skip = check_layer_weights(x, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip, dilation)
     if (cond is None) != (w_cond is None):
         raise ValueError("cond and w_cond must be given together (local conditioning) or both be None")
     if cond is not None:
@@ -62,10 +80,7 @@ def check_wavenet_layer(x: object, w_dilated: object, b_dilated: object, w_res: 
         if cond.shape[0] != x.shape[0] or cond.shape[2] != x.shape[2]:
             raise ValueError(f"cond must have the batch and length of x, (N, C_cond, T) = "
                              f"({x.shape[0]}, C_cond, {x.shape[2]}), got shape {tuple(cond.shape)}")
-        w_cond = _pointwise_weight(w_cond, "w_cond", "C_gate", cond.shape[1], x)
-        if w_cond.shape[0] != c_gate:
-            raise ValueError(f"w_cond must have C_gate = {c_gate} output channels (dim 0), "
-                             f"got shape {tuple(w_cond.shape)}")
+        w_cond = check_cond_weight(cond, w_cond, w_dilated.shape[0], x)
     return w_res, w_skip, w_cond
 
 

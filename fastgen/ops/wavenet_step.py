@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 
 from fastgen.reference import steps as reference_steps
-from fastgen.ops._checks import check_bias, check_positive_int, check_rank, check_same
+from fastgen.ops._checks import check_positive_int, check_rank, check_same
 from fastgen.ops._dispatch import use_kernel
-from fastgen.ops.wavenet import _pointwise_weight
+from fastgen.ops.wavenet import check_cond_weight, check_layer_weights
 
 
 def check_no_grad(op_name: str, *tensors: torch.Tensor | None) -> None:
@@ -50,32 +50,16 @@ def check_wavenet_layer_step(x: object, state: object, w_dilated: object, b_dila
                              w_cond: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Check the arguments of ``wavenet_layer_step``; return w_res, w_skip and w_cond as 2-D weights."""
     x = check_rank(x, "x", 2, "(N, C_res)")
-    w_dilated = check_rank(w_dilated, "w_dilated", 3, "(C_gate, C_res, K)")
-    check_same(w_dilated, "w_dilated", x)
+    w_dilated, w_res, w_skip = check_layer_weights(x, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip, dilation)
     n, c_res = x.shape
-    c_gate, k_taps = w_dilated.shape[0], w_dilated.shape[2]
-    if w_dilated.shape[1] != c_res:
-        raise ValueError(f"w_dilated must have C_res = x.shape[1] = {c_res} input channels (dim 1), "
-                         f"got shape {tuple(w_dilated.shape)}")
-    if c_gate % 2 or c_gate == 0 or k_taps < 1:
-        raise ValueError(f"w_dilated must have an even, nonzero C_gate (dim 0) and K >= 1 taps (dim 2), "
-                         f"got shape {tuple(w_dilated.shape)}")
-    check_positive_int(dilation, "dilation")
     state = check_rank(state, "state", 3, "(N, L, C_res)")
     check_same(state, "state", x)
-    length = dilation * (k_taps - 1)
+    length = dilation * (w_dilated.shape[2] - 1)
     if tuple(state.shape) != (n, length, c_res):
         raise ValueError(f"state must have shape (N, dilation * (K - 1), C_res) = {(n, length, c_res)}, "
                          f"got {tuple(state.shape)}")
     if not state.is_contiguous():
         raise ValueError("state must be contiguous: it is updated in place")
-    check_bias(b_dilated, c_gate, x, "b_dilated")
-    w_res = _pointwise_weight(w_res, "w_res", "C_res", c_gate // 2, x)
-    if w_res.shape[0] != c_res:
-        raise ValueError(f"w_res must have C_res = {c_res} output channels (dim 0), got shape {tuple(w_res.shape)}")
-    check_bias(b_res, c_res, x, "b_res")
-    w_skip = _pointwise_weight(w_skip, "w_skip", "C_skip", c_gate // 2, x)
-    check_bias(b_skip, w_skip.shape[0], x, "b_skip")
     if (cond is None) != (w_cond is None):
         raise ValueError("cond and w_cond must be given together (local conditioning) or both be None")
     if cond is not None:
@@ -83,10 +67,7 @@ def check_wavenet_layer_step(x: object, state: object, w_dilated: object, b_dila
         check_same(cond, "cond", x)
         if cond.shape[0] != n:
             raise ValueError(f"cond must have the batch size of x, N = {n}, got shape {tuple(cond.shape)}")
-        w_cond = _pointwise_weight(w_cond, "w_cond", "C_gate", cond.shape[1], x)
-        if w_cond.shape[0] != c_gate:
-            raise ValueError(f"w_cond must have C_gate = {c_gate} output channels (dim 0), "
-                             f"got shape {tuple(w_cond.shape)}")
+        w_cond = check_cond_weight(cond, w_cond, w_dilated.shape[0], x)
     return w_res, w_skip, w_cond
 
 

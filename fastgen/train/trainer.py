@@ -89,6 +89,16 @@ def warmup_schedulers(optimizers: dict[str, torch.optim.Optimizer]) -> dict[str,
     return {name: torch.optim.lr_scheduler.LambdaLR(opt, warmup) for name, opt in optimizers.items()}
 
 
+def hold_out(data: Any, fraction: float) -> tuple[torch.Tensor, Any]:
+    """Split ``fraction`` of ``data``'s training split off (stratified by label, fixed seed):
+    (the training images kept, a copy of ``data`` whose test split is the held-out part)."""
+    labels = None if data.train_labels is None else data.train_labels.numpy()
+    keep, held = (torch.from_numpy(i) for i in split_indices(len(data.train), labels, fraction, seed=0))
+    held_out = dataclasses.replace(data, name=f"{data.name} (validation)", train=data.train[keep],
+                                   test=data.train[held], train_labels=None, test_labels=None, class_names=None)
+    return data.train[keep], held_out
+
+
 class Trainer:
     """Runs one training job; see :func:`train`."""
 
@@ -114,13 +124,7 @@ class Trainer:
         fraction = self.recipe.validation_fraction
         if fraction <= 0:
             return self.data.train, None
-        labels = None if self.data.train_labels is None else self.data.train_labels.numpy()
-        keep, held = split_indices(len(self.data.train), labels, fraction, seed=0)
-        keep, held = torch.from_numpy(keep), torch.from_numpy(held)
-        validation = dataclasses.replace(self.data, name=f"{self.data.name} (validation)", train=self.data.train[keep],
-                                         test=self.data.train[held], train_labels=None, test_labels=None,
-                                         class_names=None)
-        return self.data.train[keep], validation
+        return hold_out(self.data, fraction)
 
     # ------------------------------------------------------------------ state
     def _build(self) -> dict[str, Any]:
