@@ -248,15 +248,16 @@ def test_direct_op_calls_check_their_arguments():
                                              p["w_dilated"], None, p["w_res"], None, p["w_skip"], None, 2, None, None)
 
 
-def _generate_args(n=3, steps=9, dtype=torch.float64, cond_channels=0, seed=0):
-    """A 4-layer categorical WaveNet's tensors for wavenet_generate (dilations 1, 2, 4, 1; K = 2)."""
+def _generate_args(n=3, steps=9, dtype=torch.float64, cond_channels=0, seed=0, sizes=(5, 6, 7, 8, 9)):
+    """A 4-layer categorical WaveNet's tensors for wavenet_generate (dilations 1, 2, 4, 1; K = 2);
+    sizes = (C_res, C_gate, C_skip, hidden, levels)."""
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape):
         return (torch.randn(*shape, generator=g) * 0.5).to(dtype)
 
     dilations = [1, 2, 4, 1]
-    c_res, c_gate, c_skip, hidden, levels = 5, 6, 7, 8, 9
+    c_res, c_gate, c_skip, hidden, levels = sizes
     layers = [_wavenet_params(c_res, c_gate, c_skip, 2, c_cond=cond_channels or None, dtype=dtype, seed=seed + i)
               for i in range(len(dilations))]
     states = [torch.zeros(n, d, c_res, dtype=dtype) for d in dilations]
@@ -288,6 +289,24 @@ def test_wavenet_generate_matches_the_reference_loop(cond_channels, n):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+# float32 products run in register blocks of 64, 32 and 8 outputs, then one by one: sizes that
+# cross every block boundary, an odd number of gates per half.
+WIDE = (70, 2 * 37, 100, 72, 75)
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_wavenet_generate_float32_matches_the_reference_at_wide_sizes(n):
+    args, _ = _generate_args(n=n, steps=12, dtype=torch.float32, sizes=WIDE)
+    args = args[:13] + (args[13] * 0.1,) + args[14:]  # smaller logits: many different codes drawn
+    ref_args = _clone_states(args)
+    got = ops.wavenet_generate(*args)
+    want = reference_steps.wavenet_generate(*ref_args[:10], [None] * 4, *ref_args[10:], None)
+    assert torch.equal(got, want)
+    assert got.unique().numel() > 5
+    for a, b in zip(args[0], ref_args[0]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # float32 sums in another order
+
+
 def test_wavenet_generate_continues_from_its_states():
     args, _ = _generate_args(steps=10)
     whole = ops.wavenet_generate(*_clone_states(args))
@@ -298,8 +317,10 @@ def test_wavenet_generate_continues_from_its_states():
     assert torch.equal(torch.cat([first, second], 1), whole)
 
 
-def test_wavenet_generate_is_the_same_on_one_and_two_threads():
-    args, _ = _generate_args(n=2, dtype=torch.float32)
+@pytest.mark.parametrize("n,sizes", [(2, (5, 6, 7, 8, 9)), (1, WIDE), (9, WIDE)])
+def test_wavenet_generate_is_the_same_on_one_and_two_threads(n, sizes):
+    """Two threads share a block (n < 8) or take whole blocks (n = 9): the same codes as one thread."""
+    args, _ = _generate_args(n=n, steps=15, dtype=torch.float32, sizes=sizes)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

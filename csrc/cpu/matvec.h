@@ -4,6 +4,8 @@
 #pragma once
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "cpu_clones.h"
 
 namespace fastgen::cpu {
@@ -35,6 +37,27 @@ inline void matvec(const acc_t* W, const acc_t* x, int64_t M, int64_t K, const a
   matvec_block(W, x, K, int64_t(1), M, K, bias, accumulate, y, M);
 }
 
+// Eight floats in one AVX register (two SSE registers in the baseline clone); the unaligned
+// type loads and stores anywhere in a row.
+typedef float float8 __attribute__((vector_size(32)));
+typedef float float8_unaligned __attribute__((vector_size(32), aligned(4), may_alias));
+
+// y[0 : 8V] += sum_i x[i] WT[i, 0 : 8V] for one vector (WT rows M apart, K of them), the V
+// partial outputs held in registers for the whole sum: no load or store of y per input, which is
+// what limits the axpy loop below at batch 1. Summed in input order.
+template <int V>
+__attribute__((always_inline)) inline void axpy_rows_in_registers(const float* __restrict WT, int64_t M, int64_t K,
+                                                                  const float* __restrict x, float* __restrict y) {
+  float8 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = *reinterpret_cast<const float8_unaligned*>(y + 8 * v);
+  for (int64_t i = 0; i < K; ++i) {
+    const float8 a = x[i] - float8{};  // x[i] in every lane
+    const float* __restrict row = WT + i * M;
+    for (int v = 0; v < V; ++v) acc[v] += a * *reinterpret_cast<const float8_unaligned*>(row + 8 * v);
+  }
+  for (int v = 0; v < V; ++v) *reinterpret_cast<float8_unaligned*>(y + 8 * v) = acc[v];
+}
+
 // The same products with the matrix stored transposed, WT (K, M) row-major, for columns
 // [o0, o1) of y: y_b[o] = (bias ? bias[o] : 0) + (accumulate ? y_b[o] : 0) + sum_i x_b[i] WT[i, o].
 // Input elements scale contiguous rows of WT into y ("axpy" form): no horizontal sums, and the
@@ -50,6 +73,21 @@ FASTGEN_CPU_CLONES void matvec_t_block(const w_t* __restrict WT, const acc_t* __
     for (int64_t o = o0; o < o1; ++o) {
       y[o] = (accumulate ? y[o] : acc_t(0)) + (bias != nullptr ? static_cast<acc_t>(bias[o]) : acc_t(0));
     }
+  }
+  if constexpr (std::is_same_v<w_t, float> && std::is_same_v<acc_t, float>) {
+    // float32: blocks of 64, 32, 8 outputs accumulated in registers, then the odd outputs.
+    for (int64_t b = 0; b < B; ++b) {
+      const float* x = X + b * ldx;
+      float* y = Y + b * ldy;
+      int64_t o = o0;
+      for (; o + 64 <= o1; o += 64) axpy_rows_in_registers<8>(WT + o, M, K, x, y + o);
+      for (; o + 32 <= o1; o += 32) axpy_rows_in_registers<4>(WT + o, M, K, x, y + o);
+      for (; o + 8 <= o1; o += 8) axpy_rows_in_registers<1>(WT + o, M, K, x, y + o);
+      for (; o < o1; ++o) {
+        for (int64_t i = 0; i < K; ++i) y[o] += x[i] * WT[i * M + o];
+      }
+    }
+    return;
   }
   // Four input elements per pass over y: four multiply-adds per load and store of y[o].
   int64_t i = 0;

@@ -12,9 +12,11 @@
 //
 // Why one call: sampling one step per layer from Python costs a dispatch per layer and step
 // (~8 us), more than the arithmetic of a batch-1 step. Here nothing leaves C++ between steps.
-// Samples are processed in blocks that share every weight row while it is in L1 (the matrix-
-// vector products of a block reuse each row B times); blocks are independent work items.
-// float32 and float64 only (the caller falls back to the step ops for other dtypes).
+// Samples are processed in blocks of up to 4; blocks are independent work items. When there are
+// fewer blocks than threads (batch 1 in real time), two threads share a block: each computes one
+// fixed half of every product's inner dimension and they meet once per layer on a spin barrier.
+// float32 products keep their outputs in registers (matvec.h); float16/bfloat16 models keep
+// weights and rings in their dtype and compute in float32.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -26,6 +28,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -33,6 +36,7 @@
 #include "conv_common.h"
 #include "gate_math.h"
 #include "matvec.h"
+#include "spin_barrier.h"
 
 namespace fastgen::cpu {
 namespace {
@@ -83,50 +87,72 @@ int64_t draw(const acc_t* logits, int64_t levels, acc_t u, acc_t* scratch) {
   return std::min(below, levels - 1);
 }
 
-// Buffers every thread of a team reads: the gate pre-activations, the residual update, the skip
-// sum, the head's hidden layer and logits of the block's B samples.
+// Every product's inner dimension is split into kParts fixed parts (the gate channels for the
+// residual and skip products, the skip rows for the hidden layer, the hidden units for the
+// logits), summed part 0 + part 1 afterwards. A team of kParts threads computes one part each
+// and meets once per layer (plus twice for the head); a thread alone computes both parts in
+// turn. The arithmetic is the same either way: results do not depend on the thread count.
+constexpr int kParts = 2;
+
+// One set of partial products of a block of B samples: part p's share of each split product.
 template <typename acc_t>
-struct Shared {
-  std::vector<acc_t> h, res, skip, skips, hidden, logits;
+struct Partials {
+  std::vector<acc_t> res[kParts], skip[kParts], hidden[kParts], logits[kParts];
+  Partials(int64_t B, int64_t R, int64_t S, int64_t H, int64_t levels) {
+    constexpr int64_t pad = 16;  // parts written by different threads never share a cache line
+    for (int p = 0; p < kParts; ++p) {
+      res[p].resize(B * R + pad), skip[p].resize(B * S + pad), hidden[p].resize(B * H + pad);
+      logits[p].resize(B * levels + pad);
+    }
+  }
 };
 
-// Rows [r0, r1) of M that thread `tid` of `team` computes.
-inline void row_range(int64_t M, int tid, int team, int64_t& r0, int64_t& r1) {
-  r0 = M * tid / team;
-  r1 = M * (tid + 1) / team;
+// What the threads of a team share: two sets of partials, used in turn after each barrier so
+// that a thread writing the next set never overwrites one another thread still reads.
+template <typename acc_t>
+struct TeamShared {
+  Partials<acc_t> phase[2];
+  SpinBarrier barrier;
+  TeamShared(int team, int64_t B, int64_t R, int64_t S, int64_t H, int64_t levels)
+      : phase{Partials<acc_t>(B, R, S, H, levels), Partials<acc_t>(B, R, S, H, levels)}, barrier(team) {}
+};
+
+// Rows [r0, r1) of M that part (or thread) `index` of `count` takes.
+inline void row_range(int64_t M, int index, int count, int64_t& r0, int64_t& r1) {
+  r0 = M * index / count;
+  r1 = M * (index + 1) / count;
 }
 
-// This thread's outputs [r0, r1) of y = bias + W @ x for the B vectors, with W given transposed
-// (WT, (K, M) row-major: the kernel transposes every weight once per call).
+// out[i] = rounded(a[i] + b[i]) for i < n: the two parts of a split product.
 template <typename w_t, typename acc_t>
-void rows_matvec(const w_t* WT, const acc_t* X, int64_t ldx, int64_t B, int64_t M, int64_t K, const w_t* bias,
-                 bool accumulate, acc_t* Y, int64_t ldy, int tid, int team) {
-  int64_t r0, r1;
-  row_range(M, tid, team, r0, r1);
-  if (r1 > r0) matvec_t_block(WT, X, ldx, B, M, K, r0, r1, bias, accumulate, Y, ldy);
+void sum_parts(const std::vector<acc_t>& a, const std::vector<acc_t>& b, int64_t n, acc_t* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = rounded<w_t>(a[i] + b[i]);
 }
 
-// The whole generation of samples [n0, n0 + B), run by every thread of a team of `team` threads
-// (tid = its index; `barrier` synchronises the team). Each matrix-vector product is split by
-// output rows; the small per-sample vectors (taps, gates, the layer input) are recomputed by
-// every thread from the shared results, so two barriers per layer suffice. The row split does
-// not change any row's arithmetic: results are the same for any team size.
-template <typename w_t, typename acc_t, typename Barrier>
-void generate_block(const std::vector<LayerView<w_t>>& layers, Shared<acc_t>& sh, int tid, int team,
-                    Barrier&& barrier, int64_t n0, int64_t B, const w_t* first, const w_t* u, const w_t* emb,
-                    const w_t* wh, const w_t* bh, const w_t* wo, const w_t* bo, const w_t* cond,
-                    int64_t C_cond, int64_t R, int64_t C_gate, int64_t S, int64_t H, int64_t levels, int64_t K,
-                    int64_t T, int64_t start, int64_t* codes) {
+// The whole generation of samples [n0, n0 + B), run by every thread of a team (tid = its index
+// among `team` threads, sharing `sh`). The small per-sample vectors (taps, the layer input, the
+// skip sum, the head's hidden layer) are kept by every thread and updated identically from the
+// shared partials.
+template <typename w_t, typename acc_t>
+FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers, TeamShared<acc_t>& sh, int tid, int team,
+                    int64_t n0, int64_t B, const w_t* first, const w_t* u, const w_t* emb, const w_t* wh,
+                    const w_t* bh, const w_t* wo, const w_t* bo, const w_t* cond, int64_t C_cond, int64_t R,
+                    int64_t C_gate, int64_t S, int64_t H, int64_t levels, int64_t K, int64_t T, int64_t start,
+                    int64_t* codes) {
   const int64_t G = C_gate / 2;
-  std::vector<acc_t> x(B * R), taps(B * R * K), z(B * G), scratch(levels), logits_b(levels), cond_t(B * C_cond),
-      relu_in(B * S), relu_hidden(B * H);
+  std::vector<acc_t> x(B * R), taps(B * R * K), h(B * C_gate), z(B * G), skips(B * S), layer_skip(B * S),
+      res(B * R), relu_skips(B * S), relu_hidden(B * H), logits(B * levels), scratch(levels), cond_t(B * C_cond);
   for (int64_t i = 0; i < B * R; ++i) x[i] = static_cast<acc_t>(first[n0 * R + i]);
-  int64_t c0, c1, s0, s1;  // this thread's channels of the state writes and rows of the skip sum
+  int64_t c0, c1;  // this thread's channels of the ring-buffer writes
   row_range(R, tid, team, c0, c1);
-  row_range(S, tid, team, s0, s1);
+  int64_t phase = 0;  // barriers passed: which set of partials is written next
+  auto meet = [&] {
+    sh.barrier.wait();
+    return &sh.phase[phase++ & 1];
+  };
   for (int64_t t = 0; t < T; ++t) {
     const int64_t p = start + t;
-    for (int64_t b = 0; b < B; ++b) std::fill(sh.skips.begin() + b * S + s0, sh.skips.begin() + b * S + s1, acc_t(0));
+    std::fill(skips.begin(), skips.end(), acc_t(0));
     for (int64_t b = 0; b < B && cond != nullptr; ++b) {
       for (int64_t c = 0; c < C_cond; ++c) {
         cond_t[b * C_cond + c] = static_cast<acc_t>(cond[((n0 + b) * C_cond + c) * T + t]);
@@ -143,58 +169,69 @@ void generate_block(const std::vector<LayerView<w_t>>& layers, Shared<acc_t>& sh
         }
         for (int64_t c = 0; c < R; ++c) taps_b[c * K + K - 1] = x[b * R + c];
       }
-      rows_matvec(layer.wd, taps.data(), R * K, B, C_gate, R * K, layer.bd, false, sh.h.data(), C_gate, tid, team);
-      if (layer.wc != nullptr) {
-        rows_matvec(layer.wc, cond_t.data(), C_cond, B, C_gate, C_cond, static_cast<const w_t*>(nullptr), true,
-                    sh.h.data(), C_gate, tid, team);
+      Partials<acc_t>& out = sh.phase[phase & 1];
+      for (int part = tid; part < kParts; part += team) {
+        int64_t g0, g1;  // this part's gate channels: rows g0.. of the tanh half, G + g0.. of the sigmoid half
+        row_range(G, part, kParts, g0, g1);
+        const int64_t width = g1 - g0;  // h rows [2 g0, 2 g1): the part's tanh rows, then its sigmoid rows
+        matvec_t_block(layer.wd, taps.data(), R * K, B, C_gate, R * K, 2 * g0, 2 * g1, layer.bd, false, h.data(),
+                       C_gate);
+        if (layer.wc != nullptr) {
+          matvec_t_block(layer.wc, cond_t.data(), C_cond, B, C_gate, C_cond, 2 * g0, 2 * g1,
+                         static_cast<const w_t*>(nullptr), true, h.data(), C_gate);
+        }
+        for (int64_t b = 0; b < B; ++b) {
+          const acc_t* h_b = h.data() + b * C_gate + 2 * g0;
+          for (int64_t j = 0; j < width; ++j) z[b * G + g0 + j] = tanh_acc(h_b[j]) * sigmoid_acc(h_b[width + j]);
+        }
+        const bool first_part = part == 0;  // the part that adds the biases
+        matvec_t_block(layer.wr + g0 * R, z.data() + g0, G, B, R, g1 - g0, 0, R, first_part ? layer.br : nullptr,
+                       false, out.res[part].data(), R);
+        matvec_t_block(layer.ws + g0 * S, z.data() + g0, G, B, S, g1 - g0, 0, S, first_part ? layer.bs : nullptr,
+                       false, out.skip[part].data(), S);
       }
-      barrier();  // h complete; every thread has read its taps
+      meet();  // every part written; every thread has read its taps
       for (int64_t b = 0; b < B && L > 0; ++b) {  // the layer input goes to slot p mod L
         w_t* slot = layer.state + ((n0 + b) * L + p % L) * R;
         for (int64_t c = c0; c < c1; ++c) slot[c] = static_cast<w_t>(x[b * R + c]);
       }
-      for (int64_t b = 0; b < B; ++b) {
-        for (int64_t j = 0; j < G; ++j) {
-          z[b * G + j] = tanh_acc(sh.h[b * C_gate + j]) * sigmoid_acc(sh.h[b * C_gate + G + j]);
-        }
-      }
-      rows_matvec(layer.ws, z.data(), G, B, S, G, layer.bs, false, sh.skip.data(), S, tid, team);
-      for (int64_t b = 0; b < B; ++b) {  // this thread's rows of the skip sum
-        for (int64_t o = s0; o < s1; ++o) {
-          acc_t& sum = sh.skips[b * S + o];
-          sum = rounded<w_t>(sum + rounded<w_t>(sh.skip[b * S + o]));
-        }
-      }
-      rows_matvec(layer.wr, z.data(), G, B, R, G, layer.br, false, sh.res.data(), R, tid, team);
-      barrier();  // res complete (and nobody reads h of this layer any more)
-      for (int64_t i = 0; i < B * R; ++i) x[i] = rounded<w_t>(x[i] + sh.res[i]);
+      for (int64_t i = 0; i < B * R; ++i) res[i] = out.res[0][i] + out.res[1][i];
+      for (int64_t i = 0; i < B * R; ++i) x[i] = rounded<w_t>(x[i] + res[i]);
+      sum_parts<w_t>(out.skip[0], out.skip[1], B * S, layer_skip.data());
+      for (int64_t i = 0; i < B * S; ++i) skips[i] = rounded<w_t>(skips[i] + layer_skip[i]);
     }
-    barrier();  // skips complete, res read by every thread
-    for (int64_t i = 0; i < B * S; ++i) relu_in[i] = std::max(sh.skips[i], acc_t(0));
-    rows_matvec(wh, relu_in.data(), S, B, H, S, bh, false, sh.hidden.data(), H, tid, team);
-    barrier();  // hidden complete
-    for (int64_t i = 0; i < B * H; ++i) relu_hidden[i] = std::max(rounded<w_t>(sh.hidden[i]), acc_t(0));
-    rows_matvec(wo, relu_hidden.data(), H, B, levels, H, bo, false, sh.logits.data(), levels, tid, team);
-    barrier();  // logits complete
+    Partials<acc_t>* out = &sh.phase[phase & 1];
+    for (int64_t i = 0; i < B * S; ++i) relu_skips[i] = std::max(skips[i], acc_t(0));
+    for (int part = tid; part < kParts; part += team) {
+      int64_t s0, s1;
+      row_range(S, part, kParts, s0, s1);
+      matvec_t_block(wh + s0 * H, relu_skips.data() + s0, S, B, H, s1 - s0, 0, H, part == 0 ? bh : nullptr, false,
+                     out->hidden[part].data(), H);
+    }
+    meet();  // the hidden layer's parts written
+    sum_parts<w_t>(out->hidden[0], out->hidden[1], B * H, relu_hidden.data());
+    for (acc_t& v : relu_hidden) v = std::max(v, acc_t(0));
+    out = &sh.phase[phase & 1];
+    for (int part = tid; part < kParts; part += team) {
+      int64_t h0, h1;
+      row_range(H, part, kParts, h0, h1);
+      matvec_t_block(wo + h0 * levels, relu_hidden.data() + h0, H, B, levels, h1 - h0, 0, levels,
+                     part == 0 ? bo : nullptr, false, out->logits[part].data(), levels);
+    }
+    meet();  // the logits' parts written
+    sum_parts<w_t>(out->logits[0], out->logits[1], B * levels, logits.data());
     for (int64_t b = 0; b < B; ++b) {
-      for (int64_t i = 0; i < levels; ++i) logits_b[i] = rounded<w_t>(sh.logits[b * levels + i]);
-      const int64_t code = draw(logits_b.data(), levels, static_cast<acc_t>(u[(n0 + b) * T + t]), scratch.data());
+      const int64_t code =
+          draw(logits.data() + b * levels, levels, static_cast<acc_t>(u[(n0 + b) * T + t]), scratch.data());
       if (tid == 0) codes[(n0 + b) * T + t] = code;
       for (int64_t c = 0; c < R; ++c) x[b * R + c] = static_cast<acc_t>(emb[code * R + c]);
     }
-    // No barrier here: the shared buffers are next written after barriers every thread passes
-    // only once it has read them (skips are zeroed by the threads that own their rows).
   }
 }
 
-// A barrier of the enclosing OpenMP team (an orphaned directive: it binds to the team running it).
-inline void team_barrier() {
-#pragma omp barrier
-}
-
 // Every block of samples, in parallel: one block per thread when there are enough blocks (no
-// synchronisation); otherwise (batch 1 while sampling in real time) the whole team works on each
-// block, splitting every matrix-vector product by rows.
+// synchronisation); otherwise (batch 1 while sampling in real time) teams of kParts threads,
+// each team working through its share of the blocks.
 template <typename w_t, typename acc_t>
 void generate_all(const std::vector<LayerView<w_t>>& views, int64_t N, const w_t* first, const w_t* u,
                   const w_t* emb, const w_t* wh, const w_t* bh, const w_t* wo, const w_t* bo,
@@ -202,27 +239,32 @@ void generate_all(const std::vector<LayerView<w_t>>& views, int64_t N, const w_t
                   int64_t K, int64_t T, int64_t start, int64_t* codes) {
   const int64_t blocks = ceil_div(N, kSampleBlock);
   const int threads = at::get_num_threads();
-  auto shared = [&] {
-    const int64_t B = kSampleBlock;
-    return Shared<acc_t>{std::vector<acc_t>(B * C_gate), std::vector<acc_t>(B * R), std::vector<acc_t>(B * S),
-                         std::vector<acc_t>(B * S), std::vector<acc_t>(B * H), std::vector<acc_t>(B * levels)};
-  };
-  auto run = [&](int64_t blk, Shared<acc_t>& sh, int tid, int team, auto&& barrier) {
+  auto run = [&](int64_t blk, TeamShared<acc_t>& sh, int tid, int team) {
     const int64_t n0 = blk * kSampleBlock, B = std::min(kSampleBlock, N - n0);
-    generate_block<w_t, acc_t>(views, sh, tid, team, barrier, n0, B, first, u, emb, wh, bh, wo, bo, cond, C_cond, R, C_gate, S,
-                   H, levels, K, T, start, codes);
+    generate_block<w_t, acc_t>(views, sh, tid, team, n0, B, first, u, emb, wh, bh, wo, bo, cond, C_cond, R, C_gate,
+                               S, H, levels, K, T, start, codes);
   };
-  if (blocks >= threads || threads == 1) {
+  if (blocks >= threads || threads < kParts) {
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-      Shared<acc_t> sh = shared();
-      for (int64_t blk = b0; blk < b1; ++blk) run(blk, sh, 0, 1, [] {});
+      TeamShared<acc_t> sh(1, kSampleBlock, R, S, H, levels);
+      for (int64_t blk = b0; blk < b1; ++blk) run(blk, sh, 0, 1);
     });
     return;
   }
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    Shared<acc_t> sh = shared();
-#pragma omp parallel num_threads(threads)
-    run(blk, sh, omp_get_thread_num(), omp_get_num_threads(), team_barrier);
+  const int teams = static_cast<int>(std::min<int64_t>(blocks, threads / kParts));
+  std::vector<std::unique_ptr<TeamShared<acc_t>>> shared;
+#pragma omp parallel num_threads(teams * kParts)
+  {
+    // OpenMP may grant fewer threads than asked: size the teams by what it granted.
+    const int granted = omp_get_num_threads(), team = granted >= kParts ? kParts : 1, used = granted / team * team;
+#pragma omp single
+    for (int i = 0; i < used / team; ++i) {
+      shared.push_back(std::make_unique<TeamShared<acc_t>>(team, kSampleBlock, R, S, H, levels));
+    }
+    const int me = omp_get_thread_num();
+    for (int64_t blk = me / team; me < used && blk < blocks; blk += used / team) {
+      run(blk, *shared[me / team], me % team, team);
+    }
   }
 }
 
@@ -249,6 +291,7 @@ Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const 
   const int64_t N = first_input.size(0), R = first_input.size(1), T = uniforms.size(1);
   const int64_t K = w_dilated[0].size(2), C_gate = w_dilated[0].size(0), S = w_skip[0].size(0);
   const int64_t H = w_hidden.size(0), levels = w_out.size(0);
+  TORCH_CHECK(C_gate % 2 == 0, "fastgen: w_dilated must have an even number of gate channels, got ", C_gate);
   TORCH_CHECK(uniforms.size(0) == N && start >= 0, "fastgen: uniforms must be (N, T) and start >= 0");
   TORCH_CHECK(embedding.dim() == 2 && embedding.size(0) == levels && embedding.size(1) == R,
               "fastgen: embedding must be (levels, R) = (", levels, ", ", R, "), got ", embedding.sizes());
@@ -269,6 +312,19 @@ Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const 
     return keep.back();
   };
   keep.reserve(8 * layers + 8);
+  // The gate rows (tanh half, sigmoid half) regrouped by part, each part's tanh rows then its
+  // sigmoid rows, so that one product computes a part's gates.
+  std::vector<int64_t> order;
+  for (int part = 0; part < kParts; ++part) {
+    int64_t g0, g1;
+    row_range(C_gate / 2, part, kParts, g0, g1);
+    for (int64_t half = 0; half < 2; ++half) {
+      for (int64_t j = g0; j < g1; ++j) order.push_back(half * (C_gate / 2) + j);
+    }
+  }
+  const Tensor gate_order = at::empty({C_gate}, at::TensorOptions().dtype(at::kLong));
+  std::copy(order.begin(), order.end(), gate_order.data_ptr<int64_t>());
+  auto by_part = [&](const Tensor& t) { return t.index_select(0, gate_order); };
   for (int64_t l = 0; l < layers; ++l) {
     TORCH_CHECK(w_dilated[l].sizes() == at::IntArrayRef({C_gate, R, K}) && dilations[l] >= 1,
                 "fastgen: every w_dilated must be (C_gate, R, K) with a dilation >= 1");
@@ -289,13 +345,13 @@ Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const 
     std::vector<LayerView<w_t>> views(layers);
     for (int64_t l = 0; l < layers; ++l) {
       const OptTensor bd = b_dilated.get(l), br = b_res.get(l), bs = b_skip.get(l), wc = w_cond.get(l);
-      views[l] = {ct(w_dilated[l]).data_ptr<w_t>(),
-                  bd.has_value() ? c(*bd).data_ptr<w_t>() : nullptr,
+      views[l] = {ct(by_part(w_dilated[l])).data_ptr<w_t>(),
+                  bd.has_value() ? c(by_part(*bd)).data_ptr<w_t>() : nullptr,
                   ct(w_res[l]).data_ptr<w_t>(),
                   br.has_value() ? c(*br).data_ptr<w_t>() : nullptr,
                   ct(w_skip[l]).data_ptr<w_t>(),
                   bs.has_value() ? c(*bs).data_ptr<w_t>() : nullptr,
-                  wc.has_value() ? ct(*wc).data_ptr<w_t>() : nullptr,
+                  wc.has_value() ? ct(by_part(*wc)).data_ptr<w_t>() : nullptr,
                   states[l].data_ptr<w_t>(),
                   dilations[l],
                   dilations[l] * (K - 1)};
