@@ -242,7 +242,8 @@ def test_masked_conv_cases_registered():
     assert {c.op for c in cases} == {"masked_conv2d"} and {c.family for c in cases} == {"masked_conv"}
     assert all(c.dtype == torch.float32 for c in cases)  # CPU default
     assert {(c.shape, c.mode) for c in cases} == {
-        (shape, mode) for shape in ("32x64x28x28->64 3x3 mask-B", "32x1x28x28->64 7x7 mask-A")
+        (shape, mode) for shape in ("32x64x28x28->64 3x3 mask-B", "32x1x28x28->64 7x7 mask-A",
+                                    "32x64x28x28->64 3x3 mask-B channels-last")
         for mode in (FORWARD, FORWARD_BACKWARD)}
     for case in cases:
         assert set(case.implementation_names()) == {EAGER, COMPILED, FASTGEN}

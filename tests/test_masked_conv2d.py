@@ -321,6 +321,73 @@ def test_gradcheck_float64(case, device):
     # autograd formula), so gradgradcheck is not run.
 
 
+# --- the channels-last path ---------------------------------------------------------------------
+
+# Shapes where a channels-last input is not also contiguous (more than one channel, more than one
+# pixel): the kernels run channels-last and return y and grad_x channels-last. C_in < C_out takes
+# the scatter form of grad_x, C_in >= C_out the gather form.
+CHANNELS_LAST_SHAPES = [case for case in SHAPES if case.c_in > 1 and case.h * case.w > 1] + [
+    Case(2, 2, 16, 8, 8, 7, 7, mask_type="A"),  # scatter form, many taps
+    Case(2, 12, 6, 6, 7, 3, 3, groups=3, mask_type="B"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CHANNELS_LAST_SHAPES, ids=str)
+def test_channels_last_forward_and_backward(case, dtype, device):
+    x, w, b = _inputs(case, dtype, device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    assert not x.is_contiguous()
+    _check_backward(case, dtype, device, x=x, w=w, b=b)
+    xs = x.detach().requires_grad_(True)
+    y = ops.masked_conv2d(xs, w, b, **case.options)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    y.backward(torch.randn_like(y))
+    assert xs.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("case", [Case(1, 1, 4, 5, 5, 3, 3), Case(2, 3, 4, 1, 1, 3, 3, mask_type="B")], ids=str)
+def test_ambiguous_layouts_stay_contiguous(case, device):
+    """A channels-last tensor that is also contiguous (one channel or one pixel) gives a contiguous y."""
+    x, w, b = _inputs(case, torch.float32, device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = ops.masked_conv2d(x, w, b, **case.options)
+    assert y.is_contiguous()
+    close(y, _expected(x, w, b, case), torch.float32)
+
+
+@pytest.mark.parametrize("case", [Case(2, 3, 3, 4, 5, 3, 3, mask_type="A"),
+                                  Case(1, 3, 6, 4, 4, 3, 5, dilation=2, color_channels=3, mask_type="B"),
+                                  Case(2, 4, 2, 5, 3, 3, 3, groups=2, mask_type="B")], ids=str)
+def test_channels_last_gradcheck_float64(case, device):
+    x, w, b = _inputs(case, torch.float64, device)
+    leaves = (x.contiguous(memory_format=torch.channels_last).detach().requires_grad_(True),
+              w.detach().clone().requires_grad_(True), b.detach().clone().requires_grad_(True))
+    assert torch.autograd.gradcheck(lambda *a: ops.masked_conv2d(*a, **case.options), leaves)
+
+
+@pytest.mark.parametrize("case", MASK_CASES, ids=str)
+def test_channels_last_masked_weight_entries_get_zero_gradient(case, device):
+    x, w, b = _inputs(case, torch.float32, device)
+    ws = w.detach().requires_grad_(True)
+    ops.masked_conv2d(x.contiguous(memory_format=torch.channels_last), ws, b, **case.options).square().sum().backward()
+    mask = _mask(case).to(device)
+    assert torch.all(ws.grad[mask == 0] == 0)  # exactly zero, not merely small
+    assert torch.all(ws.grad[mask == 1] != 0)
+
+
+def test_channels_last_opcheck_and_compile(device):
+    _needs_kernel(device)
+    case = Case(2, 6, 3, 5, 6, 3, 3, color_channels=3, mask_type="B")
+    x, w, b = _inputs(case, torch.float32, device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    grad_y = torch.randn(2, 3, 5, 6, device=device).contiguous(memory_format=torch.channels_last)
+    opcheck(OPS.masked_conv2d.default, (x.detach().requires_grad_(True), w.requires_grad_(True), b, *case.args))
+    opcheck(OPS.masked_conv2d_backward.default, (grad_y, x, w.detach(), *case.args, [True, True, False]))
+    compiled = torch.compile(lambda *a: torch.relu(ops.masked_conv2d(*a, **case.options)), fullgraph=True)
+    torch.testing.assert_close(compiled(x, w.detach(), b), torch.relu(ops.masked_conv2d(x, w.detach(), b, **case.options)))
+
+
 # --- opcheck and torch.compile -----------------------------------------------------------------
 
 

@@ -39,78 +39,14 @@
 
 #include "../conv_checks.h"
 #include "conv_common.h"
+#include "masked_conv2d_nhwc.h"
+#include "masked_conv_problem.h"
 #include "tap_gather.h"
 
 namespace fastgen::cpu {
 namespace {
 
 using at::Tensor;
-
-// The kept taps of a KH x KW kernel in raster order (TapPlan, gather_taps: tap_gather.h).
-TapPlan plan_taps(int64_t KH, int64_t KW, bool mask_b, int64_t dilation, int64_t color_channels) {
-  const int64_t cy = KH / 2, cx = KW / 2;
-  TapPlan plan;
-  for (int64_t ky = 0; ky <= cy; ++ky) {
-    for (int64_t kx = 0; kx < KW; ++kx) {
-      if (ky == cy && kx > cx) break;  // the rest of the centre row comes after the centre
-      const bool before = ky < cy || kx < cx;
-      const bool centre = ky == cy && kx == cx;
-      if (!before && !(centre && (mask_b || color_channels > 1))) continue;
-      if (centre) {
-        plan.centre = plan.size();
-        plan.colour = color_channels > 1;
-      }
-      plan.index.push_back(ky * KW + kx);
-      plan.dy.push_back((ky - cy) * dilation);
-      plan.dx.push_back((kx - cx) * dilation);
-    }
-  }
-  return plan;
-}
-
-// (C_out, C_in) 0/1 mask of the centre tap under RGB masking: output block o / (C_out / c) sees
-// input blocks before it (mask A) or up to it (mask B).
-Tensor colour_mask(int64_t C_out, int64_t C_in, int64_t color_channels, bool mask_b, const at::TensorOptions& opts) {
-  const Tensor out_block = at::arange(C_out, opts.dtype(at::kLong)).div(C_out / color_channels, "floor");
-  const Tensor in_block = at::arange(C_in, opts.dtype(at::kLong)).div(C_in / color_channels, "floor");
-  const Tensor allowed = mask_b ? in_block.unsqueeze(0).le(out_block.unsqueeze(1))
-                                : in_block.unsqueeze(0).lt(out_block.unsqueeze(1));
-  return allowed.to(opts.dtype());
-}
-
-// Everything the three kernels share about one call.
-struct Problem {
-  int64_t N, C_in, C_out, H, W, groups, Cg_in, Cg_out;
-  TapPlan taps;
-  std::optional<Tensor> centre_mask;  // (C_out, C_in) when taps.colour
-  int64_t rows_per_tile, tiles;
-
-  Problem(const Tensor& x, const Tensor& weight, c10::string_view mask_type, int64_t dilation, int64_t groups_,
-          int64_t color_channels, at::ScalarType acc)
-      : N(x.size(0)), C_in(x.size(1)), C_out(weight.size(0)), H(x.size(2)), W(x.size(3)), groups(groups_),
-        Cg_in(C_in / groups_), Cg_out(C_out / groups_),
-        taps(plan_taps(weight.size(2), weight.size(3), mask_type == "B", dilation, color_channels)) {
-    if (taps.colour) {
-      centre_mask = colour_mask(C_out, C_in, color_channels, mask_type == "B", x.options().dtype(acc));
-    }
-    const int64_t per_row = std::max<int64_t>(1, std::max(Cg_in, Cg_out) * taps.size() * W);
-    rows_per_tile = std::clamp<int64_t>(kColsElements / per_row, 1, std::max<int64_t>(H, 1));
-    tiles = ceil_div(H, rows_per_tile);
-  }
-
-  int64_t T() const { return taps.size(); }
-  int64_t row0(int64_t tile) const { return tile * rows_per_tile; }
-  int64_t row1(int64_t tile) const { return std::min(H, (tile + 1) * rows_per_tile); }
-
-  // (C_out, C_in / groups, KH, KW) in acc -> (groups, C_out / groups, C_in / groups * T), the
-  // kept taps only (colour mask applied to the centre).
-  Tensor kept_weight(const Tensor& w) const {
-    const Tensor index = at::tensor(taps.index, w.options().dtype(at::kLong));
-    Tensor kept = w.reshape({C_out, Cg_in, w.size(2) * w.size(3)}).index_select(2, index);
-    if (taps.colour) kept.select(2, taps.centre).mul_(*centre_mask);
-    return kept.reshape({groups, Cg_out, Cg_in * T()}).contiguous();
-  }
-};
 
 // The columns of channels [c0, c0 + C) of image n of `src` (N, C_all, H, W) for one tile.
 Tensor tile_columns(const Tensor& src, int64_t n, int64_t c0, int64_t C, const Problem& pb, int64_t sign,
@@ -136,10 +72,15 @@ Tensor masked_conv2d(const Tensor& x_in, const Tensor& weight_in, const std::opt
   const at::ScalarType dtype = x_in.scalar_type(), acc = acc_type(dtype);
   BelowAutograd below;
   const Problem pb(x_in, weight_in, mask_type, dilation, groups, color_channels, acc);
+  const Tensor w = pb.kept_weight(weight_in.to(acc));
+  if (takes_channels_last(x_in)) {
+    const std::optional<Tensor> b = bias.has_value() ? std::optional<Tensor>(bias->to(acc)) : std::nullopt;
+    return masked_conv2d_forward_channels_last(x_in.to(acc).contiguous(at::MemoryFormat::ChannelsLast), w, b, pb)
+        .to(dtype);
+  }
   Tensor y = at::empty({pb.N, pb.C_out, pb.H, pb.W}, x_in.options().dtype(acc));
   if (y.numel() == 0) return y.to(dtype);
   const Tensor x = x_in.to(acc).contiguous();
-  const Tensor w = pb.kept_weight(weight_in.to(acc));
   const std::optional<Tensor> b =
       bias.has_value() ? std::optional<Tensor>(bias->to(acc).reshape({pb.C_out, 1})) : std::nullopt;
   const bool no_taps = pb.T() == 0 || pb.Cg_in == 0;
@@ -160,28 +101,6 @@ Tensor masked_conv2d(const Tensor& x_in, const Tensor& weight_in, const std::opt
     }
   });
   return acc == dtype ? y : y.to(dtype);
-}
-
-// gx[c, p + offset_t] += Z[c * T + t, p] for the rows [h0, h1) of Z (C * T, (h1 - h0) * W): the
-// scatter form of the input gradient (clipped to the image).
-template <typename scalar_t>
-void scatter_taps(const scalar_t* Z, int64_t C, int64_t H, int64_t W, const TapPlan& taps, int64_t h0, int64_t h1,
-                  scalar_t* gx) {
-  const int64_t T = taps.size(), P = (h1 - h0) * W;
-  for (int64_t c = 0; c < C; ++c) {
-    scalar_t* plane = gx + c * H * W;
-    for (int64_t t = 0; t < T; ++t) {
-      const scalar_t* row = Z + (c * T + t) * P;
-      const int64_t dy = taps.dy[t], dx = taps.dx[t];
-      const int64_t w_lo = std::clamp<int64_t>(-dx, 0, W), w_hi = std::clamp<int64_t>(W - dx, 0, W);
-      for (int64_t h = h0; h < h1; ++h, row += W) {
-        const int64_t hs = h + dy;
-        if (hs < 0 || hs >= H) continue;
-        scalar_t* out = plane + hs * W + dx;
-        for (int64_t w = w_lo; w < w_hi; ++w) out[w] += row[w];
-      }
-    }
-  }
 }
 
 // Input gradient, gather form: per tile, W_kept^T (mirrored) @ the gathered taps of grad_y. Its
@@ -218,7 +137,7 @@ Tensor grad_input_scatter(const Tensor& gy, const Tensor& w_kept, const Problem&
           const Tensor Z = at::mm(w_kept.select(0, g).t(), tile_view(gy, n, g * pb.Cg_out, pb.Cg_out, pb, tile));
           AT_DISPATCH_FLOATING_TYPES(gx.scalar_type(), "masked_conv2d_scatter", [&] {
             scalar_t* plane = gx.mutable_data_ptr<scalar_t>() + (n * pb.C_in + g * pb.Cg_in) * pb.H * pb.W;
-            scatter_taps<scalar_t>(Z.const_data_ptr<scalar_t>(), pb.Cg_in, pb.H, pb.W, pb.taps, pb.row0(tile),
+            scatter_add_taps<scalar_t>(Z.const_data_ptr<scalar_t>(), pb.Cg_in, pb.H, pb.W, pb.taps, pb.row0(tile),
                                    pb.row1(tile), plane);
           });
         }
@@ -255,11 +174,7 @@ Tensor grad_weight(const Tensor& gy, const Tensor& x, const Problem& pb, int64_t
       }
     });
   }
-  Tensor kept = partials.sum(0).reshape({pb.C_out, pb.Cg_in, pb.T()});
-  if (pb.taps.colour) kept.select(2, pb.taps.centre).mul_(*pb.centre_mask);
-  Tensor gw = at::zeros({pb.C_out, pb.Cg_in, KH * KW}, gy.options());
-  if (pb.T() > 0) gw.index_copy_(2, at::tensor(pb.taps.index, gy.options().dtype(at::kLong)), kept);
-  return gw.reshape({pb.C_out, pb.Cg_in, KH, KW});
+  return pb.full_weight_grad(partials.sum(0).reshape({pb.C_out, pb.Cg_in, pb.T()}), KH, KW);
 }
 
 std::tuple<Tensor, Tensor, Tensor> masked_conv2d_backward(const Tensor& grad_y_in, const Tensor& x_in,
@@ -271,13 +186,21 @@ std::tuple<Tensor, Tensor, Tensor> masked_conv2d_backward(const Tensor& grad_y_i
   const at::ScalarType dtype = x_in.scalar_type(), acc = acc_type(dtype);
   BelowAutograd below;
   const Problem pb(x_in, weight_in, mask_type, dilation, groups, color_channels, acc);
-  const Tensor gy = grad_y_in.to(acc).contiguous();
+  const bool channels_last = takes_channels_last(x_in);
+  const auto layout = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const Tensor gy = grad_y_in.to(acc).contiguous(layout);
   // Gradients not asked for are empty tensors, each its own (outputs must not alias).
   Tensor gx = at::empty({0}, x_in.options()), gw = at::empty({0}, x_in.options()),
          gb = at::empty({0}, x_in.options());
-  if (output_mask[0]) gx = grad_input(gy, pb.kept_weight(weight_in.to(acc)), pb).to(dtype);
+  if (output_mask[0]) {
+    const Tensor w_kept = pb.kept_weight(weight_in.to(acc));
+    gx = (channels_last ? masked_conv2d_grad_input_channels_last(gy, w_kept, pb) : grad_input(gy, w_kept, pb)).to(dtype);
+  }
   if (output_mask[1]) {
-    gw = grad_weight(gy, x_in.to(acc).contiguous(), pb, weight_in.size(2), weight_in.size(3)).to(dtype);
+    const Tensor x = x_in.to(acc).contiguous(layout);
+    const int64_t KH = weight_in.size(2), KW = weight_in.size(3);
+    gw = (channels_last ? masked_conv2d_grad_weight_channels_last(gy, x, pb, KH, KW) : grad_weight(gy, x, pb, KH, KW))
+             .to(dtype);
   }
   if (output_mask[2]) gb = gy.sum(at::IntArrayRef{0, 2, 3}).to(dtype);
   return {gx, gw, gb};

@@ -115,4 +115,50 @@ void scatter_add_taps(const scalar_t* Z, int64_t C, int64_t H, int64_t W, const 
   }
 }
 
+// Channels-last forms, pixels as rows: for the pixels p = (h - h0) * W + w of rows [h0, h1),
+//     cols[p, t * C + c] = src[((h + sign * dy_t) * W + w + sign * dx_t) * pixel_stride + c]
+// (zero outside the image), src pointing at the first of C channels of the image's first pixel,
+// consecutive pixels pixel_stride elements apart. One tap of one pixel is a contiguous copy of
+// its C channels; the convolution of the tile is cols (P, T * C) @ W (T * C, C_out), written
+// straight into the channels-last output.
+template <typename scalar_t>
+void gather_taps_channels_last(const scalar_t* src, int64_t pixel_stride, int64_t C, int64_t H, int64_t W,
+                               const TapPlan& taps, int64_t sign, int64_t h0, int64_t h1, scalar_t* cols) {
+  const int64_t T = taps.size();
+  for (int64_t h = h0; h < h1; ++h) {
+    for (int64_t w = 0; w < W; ++w) {
+      scalar_t* row = cols + ((h - h0) * W + w) * T * C;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t hs = h + sign * taps.dy[t], ws = w + sign * taps.dx[t];
+        if (hs < 0 || hs >= H || ws < 0 || ws >= W) {
+          std::fill(row + t * C, row + (t + 1) * C, scalar_t(0));
+        } else {
+          std::memcpy(row + t * C, src + (hs * W + ws) * pixel_stride, sizeof(scalar_t) * C);
+        }
+      }
+    }
+  }
+}
+
+// The transpose of gather_taps_channels_last (sign = +1), for an input gradient in the scatter form:
+//     dst[((h + dy_t) * W + w + dx_t) * pixel_stride + c] += Z[p, t * C + c]
+// for the pixels p of rows [h0, h1), clipped to the image.
+template <typename scalar_t>
+void scatter_add_taps_channels_last(const scalar_t* Z, int64_t pixel_stride, int64_t C, int64_t H, int64_t W,
+                                    const TapPlan& taps, int64_t h0, int64_t h1, scalar_t* dst) {
+  const int64_t T = taps.size();
+  for (int64_t h = h0; h < h1; ++h) {
+    for (int64_t w = 0; w < W; ++w) {
+      const scalar_t* row = Z + ((h - h0) * W + w) * T * C;
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t hd = h + taps.dy[t], wd = w + taps.dx[t];
+        if (hd < 0 || hd >= H || wd < 0 || wd >= W) continue;
+        scalar_t* out = dst + (hd * W + wd) * pixel_stride;
+        const scalar_t* z = row + t * C;
+        for (int64_t c = 0; c < C; ++c) out[c] += z[c];
+      }
+    }
+  }
+}
+
 }  // namespace fastgen::cpu

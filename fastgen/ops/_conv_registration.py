@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from fastgen import _ext
+from fastgen._layout import layout_of
 from fastgen.ops import _dispatch
 
 # op name -> the Triton module that implements it for CUDA (when no compiled kernel does)
@@ -25,11 +26,11 @@ CONV_OPS = list(TRITON_MODULES)
 def _register_fakes() -> None:
     lib = torch.library
 
-    def maybe_like(flag, like, x):
-        return torch.empty_like(like, memory_format=torch.contiguous_format) if flag else x.new_empty((0,))
+    def maybe_like(flag, like, x, layout=torch.contiguous_format):
+        return torch.empty_like(like, memory_format=layout) if flag else x.new_empty((0,))
 
-    def gradients(output_mask, x, weight):
-        return (maybe_like(output_mask[0], x, x), maybe_like(output_mask[1], weight, x),
+    def gradients(output_mask, x, weight, x_layout=torch.contiguous_format):
+        return (maybe_like(output_mask[0], x, x, x_layout), maybe_like(output_mask[1], weight, x),
                 x.new_empty((weight.shape[0],)) if output_mask[2] else x.new_empty((0,)))
 
     @lib.register_fake("fastgen::causal_conv1d")
@@ -42,11 +43,12 @@ def _register_fakes() -> None:
 
     @lib.register_fake("fastgen::masked_conv2d")
     def _(x, weight, bias, mask_type, dilation, groups, color_channels):
-        return x.new_empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]))
+        y = x.new_empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]))
+        return y.contiguous(memory_format=layout_of(x))
 
     @lib.register_fake("fastgen::masked_conv2d_backward")
     def _(grad_y, x, weight, mask_type, dilation, groups, color_channels, output_mask):
-        return gradients(output_mask, x, weight)
+        return gradients(output_mask, x, weight, layout_of(x))
 
 
 def _setup_context(ctx, inputs, output) -> None:

@@ -37,6 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastgen._layout import layout_of
 from fastgen.triton_kernels._common import (
     LOW, accumulation_dtype, guard, mma, mma_meta, shifted_pixel_products, wrap)
 
@@ -265,8 +266,12 @@ def _kept_taps(weight: torch.Tensor, n_taps: int) -> torch.Tensor:
 
 def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mask_type: str,
                   dilation: int, groups: int, color_channels: int) -> torch.Tensor:
-    """y (N, C_out, H, W) of the PixelCNN masked convolution ("same" size); dtype of x."""
+    """y (N, C_out, H, W) of the PixelCNN masked convolution ("same" size); dtype of x.
+
+    Computed in NCHW; y is channels-last when x is (the layout the fake kernel promises).
+    """
     _check(x, weight, mask_type, dilation, groups, color_channels)
+    layout = layout_of(x)
     x = x.contiguous()
     N, C_in, H, W = x.shape
     C_out, cpg_in, KH, KW = weight.shape
@@ -284,7 +289,7 @@ def masked_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
             x, weight, b, y, C_in, C_out, H, W, dilation, groups, cpg_in, cpg_out,
             colour_out, colour_in, centre_le, n_o, n_p,
             KH=KH, KW=KW, CENTRE=centre, HAS_BIAS=has_bias, **_meta(x.dtype))
-    return y
+    return y.contiguous(memory_format=layout)
 
 
 def masked_conv2d_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mask_type: str,
@@ -295,6 +300,7 @@ def masked_conv2d_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.
     grad_weight is exactly zero on the entries the mask drops (they are never computed).
     """
     _check(x, weight, mask_type, dilation, groups, color_channels)
+    layout = layout_of(x)
     x = x.contiguous()
     N, C_in, H, W = x.shape
     C_out, cpg_in, KH, KW = weight.shape
@@ -336,4 +342,4 @@ def masked_conv2d_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.
                 grad_w = partials.sum(0).to(x.dtype)
         if output_mask[2]:
             grad_b = grad_y.sum((0, 2, 3), dtype=accumulation_dtype(x.dtype)).to(x.dtype)
-    return grad_x, grad_w, grad_b
+    return grad_x.contiguous(memory_format=layout) if output_mask[0] else grad_x, grad_w, grad_b

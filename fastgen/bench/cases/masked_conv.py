@@ -34,12 +34,14 @@ class Shape(NamedTuple):
     dilation: int = 1
     groups: int = 1
     color_channels: int = 1
+    channels_last: bool = False  # x (and so y, grad_x) channels-last
 
     @property
     def label(self) -> str:
         extra = "".join([f" d{self.dilation}" if self.dilation > 1 else "",
                          f" g{self.groups}" if self.groups > 1 else "",
-                         f" rgb{self.color_channels}" if self.color_channels > 1 else ""])
+                         f" rgb{self.color_channels}" if self.color_channels > 1 else "",
+                         " channels-last" if self.channels_last else ""])
         return (f"{self.n}x{self.c_in}x{self.h}x{self.w}->{self.c_out} {self.kh}x{self.kw} "
                 f"mask-{self.mask_type}{extra}")
 
@@ -49,10 +51,12 @@ class Shape(NamedTuple):
 
 
 # PixelCNN on MNIST-sized images: a mask-B 3x3 residual layer (64 -> 64 channels) and the
-# mask-A 7x7 first layer (1 -> 64). The first is the --quick case.
+# mask-A 7x7 first layer (1 -> 64), then the residual layer on a channels-last input (where the
+# reference convolution runs oneDNN's NHWC kernels). The first is the --quick case.
 SHAPES = (
     Shape(32, 64, 64, 28, 28, 3, 3, "B"),
     Shape(32, 1, 64, 28, 28, 7, 7, "A"),
+    Shape(32, 64, 64, 28, 28, 3, 3, "B", channels_last=True),
 )
 
 
@@ -104,6 +108,8 @@ def _inputs(shape: Shape, dtype: torch.dtype) -> Callable[[torch.device], tuple]
     def make(device: torch.device) -> tuple:
         fan_in = shape.c_in // shape.groups * shape.kh * shape.kw
         x = torch.randn(shape.n, shape.c_in, shape.h, shape.w, device=device).to(dtype)
+        if shape.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         w = (torch.randn(shape.weight_shape, device=device) / fan_in ** 0.5).to(dtype)
         b = (0.1 * torch.randn(shape.c_out, device=device)).to(dtype)
         mask = _mask(shape).to(device=device, dtype=dtype)  # a buffer, built once
@@ -139,7 +145,8 @@ def _cases(shape: Shape, dtype: torch.dtype, mode: str, triton: bool) -> list[Be
 
 @register_cases("masked_conv")
 def masked_conv_cases(spec: CaseSpec) -> list[BenchCase]:
-    """Mask-B 3x3 64->64 and mask-A 7x7 1->64 on (32, C, 28, 28), forward and forward+backward;
+    """Mask-B 3x3 64->64 (NCHW and channels-last) and mask-A 7x7 1->64 on (32, C, 28, 28), forward
+    and forward+backward;
     fp32 on CPU, fp32/bf16/fp16 on a GPU (plus fastgen-triton there). ``--quick``: the mask-B
     shape only, one dtype."""
     return family_cases(spec, "masked_conv", SHAPES[:1] if spec.quick else SHAPES, _cases)
