@@ -12,21 +12,11 @@ import torch
 
 from fastgen import ops
 from fastgen.reference import steps as reference_steps
+from step_cases import clone_states as _clone_states
+from step_cases import generate_args as _generate_args
+from step_cases import wavenet_params as _wavenet_params
 
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 3e-2, torch.bfloat16: 8e-2}
-
-
-def _wavenet_params(c_res, c_gate, c_skip, k, c_cond=None, bias=True, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape):
-        return (torch.randn(*shape, generator=g) * 0.5).to(dtype)
-
-    p = dict(w_dilated=r(c_gate, c_res, k), b_dilated=r(c_gate) if bias else None, w_res=r(c_res, c_gate // 2),
-             b_res=r(c_res) if bias else None, w_skip=r(c_skip, c_gate // 2), b_skip=r(c_skip) if bias else None)
-    if c_cond:
-        p["w_cond"] = r(c_gate, c_cond)
-    return p
 
 
 def _run_wavenet_steps(step_fn, x, p, dilation, cond=None):
@@ -246,32 +236,6 @@ def test_direct_op_calls_check_their_arguments():
     with pytest.raises(RuntimeError, match="state must have shape"):
         torch.ops.fastgen.wavenet_layer_step(torch.randn(1, 3), torch.zeros(1, 5, 3), torch.tensor(0),
                                              p["w_dilated"], None, p["w_res"], None, p["w_skip"], None, 2, None, None)
-
-
-def _generate_args(n=3, steps=9, dtype=torch.float64, cond_channels=0, seed=0, sizes=(5, 6, 7, 8, 9)):
-    """A 4-layer categorical WaveNet's tensors for wavenet_generate (dilations 1, 2, 4, 1; K = 2);
-    sizes = (C_res, C_gate, C_skip, hidden, levels)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape):
-        return (torch.randn(*shape, generator=g) * 0.5).to(dtype)
-
-    dilations = [1, 2, 4, 1]
-    c_res, c_gate, c_skip, hidden, levels = sizes
-    layers = [_wavenet_params(c_res, c_gate, c_skip, 2, c_cond=cond_channels or None, dtype=dtype, seed=seed + i)
-              for i in range(len(dilations))]
-    states = [torch.zeros(n, d, c_res, dtype=dtype) for d in dilations]
-    kwargs = dict(cond=r(n, cond_channels, steps) if cond_channels else None,
-                  w_cond=[p["w_cond"] for p in layers] if cond_channels else None)
-    args = (states, r(n, c_res), torch.rand(n, steps, generator=g, dtype=dtype), r(levels, c_res),
-            [p["w_dilated"] for p in layers], [p["b_dilated"] for p in layers], [p["w_res"] for p in layers],
-            [p["b_res"] for p in layers], [p["w_skip"] for p in layers], [p["b_skip"] for p in layers], dilations,
-            r(hidden, c_skip), r(hidden), r(levels, hidden), r(levels))
-    return args, kwargs
-
-
-def _clone_states(args):
-    return ([s.clone() for s in args[0]],) + args[1:]
 
 
 @pytest.mark.parametrize("cond_channels", [0, 2])

@@ -13,7 +13,7 @@ from torch import nn
 from fastgen.models import _autoregressive as ar
 from fastgen.nn import WaveNetLayer
 from fastgen.ops import _dispatch
-from fastgen.ops.wavenet_generate import wavenet_generate
+from fastgen.ops.wavenet_generate import decoder_limits, wavenet_generate
 from fastgen.ops.wavenet_step import wavenet_layer_step, wavenet_state
 from fastgen.reference import steps as reference_steps
 
@@ -235,8 +235,9 @@ class WaveNet(nn.Module):
         fused : bool or None
             For "cached": run the whole network for every step inside one kernel call
             (:func:`fastgen.ops.wavenet_generate`) instead of one step-op call per layer and
-            step. None (default): fused where it is available (categorical output, a device
-            with the kernel: the CPU), else the step ops, with a log line.
+            step. None (default): fused where it is available (categorical output; the C++
+            kernel on the CPU, the persistent Triton decoder on CUDA for channel counts up to
+            1024), else the step ops, with a log line saying why.
             True where it is not available raises.
         cuda_graph : bool
             On a CUDA device, with the step ops: capture one whole step (every layer, the head,
@@ -311,7 +312,12 @@ class WaveNet(nn.Module):
             return f"the fused decoder draws from a categorical output, not {self.output!r}"
         if not _dispatch.use_kernel("wavenet_generate", u):
             return f"no fused decoder kernel for {u.device.type}"
-        return None
+        first = _layer_weights(self.layers[0])
+        return decoder_limits(u.device, {
+                "residual": first["w_dilated"].shape[1], "gate": first["w_dilated"].shape[0] // 2,
+                "skip": first["w_skip"].shape[0], "hidden": self.head_hidden.weight.shape[0],
+                "levels": self.head_out.weight.shape[0],
+                "cond": 0 if first["w_cond"] is None else first["w_cond"].shape[1]})
 
     def _sample_fused(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         n = u.shape[0]

@@ -2,9 +2,10 @@
 
 The step ops update their ``state`` argument in place (declared ``Tensor(a!)`` in the schema)
 and have no autograd: they are for sampling, and their Python wrappers refuse inputs that
-require grad. wavenet_generate (the fused decoder) has a CPU kernel only; on a GPU the
-models step with wavenet_layer_step. gated_pixelcnn_vertical_step is ATen code (a small convolution and a GEMM),
-compiled for CUDA too in CUDA builds; the two per-position steps use Triton on CUDA.
+require grad. wavenet_generate (the fused decoder) has a C++ CPU kernel and, on CUDA, the
+persistent Triton decoder (fastgen/triton_kernels/wavenet_decoder.py). gated_pixelcnn_vertical_step
+is ATen code (a small convolution and a GEMM), compiled for CUDA too in CUDA builds; the two
+per-position steps use Triton on CUDA.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from fastgen.ops import _dispatch
 
 STEP_OPS = ["wavenet_layer_step", "gated_pixelcnn_vertical_step", "gated_pixelcnn_horizontal_step", "wavenet_generate"]
 TRITON_OPS = {"wavenet_layer_step": "fastgen.triton_kernels.steps",
-              "gated_pixelcnn_horizontal_step": "fastgen.triton_kernels.steps"}
+              "gated_pixelcnn_horizontal_step": "fastgen.triton_kernels.steps",
+              "wavenet_generate": "fastgen.triton_kernels.wavenet_decoder"}
 
 
 def _register_fakes() -> None:

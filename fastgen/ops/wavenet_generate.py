@@ -2,13 +2,15 @@
 
 Sampling with :func:`wavenet_layer_step` from Python costs one op dispatch per layer and per
 sample, more than the arithmetic of a batch-1 step. ``wavenet_generate`` keeps the loop over
-steps and layers, the output head and the categorical draw inside one kernel call: the CPU
-counterpart of a persistent decoder. It continues from the given ring buffers (``states``,
+steps and layers, the output head and the categorical draw inside one kernel call: a C++
+kernel on the CPU, and on CUDA the persistent Triton decoder (one program per sample runs every
+step and layer; ``decoder_limits`` says which sizes it takes). It continues from the given ring buffers (``states``,
 updated in place) and position ``start``, so generation can be split over several calls.
 
 Sampling op: no gradient; categorical output. float32 and float64; float16/bfloat16 models keep
 their weights and ring buffers in that dtype (half the bytes streamed per step), compute in
-float32 and round where the step ops return tensors.
+float32 and round where the step ops return tensors (the CPU kernel; the Triton decoder carries
+its running vectors in float32).
 """
 
 from __future__ import annotations
@@ -18,6 +20,17 @@ import torch
 from fastgen.ops._dispatch import use_kernel
 from fastgen.ops.wavenet_step import check_no_grad
 from fastgen.reference import steps as reference_steps
+
+
+def decoder_limits(device: torch.device, channels: dict[str, int]) -> str | None:
+    """Why wavenet_generate's kernel on ``device`` cannot run a model with these channel counts
+    (keys residual, gate, skip, hidden, levels, cond), or None when it can. The CPU kernel takes
+    any size; the persistent Triton decoder on CUDA holds each channel vector in registers."""
+    if device.type != "cuda":
+        return None
+    from fastgen.triton_kernels import wavenet_decoder  # only where CUDA (and so Triton) is in use
+
+    return wavenet_decoder.why_not(channels)
 
 
 def wavenet_generate(
