@@ -199,29 +199,18 @@ def test_cuda_graph_needs_a_cuda_device():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("conditioned", [False, True])
-def test_cuda_graph_sampling_equals_the_step_loop(conditioned):
+def test_cuda_samplers_draw_the_step_loop_codes(conditioned):
+    """On CUDA: the step-op loop, that loop captured in a CUDA graph, the persistent Triton decoder
+    (the default cached sampler there) and the naive sampler draw the same codes."""
     model = _tiny_wavenet(cond=conditioned, classes=conditioned, dtype=torch.float32).cuda()
     u = torch.rand(3, 50, device="cuda", generator=torch.Generator(device="cuda").manual_seed(0))
     c = torch.randn(3, 3, 13, device="cuda") if conditioned else None
     y = torch.tensor([0, 1, 2], device="cuda") if conditioned else None
     steps = model.sample(3, 50, cond=c, y=y, uniforms=u, fused=False)
     graphed = model.sample(3, 50, cond=c, y=y, uniforms=u, cuda_graph=True)
-    naive = model.sample(3, 50, cond=c, y=y, uniforms=u, method="naive")
-    assert torch.equal(graphed, steps) and torch.equal(graphed, naive)
-
-
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("conditioned", [False, True])
-def test_persistent_decoder_on_cuda_equals_the_step_loop(conditioned):
-    """On CUDA the default cached sampler is the persistent Triton decoder: the step-op codes."""
-    model = _tiny_wavenet(cond=conditioned, classes=conditioned, dtype=torch.float32).cuda()
-    u = torch.rand(3, 50, device="cuda", generator=torch.Generator(device="cuda").manual_seed(0))
-    c = torch.randn(3, 3, 13, device="cuda") if conditioned else None
-    y = torch.tensor([0, 1, 2], device="cuda") if conditioned else None
     fused = model.sample(3, 50, cond=c, y=y, uniforms=u, fused=True)
-    steps = model.sample(3, 50, cond=c, y=y, uniforms=u, fused=False)
-    assert torch.equal(fused, steps)
+    naive = model.sample(3, 50, cond=c, y=y, uniforms=u, method="naive")
+    assert torch.equal(graphed, steps) and torch.equal(fused, steps) and torch.equal(naive, steps)
 
 
 def test_bfloat16_models_sample_with_the_fused_decoder():

@@ -84,21 +84,14 @@ Tensor masked_conv2d(const Tensor& x_in, const Tensor& weight_in, const std::opt
   const std::optional<Tensor> b =
       bias.has_value() ? std::optional<Tensor>(bias->to(acc).reshape({pb.C_out, 1})) : std::nullopt;
   const bool no_taps = pb.T() == 0 || pb.Cg_in == 0;
-  at::parallel_for(0, pb.N * pb.tiles, 1, [&](int64_t begin, int64_t end) {
-    BelowAutograd below_in_worker;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / pb.tiles, tile = item % pb.tiles;
-      for (int64_t g = 0; g < groups; ++g) {
-        Tensor y_tile = tile_view(y, n, g * pb.Cg_out, pb.Cg_out, pb, tile);
-        if (b.has_value()) {
-          y_tile.copy_(b->slice(0, g * pb.Cg_out, (g + 1) * pb.Cg_out).expand_as(y_tile));
-        } else {
-          y_tile.zero_();
-        }
-        if (no_taps) continue;
-        y_tile.addmm_(w.select(0, g), tile_columns(x, n, g * pb.Cg_in, pb.Cg_in, pb, +1, tile));
-      }
+  pb.for_each_tile([&](int64_t n, int64_t tile, int64_t g) {
+    Tensor y_tile = tile_view(y, n, g * pb.Cg_out, pb.Cg_out, pb, tile);
+    if (b.has_value()) {
+      y_tile.copy_(b->slice(0, g * pb.Cg_out, (g + 1) * pb.Cg_out).expand_as(y_tile));
+    } else {
+      y_tile.zero_();
     }
+    if (!no_taps) y_tile.addmm_(w.select(0, g), tile_columns(x, n, g * pb.Cg_in, pb.Cg_in, pb, +1, tile));
   });
   return acc == dtype ? y : y.to(dtype);
 }
@@ -111,15 +104,9 @@ Tensor grad_input_gather(const Tensor& gy, const Tensor& w_kept, const Problem& 
                         .permute({0, 2, 1, 3})
                         .reshape({pb.groups, pb.Cg_in, pb.Cg_out * pb.T()})
                         .contiguous();
-  at::parallel_for(0, pb.N * pb.tiles, 1, [&](int64_t begin, int64_t end) {
-    BelowAutograd below_in_worker;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / pb.tiles, tile = item % pb.tiles;
-      for (int64_t g = 0; g < pb.groups; ++g) {
-        Tensor gx_tile = tile_view(gx, n, g * pb.Cg_in, pb.Cg_in, pb, tile);
-        gx_tile.addmm_(wt.select(0, g), tile_columns(gy, n, g * pb.Cg_out, pb.Cg_out, pb, -1, tile));
-      }
-    }
+  pb.for_each_tile([&](int64_t n, int64_t tile, int64_t g) {
+    tile_view(gx, n, g * pb.Cg_in, pb.Cg_in, pb, tile)
+        .addmm_(wt.select(0, g), tile_columns(gy, n, g * pb.Cg_out, pb.Cg_out, pb, -1, tile));
   });
   return gx;
 }
@@ -156,25 +143,14 @@ Tensor grad_input(const Tensor& gy, const Tensor& w_kept, const Problem& pb) {
 
 Tensor grad_weight(const Tensor& gy, const Tensor& x, const Problem& pb, int64_t KH, int64_t KW) {
   // gy (N, C_out, H, W), x (N, C_in, H, W) contiguous in acc -> (C_out, Cg_in, KH, KW).
-  const int64_t items = pb.N * pb.tiles;
-  const int64_t parts = std::max<int64_t>(1, std::min(items, kWeightGroups));
-  Tensor partials = at::zeros({parts, pb.groups, pb.Cg_out, pb.Cg_in * pb.T()}, gy.options());
-  if (items > 0 && pb.T() > 0 && pb.Cg_in > 0 && pb.Cg_out > 0) {
-    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-      BelowAutograd below_in_worker;
-      for (int64_t part = begin; part < end; ++part) {
-        for (int64_t item = part * items / parts; item < (part + 1) * items / parts; ++item) {
-          const int64_t n = item / pb.tiles, tile = item % pb.tiles;
-          for (int64_t g = 0; g < pb.groups; ++g) {
-            const Tensor cols = tile_columns(x, n, g * pb.Cg_in, pb.Cg_in, pb, +1, tile);
-            partials.select(0, part).select(0, g).addmm_(tile_view(gy, n, g * pb.Cg_out, pb.Cg_out, pb, tile),
-                                                         cols.t());
-          }
-        }
-      }
-    });
-  }
-  return pb.full_weight_grad(partials.sum(0).reshape({pb.C_out, pb.Cg_in, pb.T()}), KH, KW);
+  const bool no_work = pb.T() == 0 || pb.Cg_in == 0 || pb.Cg_out == 0;
+  const Tensor kept = pb.sum_over_tiles({pb.groups, pb.Cg_out, pb.Cg_in * pb.T()}, gy.options(),
+                                        [&](Tensor partial, int64_t n, int64_t tile, int64_t g) {
+    if (no_work) return;
+    partial.select(0, g).addmm_(tile_view(gy, n, g * pb.Cg_out, pb.Cg_out, pb, tile),
+                                tile_columns(x, n, g * pb.Cg_in, pb.Cg_in, pb, +1, tile).t());
+  });
+  return pb.full_weight_grad(kept.reshape({pb.C_out, pb.Cg_in, pb.T()}), KH, KW);
 }
 
 std::tuple<Tensor, Tensor, Tensor> masked_conv2d_backward(const Tensor& grad_y_in, const Tensor& x_in,

@@ -58,21 +58,14 @@ Tensor masked_conv2d_forward_channels_last(const Tensor& x, const Tensor& w_kept
   if (y.numel() == 0) return y;
   const Tensor y_pixels = pixels(y), w = taps_by_input(w_kept, pb);
   const bool no_taps = pb.T() == 0 || pb.Cg_in == 0;
-  at::parallel_for(0, pb.N * pb.tiles, 1, [&](int64_t begin, int64_t end) {
-    BelowAutograd below_in_worker;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / pb.tiles, tile = item % pb.tiles;
-      for (int64_t g = 0; g < pb.groups; ++g) {
-        Tensor y_tile = tile_pixels(y_pixels, n, g * pb.Cg_out, pb.Cg_out, pb, tile);
-        if (bias.has_value()) {
-          y_tile.copy_(bias->slice(0, g * pb.Cg_out, (g + 1) * pb.Cg_out).unsqueeze(0).expand_as(y_tile));
-        } else {
-          y_tile.zero_();
-        }
-        if (no_taps) continue;
-        y_tile.addmm_(tile_columns(x, n, g * pb.Cg_in, pb.Cg_in, pb, +1, tile), w.select(0, g));
-      }
+  pb.for_each_tile([&](int64_t n, int64_t tile, int64_t g) {
+    Tensor y_tile = tile_pixels(y_pixels, n, g * pb.Cg_out, pb.Cg_out, pb, tile);
+    if (bias.has_value()) {
+      y_tile.copy_(bias->slice(0, g * pb.Cg_out, (g + 1) * pb.Cg_out).unsqueeze(0).expand_as(y_tile));
+    } else {
+      y_tile.zero_();
     }
+    if (!no_taps) y_tile.addmm_(tile_columns(x, n, g * pb.Cg_in, pb.Cg_in, pb, +1, tile), w.select(0, g));
   });
   return y;
 }
@@ -107,44 +100,25 @@ Tensor masked_conv2d_grad_input_channels_last(const Tensor& gy, const Tensor& w_
                        .permute({0, 3, 1, 2})
                        .reshape({pb.groups, pb.T() * pb.Cg_out, pb.Cg_in})
                        .contiguous();
-  at::parallel_for(0, pb.N * pb.tiles, 1, [&](int64_t begin, int64_t end) {
-    BelowAutograd below_in_worker;
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / pb.tiles, tile = item % pb.tiles;
-      for (int64_t g = 0; g < pb.groups; ++g) {
-        tile_pixels(gx_pixels, n, g * pb.Cg_in, pb.Cg_in, pb, tile)
-            .addmm_(tile_columns(gy, n, g * pb.Cg_out, pb.Cg_out, pb, -1, tile), w.select(0, g));
-      }
-    }
+  pb.for_each_tile([&](int64_t n, int64_t tile, int64_t g) {
+    tile_pixels(gx_pixels, n, g * pb.Cg_in, pb.Cg_in, pb, tile)
+        .addmm_(tile_columns(gy, n, g * pb.Cg_out, pb.Cg_out, pb, -1, tile), w.select(0, g));
   });
   return gx;
 }
 
 Tensor masked_conv2d_grad_weight_channels_last(const Tensor& gy, const Tensor& x, const Problem& pb, int64_t KH,
                                                int64_t KW) {
-  const int64_t items = pb.N * pb.tiles;
-  const int64_t parts = std::max<int64_t>(1, std::min(items, kWeightGroups));
-  Tensor partials = at::zeros({parts, pb.groups, pb.Cg_out, pb.T() * pb.Cg_in}, gy.options());
-  if (items > 0 && pb.T() > 0 && pb.Cg_in > 0 && pb.Cg_out > 0) {
-    const Tensor gy_pixels = pixels(gy);
-    // Fixed partials, each summing a fixed range of items: the same sums for any thread count.
-    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-      BelowAutograd below_in_worker;
-      for (int64_t part = begin; part < end; ++part) {
-        for (int64_t item = part * items / parts; item < (part + 1) * items / parts; ++item) {
-          const int64_t n = item / pb.tiles, tile = item % pb.tiles;
-          for (int64_t g = 0; g < pb.groups; ++g) {
-            partials.select(0, part).select(0, g).addmm_(
-                tile_pixels(gy_pixels, n, g * pb.Cg_out, pb.Cg_out, pb, tile).t(),
-                tile_columns(x, n, g * pb.Cg_in, pb.Cg_in, pb, +1, tile));
-          }
-        }
-      }
-    });
-  }
+  const bool no_work = pb.T() == 0 || pb.Cg_in == 0 || pb.Cg_out == 0;
+  const Tensor gy_pixels = pixels(gy);
+  const Tensor kept = pb.sum_over_tiles({pb.groups, pb.Cg_out, pb.T() * pb.Cg_in}, gy.options(),
+                                        [&](Tensor partial, int64_t n, int64_t tile, int64_t g) {
+    if (no_work) return;
+    partial.select(0, g).addmm_(tile_pixels(gy_pixels, n, g * pb.Cg_out, pb.Cg_out, pb, tile).t(),
+                                tile_columns(x, n, g * pb.Cg_in, pb.Cg_in, pb, +1, tile));
+  });
   // (C_out, T, Cg_in) -> (C_out, Cg_in, T), the layout of the NCHW kernels' kept gradient.
-  const Tensor kept = partials.sum(0).reshape({pb.C_out, pb.T(), pb.Cg_in}).permute({0, 2, 1}).contiguous();
-  return pb.full_weight_grad(kept, KH, KW);
+  return pb.full_weight_grad(kept.reshape({pb.C_out, pb.T(), pb.Cg_in}).permute({0, 2, 1}).contiguous(), KH, KW);
 }
 
 }  // namespace fastgen::cpu

@@ -2,14 +2,17 @@
 // taps of the mask, the colour mask of the centre tap, the tiling in rows, and the weight laid
 // out over the kept taps only.
 #pragma once
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/sum.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/string_view.h>
 
 #include <algorithm>
 #include <optional>
+#include <vector>
 
 #include "conv_common.h"
 #include "tap_gather.h"
@@ -79,6 +82,39 @@ struct Problem {
     at::Tensor kept = w.reshape({C_out, Cg_in, w.size(2) * w.size(3)}).index_select(2, index);
     if (taps.colour) kept.select(2, taps.centre).mul_(*centre_mask);
     return kept.reshape({groups, Cg_out, Cg_in * T()}).contiguous();
+  }
+
+  // fn(n, tile, g) for every image n, tile of rows and group g; images and tiles run in
+  // parallel (each owns its rows of the output), groups in order.
+  template <typename Fn>
+  void for_each_tile(Fn&& fn) const {
+    at::parallel_for(0, N * tiles, 1, [&](int64_t begin, int64_t end) {
+      BelowAutograd below_in_worker;
+      for (int64_t item = begin; item < end; ++item) {
+        for (int64_t g = 0; g < groups; ++g) fn(item / tiles, item % tiles, g);
+      }
+    });
+  }
+
+  // A weight-sized sum over every (image, tile, group): fn(partial, n, tile, g) adds an item's
+  // share into `partial` (zeros of `shape` at first). Items are summed in a fixed number of
+  // partials over fixed item ranges, so the result does not depend on the thread count.
+  template <typename Fn>
+  at::Tensor sum_over_tiles(at::IntArrayRef shape, const at::TensorOptions& options, Fn&& fn) const {
+    const int64_t items = N * tiles;
+    const int64_t parts = std::max<int64_t>(1, std::min(items, kWeightGroups));
+    std::vector<int64_t> sizes{parts};
+    sizes.insert(sizes.end(), shape.begin(), shape.end());
+    at::Tensor partials = at::zeros(sizes, options);
+    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+      BelowAutograd below_in_worker;
+      for (int64_t part = begin; part < end; ++part) {
+        for (int64_t item = part * items / parts; item < (part + 1) * items / parts; ++item) {
+          for (int64_t g = 0; g < groups; ++g) fn(partials.select(0, part), item / tiles, item % tiles, g);
+        }
+      }
+    });
+    return partials.sum(0);
   }
 
   // The gradient of the kept taps (C_out, C_in / groups, T) spread into the full kernel

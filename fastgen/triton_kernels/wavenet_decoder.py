@@ -45,6 +45,13 @@ def _project(vec, offs_k, k_ok, K, w_ptr, b_ptr, out_ptr, M, HAS_BIAS: tl.conste
 
 
 @triton.jit
+def _lanes(size, BLOCK: tl.constexpr):
+    """The indices 0..BLOCK-1 of a vector of ``size`` entries and which of them exist."""
+    offs = tl.arange(0, BLOCK).to(tl.int64)
+    return offs, offs < size
+
+
+@triton.jit
 def _decoder_kernel(ring_ptr, ring_off_ptr, dil_ptr, first_ptr, u_ptr, emb_ptr, wd_ptr, bd_ptr, wr_ptr, br_ptr,
                     ws_ptr, bs_ptr, wc_ptr, cond_ptr, wh_ptr, bh_ptr, wo_ptr, bo_ptr, scratch_ptr, codes_ptr,
                     T, start, LAYERS, R, G, S, H, LEVELS, C_COND, SCRATCH,
@@ -58,18 +65,12 @@ def _decoder_kernel(ring_ptr, ring_off_ptr, dil_ptr, first_ptr, u_ptr, emb_ptr, 
     skip_buf = x_buf + R
     hidden_buf = skip_buf + S
     logit_buf = hidden_buf + H
-    offs_r = tl.arange(0, BLOCK_R).to(tl.int64)
-    r_ok = offs_r < R
-    offs_g = tl.arange(0, BLOCK_G).to(tl.int64)
-    g_ok = offs_g < G
-    offs_s = tl.arange(0, BLOCK_S).to(tl.int64)
-    s_ok = offs_s < S
-    offs_h = tl.arange(0, BLOCK_H).to(tl.int64)
-    h_ok = offs_h < H
-    offs_l = tl.arange(0, BLOCK_L).to(tl.int64)
-    l_ok = offs_l < LEVELS
-    offs_d = tl.arange(0, BLOCK_D).to(tl.int64)
-    d_ok = offs_d < C_COND
+    offs_r, r_ok = _lanes(R, BLOCK_R)
+    offs_g, g_ok = _lanes(G, BLOCK_G)
+    offs_s, s_ok = _lanes(S, BLOCK_S)
+    offs_h, h_ok = _lanes(H, BLOCK_H)
+    offs_l, l_ok = _lanes(LEVELS, BLOCK_L)
+    offs_d, d_ok = _lanes(C_COND, BLOCK_D)
     tl.store(x_buf + offs_r, tl.load(first_ptr + n * R + offs_r, mask=r_ok, other=0.0).to(ACC), mask=r_ok)
     tl.debug_barrier()
     for t in range(T):
