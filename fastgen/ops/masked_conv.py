@@ -67,7 +67,9 @@ def masked_conv2d(
     ----------
     x : torch.Tensor
         Input, shape (N, C_in, H, W); float32, float16, bfloat16 (accumulated in float32) or
-        float64. Non-contiguous and channels-last inputs are fine.
+        float64. Non-contiguous inputs are fine. A channels-last input (that is not also
+        contiguous) is computed channels-last on the CPU, and y (and the gradient of x) come
+        back channels-last, as ``nn.Conv2d`` returns them.
     weight : torch.Tensor
         Filters in the ``nn.Conv2d`` layout, shape (C_out, C_in // groups, KH, KW) with odd KH
         and KW; dtype and device of ``x``. Entries under the mask are ignored (and get zero gradient).
