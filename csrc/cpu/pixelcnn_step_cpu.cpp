@@ -56,7 +56,9 @@ void horizontal_kernel(const Tensor& state, const Tensor& new_input, const Tenso
   const int64_t D = cond.defined() ? cond.size(1) : 0;
   scalar_t* state_p = state.data_ptr<scalar_t>();
   const scalar_t* in_p = new_input.data_ptr<scalar_t>();
+  // link is read in place through its strides: the model passes one column of a row's links.
   const scalar_t* link_p = link.data_ptr<scalar_t>();
+  const int64_t link_n = link.stride(0), link_o = link.stride(1);
   const scalar_t* cond_p = cond.defined() ? cond.data_ptr<scalar_t>() : nullptr;
   scalar_t* out_p = out.data_ptr<scalar_t>();
   const acc_t *ww = w_window.data_ptr<acc_t>(), *wr = w_res.data_ptr<acc_t>();
@@ -73,7 +75,7 @@ void horizontal_kernel(const Tensor& state, const Tensor& new_input, const Tenso
         row[T - 1] = in_p[n * C_in + c];
         for (int64_t t = 0; t < used; ++t) win[c * used + t] = static_cast<acc_t>(row[first + t]);
       }
-      for (int64_t o = 0; o < two_c; ++o) h[o] = static_cast<acc_t>(link_p[n * two_c + o]);
+      for (int64_t o = 0; o < two_c; ++o) h[o] = static_cast<acc_t>(link_p[n * link_n + o * link_o]);
       matvec(ww, win.data(), two_c, window, bh, true, h.data());
       if (cond_p != nullptr) {
         for (int64_t d = 0; d < D; ++d) cond_n[d] = static_cast<acc_t>(cond_p[n * D + d]);
@@ -99,12 +101,13 @@ Tensor gated_pixelcnn_horizontal_step(Tensor state, const Tensor& new_input, con
   const int64_t two_c = w_h.size(0), taps = w_h.size(3);
   // (2C, C_in * taps used): mask "A" drops the last tap (a compact copy, never reading it).
   const int64_t used = mask_b ? taps : taps - 1;
-  const Tensor w_window = w_h.narrow(3, 0, used).to(acc).contiguous().reshape({two_c, w_h.size(1) * used});
+  const Tensor w_used = mask_b ? w_h : w_h.narrow(3, 0, used);
+  const Tensor w_window = w_used.to(acc).contiguous().reshape({two_c, w_h.size(1) * used});
   Tensor out = at::empty({new_input.size(0), two_c / 2}, new_input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, new_input.scalar_type(), "gated_pixelcnn_horizontal_step",
                                   [&] {
                                     horizontal_kernel<scalar_t>(
-                                        state, new_input.contiguous(), link.contiguous(), w_window,
+                                        state, new_input.contiguous(), link, w_window,
                                         acc_contiguous(b_h, acc), acc_contiguous(w_res, acc), acc_contiguous(b_res, acc),
                                         mask_b, cond.has_value() ? cond->contiguous() : Tensor(),
                                         acc_contiguous(w_cond_h, acc), out);
