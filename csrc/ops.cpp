@@ -110,6 +110,14 @@ TORCH_LIBRARY(fastgen, m) {
   m.def(
       "gated_pixelcnn_horizontal_step(Tensor(a!) state, Tensor new_input, Tensor link, Tensor w_h, Tensor? b_h,"
       " Tensor w_res, Tensor? b_res, str mask_type, Tensor? cond, Tensor? w_cond_h) -> Tensor");
+  // pixelcnn_generate_row: one image row of a categorical Gated PixelCNN, left to right: at each
+  // pixel every layer's horizontal stack (row caches from zeros), the output head and the draw
+  // of each channel; links[l] (N, 2C, W) is layer l's link for the row (from the vertical steps
+  // of the rows above), uniforms (N, C_img, W) -> int64 levels (N, C_img, W).
+  m.def(
+      "pixelcnn_generate_row(Tensor[] links, Tensor uniforms, Tensor[] w_h, Tensor?[] b_h, Tensor[] w_res,"
+      " Tensor?[] b_res, str[] mask_types, Tensor? cond, Tensor?[] w_cond_h, Tensor w_hidden, Tensor? b_hidden,"
+      " Tensor w_out, Tensor? b_out, int levels) -> Tensor");
 
   // Flow family. Every op returns (output, logdet); logdet is (N,) per sample, in the
   // accumulation dtype (float32 for float16/bfloat16 inputs, else the input dtype).

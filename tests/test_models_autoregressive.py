@@ -40,8 +40,9 @@ def test_pixelcnn_cached_equals_naive_bit_for_bit_in_float64(output, conditional
     u = torch.rand(5, 2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 1, 2, 3, 1]) if conditional else None
     naive = model.sample(5, y=y, method="naive", uniforms=u)
-    cached = model.sample(5, y=y, uniforms=u)  # cached is the default
-    assert torch.equal(naive, cached)
+    cached = model.sample(5, y=y, uniforms=u)  # cached is the default (fused rows where available)
+    steps = model.sample(5, y=y, uniforms=u, fused=False)  # one step op per layer and pixel
+    assert torch.equal(naive, cached) and torch.equal(naive, steps)
     assert naive.unique().numel() > 3  # the draws really vary
 
 
@@ -50,8 +51,24 @@ def test_pixelcnn_cached_equals_naive_class_indices_in_float32():
     _randomise(model, 3, 0.2)
     u = torch.rand(8, 1, 6, 6, generator=torch.Generator().manual_seed(2))
     naive = model.sample(8, method="naive", uniforms=u)
-    cached = model.sample(8, method="cached", uniforms=u)
+    cached = model.sample(8, method="cached", uniforms=u, fused=True)
+    steps = model.sample(8, method="cached", uniforms=u, fused=False)
     assert torch.equal(torch.round(naive * 16), torch.round(cached * 16))
+    assert torch.equal(torch.round(naive * 16), torch.round(steps * 16))
+
+
+def test_pixelcnn_fused_rows_fall_back_with_a_log_line(caplog):
+    model = _tiny_pixelcnn("logistic_mixture")
+    with pytest.raises(ValueError, match="fused=True, but the fused row sampler cannot run here"):
+        model.sample(1, fused=True)
+    with caplog.at_level("INFO", logger="fastgen.models.pixelcnn"):
+        x = model.sample(2)
+    assert x.shape == (2, 2, 3, 4)
+    assert "categorical output" in caplog.text and "step ops" in caplog.text
+    bf16 = _tiny_pixelcnn(dtype=torch.bfloat16)
+    with caplog.at_level("INFO", logger="fastgen.models.pixelcnn"):
+        bf16.sample(2)
+    assert "float32 and float64" in caplog.text
 
 
 @pytest.mark.parametrize("output", ["categorical", "logistic_mixture"])

@@ -35,8 +35,7 @@
 
 #include "../step_checks.h"
 #include "conv_common.h"
-#include "gate_math.h"
-#include "matvec.h"
+#include "horizontal_pixel.h"
 #include "step_common.h"
 
 namespace fastgen::cpu {
@@ -50,10 +49,10 @@ void horizontal_kernel(const Tensor& state, const Tensor& new_input, const Tenso
                        const Tensor& b_h, const Tensor& w_res, const Tensor& b_res, bool mask_b, const Tensor& cond,
                        const Tensor& w_cond, const Tensor& out) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t N = new_input.size(0), C_in = new_input.size(1), T = state.size(2);
-  const int64_t two_c = w_window.size(0), C = two_c / 2, window = w_window.size(1);  // C_in * taps used
-  const int64_t first = mask_b ? 0 : 1, used = T - first;
+  const int64_t N = new_input.size(0), C_in = new_input.size(1), T = state.size(2), C = w_res.size(0);
   const int64_t D = cond.defined() ? cond.size(1) : 0;
+  const HorizontalWeights<acc_t> w{w_window.data_ptr<acc_t>(), data_or_null<acc_t>(b_h), w_res.data_ptr<acc_t>(),
+                                   data_or_null<acc_t>(b_res), data_or_null<acc_t>(w_cond), C_in, T, C, D, mask_b};
   scalar_t* state_p = state.data_ptr<scalar_t>();
   const scalar_t* in_p = new_input.data_ptr<scalar_t>();
   // link is read in place through its strides: the model passes one column of a row's links.
@@ -61,32 +60,13 @@ void horizontal_kernel(const Tensor& state, const Tensor& new_input, const Tenso
   const int64_t link_n = link.stride(0), link_o = link.stride(1);
   const scalar_t* cond_p = cond.defined() ? cond.data_ptr<scalar_t>() : nullptr;
   scalar_t* out_p = out.data_ptr<scalar_t>();
-  const acc_t *ww = w_window.data_ptr<acc_t>(), *wr = w_res.data_ptr<acc_t>();
-  const acc_t *bh = data_or_null<acc_t>(b_h), *br = data_or_null<acc_t>(b_res), *wc = data_or_null<acc_t>(w_cond);
-  const int64_t work = two_c * (window + D) + C * C;
+  const int64_t work = 2 * C * (w_window.size(1) + D) + C * C;
   const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(work, 1));
   at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
-    std::vector<acc_t> win(window), h(two_c), z(C), cond_n(D), res(C);
+    PixelScratch<acc_t> scratch;
     for (int64_t n = n0; n < n1; ++n) {
-      scalar_t* s = state_p + n * C_in * T;
-      for (int64_t c = 0; c < C_in; ++c) {
-        scalar_t* row = s + c * T;
-        for (int64_t t = 0; t + 1 < T; ++t) row[t] = row[t + 1];
-        row[T - 1] = in_p[n * C_in + c];
-        for (int64_t t = 0; t < used; ++t) win[c * used + t] = static_cast<acc_t>(row[first + t]);
-      }
-      for (int64_t o = 0; o < two_c; ++o) h[o] = static_cast<acc_t>(link_p[n * link_n + o * link_o]);
-      matvec(ww, win.data(), two_c, window, bh, true, h.data());
-      if (cond_p != nullptr) {
-        for (int64_t d = 0; d < D; ++d) cond_n[d] = static_cast<acc_t>(cond_p[n * D + d]);
-        matvec(wc, cond_n.data(), two_c, D, static_cast<const acc_t*>(nullptr), true, h.data());
-      }
-      for (int64_t j = 0; j < C; ++j) z[j] = tanh_acc(h[j]) * sigmoid_acc(h[C + j]);
-      matvec(wr, z.data(), C, C, br, false, res.data());
-      for (int64_t c = 0; c < C; ++c) {
-        const acc_t skip = mask_b ? static_cast<acc_t>(in_p[n * C_in + c]) : acc_t(0);
-        out_p[n * C + c] = static_cast<scalar_t>(res[c] + skip);
-      }
+      horizontal_pixel(w, state_p + n * C_in * T, in_p + n * C_in, link_p + n * link_n, link_o,
+                       cond_p == nullptr ? nullptr : cond_p + n * D, scratch, out_p + n * C);
     }
   });
 }

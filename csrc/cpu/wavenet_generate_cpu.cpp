@@ -35,6 +35,7 @@
 #include "../conv_checks.h"
 #include "conv_common.h"
 #include "gate_math.h"
+#include "categorical_draw.h"
 #include "matvec.h"
 #include "spin_barrier.h"
 
@@ -65,26 +66,6 @@ struct LayerView {
 template <typename w_t, typename acc_t>
 inline acc_t rounded(acc_t v) {
   return static_cast<acc_t>(static_cast<w_t>(v));
-}
-
-// The index of the first level whose cumulative probability exceeds u (the reference's rule).
-template <typename acc_t>
-int64_t draw(const acc_t* logits, int64_t levels, acc_t u, acc_t* scratch) {
-  acc_t top = logits[0];
-  for (int64_t i = 1; i < levels; ++i) top = std::max(top, logits[i]);
-  acc_t total = 0;
-  for (int64_t i = 0; i < levels; ++i) {
-    scratch[i] = std::exp(logits[i] - top);
-    total += scratch[i];
-  }
-  const acc_t threshold = u * total;
-  acc_t cdf = 0;
-  int64_t below = 0;
-  for (int64_t i = 0; i < levels; ++i) {
-    cdf += scratch[i];
-    below += cdf < threshold;
-  }
-  return std::min(below, levels - 1);
 }
 
 // Every product's inner dimension is split into kParts fixed parts (the gate channels for the

@@ -10,6 +10,8 @@ Given the same uniforms, two samplers whose logits agree to rounding draw the sa
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 
@@ -63,6 +65,17 @@ def sample_from_uniform(log_mass: torch.Tensor, u: torch.Tensor) -> torch.Tensor
     # Scale u by the total (1 up to rounding) so that u close to 1 still lands on the last level.
     below = cdf < u[..., None] * cdf[..., -1:]
     return below.sum(-1).clamp_max(log_mass.shape[-1] - 1)
+
+
+def use_fused(fused: bool | None, why_not: str | None, sampler: str, caller: str, log: logging.Logger) -> bool:
+    """Whether cached sampling runs the fused ``sampler``: ``fused`` None takes it where it can run
+    (``why_not`` is None) and logs why not otherwise, True insists (raises if it cannot run),
+    False declines (the per-layer step ops)."""
+    if fused and why_not:
+        raise ValueError(f"fused=True, but the {sampler} cannot run here: {why_not}")
+    if fused is None and why_not:
+        log.info("%s: %s; sampling with the per-layer step ops", caller, why_not)
+    return why_not is None and fused is not False
 
 
 def check_method(method: object) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -12,10 +13,14 @@ from torch import nn
 from fastgen.models import _autoregressive as ar
 from fastgen.nn import GatedPixelCNNLayer
 from fastgen.ops import _dispatch
+from fastgen.ops.pixelcnn_generate import KERNEL_DTYPES as PIXELCNN_ROW_DTYPES
+from fastgen.ops.pixelcnn_generate import pixelcnn_generate_row
 from fastgen.ops.pixelcnn_step import gated_pixelcnn_horizontal_step, gated_pixelcnn_vertical_step
 from fastgen.reference import steps as reference_steps
 
 __all__ = ["PixelCNN"]
+
+_log = logging.getLogger(__name__)
 
 
 def _check_shape(data_shape: object) -> tuple[int, int, int]:
@@ -153,7 +158,8 @@ class PixelCNN(nn.Module):
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample(self, n: int, *, y: torch.Tensor | int | None = None, method: str = "cached",
-               uniforms: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+               uniforms: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               fused: bool | None = None) -> torch.Tensor:
         """Draw ``n`` images in raster order, (n, C, H, W) in [0, 1] on the level grid.
 
         Parameters
@@ -173,6 +179,12 @@ class PixelCNN(nn.Module):
             ``generator``.
         generator : torch.Generator or None
             Source of the uniforms when they are not given.
+        fused : bool or None
+            For "cached": draw each image row in one call (:func:`fastgen.ops.pixelcnn_generate_row`:
+            every layer's pixel step, the head and the draw, pixel by pixel) instead of one
+            step-op call per layer and pixel. None (default): fused where it is available
+            (categorical output, float32/float64, the CPU), else the step ops, with a log line.
+            True where it is not available raises.
         """
         ar.check_count(n)
         ar.check_method(method)
@@ -183,8 +195,10 @@ class PixelCNN(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            sampler = self._sample_naive if method == "naive" else self._sample_cached
-            return sampler(u, cond)
+            if method == "naive":
+                return self._sample_naive(u, cond)
+            fused_rows = ar.use_fused(fused, self._why_not_fused(u), "fused row sampler", "PixelCNN.sample", _log)
+            return self._sample_cached(u, cond, fused_rows)
         finally:
             self.train(was_training)
 
@@ -201,7 +215,7 @@ class PixelCNN(nn.Module):
                 x[:, :, i, j] = self._draw(params, u[:, :, i, j])
         return x
 
-    def _sample_cached(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    def _sample_cached(self, u: torch.Tensor, cond: torch.Tensor | None, fused_rows: bool) -> torch.Tensor:
         n, c_img, height, width = u.shape
         kernels = _dispatch.use_kernel("gated_pixelcnn_horizontal_step", u)
         horizontal = gated_pixelcnn_horizontal_step if kernels else _reference_horizontal
@@ -214,27 +228,47 @@ class PixelCNN(nn.Module):
         x = torch.zeros_like(u)
         image = self._network_input(x)
         for i in range(height):
-            for state in h_states:
-                state.zero_()
-            for j in range(width):
-                # Layer 0 (mask "A") sees the row up to the pixel before j; zeros at column 0.
-                h = image[:, :, i, j - 1] if j > 0 else image.new_zeros(n, c_img)
-                for layer, w, state, link in zip(self.layers, weights, h_states, links):
-                    if kernels and i + j > 0:  # checked at the first pixel; the kernel still checks shapes
-                        h = torch.ops.fastgen.gated_pixelcnn_horizontal_step(
-                            state, h, link[:, :, j], w["w_h"], w["b_h"], w["w_res"], w["b_res"], layer.mask_type,
-                            cond, w["w_cond_h"])
-                    else:
-                        h = horizontal(state, h, link[:, :, j], w["w_h"], w["b_h"], w["w_res"], w["b_res"],
-                                       mask_type=layer.mask_type, cond=cond, w_cond_h=w["w_cond_h"])
-                hidden = ar.head_on_vectors(self.head_hidden, self.head_out, h)
-                x[:, :, i, j] = self._draw(hidden.view(n, c_img, self.params_per_dim), u[:, :, i, j])
-                image[:, :, i, j] = self._network_input(x[:, :, i, j])
+            if fused_rows:  # the whole row in one call (the same draws as the loop below)
+                levels = pixelcnn_generate_row(
+                    links, u[:, :, i], [w["w_h"] for w in weights], [w["b_h"] for w in weights],
+                    [w["w_res"] for w in weights], [w["b_res"] for w in weights],
+                    [layer.mask_type for layer in self.layers], self.head_hidden.weight, self.head_hidden.bias,
+                    self.head_out.weight, self.head_out.bias, levels=self.levels, cond=cond,
+                    w_cond_h=[w["w_cond_h"] for w in weights] if cond is not None else None)
+                x[:, :, i] = levels.to(x.dtype) / (self.levels - 1)
+                image[:, :, i] = self._network_input(x[:, :, i])
+            else:  # every layer stepped per pixel
+                for state in h_states:
+                    state.zero_()
+                for j in range(width):
+                    # Layer 0 (mask "A") sees the row up to the pixel before j; zeros at column 0.
+                    h = image[:, :, i, j - 1] if j > 0 else image.new_zeros(n, c_img)
+                    for layer, w, state, link in zip(self.layers, weights, h_states, links):
+                        if kernels and i + j > 0:  # checked at the first pixel; the kernel still checks shapes
+                            h = torch.ops.fastgen.gated_pixelcnn_horizontal_step(
+                                state, h, link[:, :, j], w["w_h"], w["b_h"], w["w_res"], w["b_res"], layer.mask_type,
+                                cond, w["w_cond_h"])
+                        else:
+                            h = horizontal(state, h, link[:, :, j], w["w_h"], w["b_h"], w["w_res"], w["b_res"],
+                                           mask_type=layer.mask_type, cond=cond, w_cond_h=w["w_cond_h"])
+                    hidden = ar.head_on_vectors(self.head_hidden, self.head_out, h)
+                    x[:, :, i, j] = self._draw(hidden.view(n, c_img, self.params_per_dim), u[:, :, i, j])
+                    image[:, :, i, j] = self._network_input(x[:, :, i, j])
             row = image[:, :, i]
             for index, (w, state) in enumerate(zip(weights, v_states)):
                 row, links[index] = vertical(state, row, w["w_v"], w["b_v"], w["w_v2h"], w["b_v2h"], cond=cond,
                                              w_cond_v=w["w_cond_v"])
         return x
+
+    def _why_not_fused(self, u: torch.Tensor) -> str | None:
+        """Why the fused row sampler (pixelcnn_generate_row) cannot sample this model here, or None."""
+        if self.output != "categorical":
+            return f"the fused row sampler draws from a categorical output, not {self.output!r}"
+        if u.dtype not in PIXELCNN_ROW_DTYPES:
+            return f"the fused row sampler runs float32 and float64 models, not {u.dtype}"
+        if not _dispatch.use_kernel("pixelcnn_generate_row", u):
+            return f"no fused row sampler kernel for {u.device.type}"
+        return None
 
     def extra_repr(self) -> str:
         cfg = self._config

@@ -266,12 +266,9 @@ class WaveNet(nn.Module):
                 if not _dispatch.use_kernel("wavenet_layer_step", u):
                     raise ValueError("cuda_graph=True needs the wavenet_layer_step kernel on CUDA (Triton)")
                 return self._sample_cuda_graph(u, c)
-            why_not = self._why_not_fused(u)
-            if fused and why_not:
-                raise ValueError(f"fused=True, but the fused decoder cannot run here: {why_not}")
-            if fused is None and why_not:
-                _log.info("WaveNet.sample: %s; sampling with the per-layer step ops", why_not)
-            return self._sample_steps(u, c) if why_not or fused is False else self._sample_fused(u, c)
+            if ar.use_fused(fused, self._why_not_fused(u), "fused decoder", "WaveNet.sample", _log):
+                return self._sample_fused(u, c)
+            return self._sample_steps(u, c)
         finally:
             self.train(was_training)
 

@@ -33,6 +33,7 @@ from fastgen.ops.flows import (
 )
 from fastgen.ops.gated_pixelcnn import gated_pixelcnn_layer
 from fastgen.ops.masked_conv import masked_conv2d
+from fastgen.ops.pixelcnn_generate import pixelcnn_generate_row
 from fastgen.ops.pixelcnn_step import gated_pixelcnn_horizontal_step, gated_pixelcnn_vertical_step
 from fastgen.ops.wavenet import wavenet_layer
 from fastgen.ops.wavenet_generate import wavenet_generate
@@ -57,6 +58,7 @@ __all__ = [
     "causal_conv1d",
     "draw_seed",
     "gated_pixelcnn_horizontal_step",
+    "pixelcnn_generate_row",
     "gated_pixelcnn_layer",
     "gated_pixelcnn_vertical_step",
     "gaussian_kl",

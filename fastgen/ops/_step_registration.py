@@ -3,7 +3,8 @@
 The step ops update their ``state`` argument in place (declared ``Tensor(a!)`` in the schema)
 and have no autograd: they are for sampling, and their Python wrappers refuse inputs that
 require grad. wavenet_generate (the fused decoder) has a C++ CPU kernel and, on CUDA, the
-persistent Triton decoder (fastgen/triton_kernels/wavenet_decoder.py). gated_pixelcnn_vertical_step
+persistent Triton decoder (fastgen/triton_kernels/wavenet_decoder.py); pixelcnn_generate_row (a
+whole PixelCNN image row) has a CPU kernel only. gated_pixelcnn_vertical_step
 is ATen code (a small convolution and a GEMM), compiled for CUDA too in CUDA builds; the two
 per-position steps use Triton on CUDA.
 """
@@ -15,7 +16,8 @@ import torch
 from fastgen import _ext
 from fastgen.ops import _dispatch
 
-STEP_OPS = ["wavenet_layer_step", "gated_pixelcnn_vertical_step", "gated_pixelcnn_horizontal_step", "wavenet_generate"]
+STEP_OPS = ["wavenet_layer_step", "gated_pixelcnn_vertical_step", "gated_pixelcnn_horizontal_step", "wavenet_generate",
+            "pixelcnn_generate_row"]
 TRITON_OPS = {"wavenet_layer_step": "fastgen.triton_kernels.steps",
               "gated_pixelcnn_horizontal_step": "fastgen.triton_kernels.steps",
               "wavenet_generate": "fastgen.triton_kernels.wavenet_decoder"}
@@ -28,6 +30,10 @@ def _register_fakes() -> None:
 
     @torch.library.register_fake("fastgen::wavenet_generate")
     def _(states, first_input, uniforms, *rest):
+        return uniforms.new_empty(uniforms.shape, dtype=torch.int64)
+
+    @torch.library.register_fake("fastgen::pixelcnn_generate_row")
+    def _(links, uniforms, *rest):
         return uniforms.new_empty(uniforms.shape, dtype=torch.int64)
 
     @torch.library.register_fake("fastgen::gated_pixelcnn_vertical_step")

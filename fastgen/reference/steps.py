@@ -163,3 +163,33 @@ def wavenet_generate(states: list[torch.Tensor], first_input: torch.Tensor, unif
         codes[:, t] = code
         x_in = embedding[code]
     return codes
+
+
+def pixelcnn_generate_row(links: list[torch.Tensor], uniforms: torch.Tensor, w_h: list[torch.Tensor],
+                          b_h: list[torch.Tensor | None], w_res: list[torch.Tensor], b_res: list[torch.Tensor | None],
+                          mask_types: list[str], cond: torch.Tensor | None, w_cond_h: list[torch.Tensor | None],
+                          w_hidden: torch.Tensor, b_hidden: torch.Tensor | None, w_out: torch.Tensor,
+                          b_out: torch.Tensor | None, levels: int) -> torch.Tensor:
+    """One image row of a categorical Gated PixelCNN: int64 levels (N, C_img, W).
+
+    Left to right, pixel j: the first layer's horizontal input is the network input 2 v - 1 of
+    the values v = level / (levels - 1) drawn at pixel j - 1 (zeros at j = 0); every layer runs
+    :func:`gated_pixelcnn_horizontal_step` from zeroed row caches with ``links[l][:, :, j]``; the
+    head is ``w_out @ relu(w_hidden @ relu(h) + b_hidden) + b_out`` viewed as (N, C_img, levels),
+    and channel c takes the first level whose cumulative softmax mass exceeds ``uniforms[:, c, j]``.
+    """
+    n, c_img, width = uniforms.shape
+    states = [uniforms.new_zeros(n, w.shape[1], w.shape[3]) for w in w_h]
+    codes = torch.zeros(n, c_img, width, dtype=torch.long, device=uniforms.device)
+    x = uniforms.new_zeros(n, c_img)
+    for j in range(width):
+        h = x
+        for layer, state in enumerate(states):
+            h = gated_pixelcnn_horizontal_step(state, h, links[layer][:, :, j], w_h[layer], b_h[layer], w_res[layer],
+                                               b_res[layer], mask_types[layer], cond, w_cond_h[layer])
+        logits = _linear(torch.relu(_linear(torch.relu(h), _flat(w_hidden), b_hidden)), _flat(w_out), b_out)
+        cdf = torch.cumsum(torch.softmax(logits.view(n, c_img, levels), dim=-1), dim=-1)
+        code = (cdf < uniforms[:, :, j, None] * cdf[..., -1:]).sum(-1).clamp_max(levels - 1)
+        codes[:, :, j] = code
+        x = 2.0 * (code.to(uniforms.dtype) / (levels - 1)) - 1.0
+    return codes

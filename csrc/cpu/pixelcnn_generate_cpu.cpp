@@ -1,0 +1,159 @@
+// CPU kernel of pixelcnn_generate_row: one image row of a categorical Gated PixelCNN in one call.
+//
+// For each sample (in parallel) and each column j of the row, left to right:
+//   input  = the network input of pixel j - 1 (2 v - 1 for the value v drawn there; zeros at j = 0)
+//   every layer l: its horizontal stack at this pixel (horizontal_pixel.h, row caches starting
+//                  from zeros), with the layer's link for the row at column j
+//   logits = b_o + W_o relu(b_h + W_h relu(h));  level of channel c = draw(logits[c], u[n, c, j])
+// The vertical stacks of the row (its links) depend only on the rows above, so the caller
+// computes them before the row (gated_pixelcnn_vertical_step). Why one call: stepping every
+// layer from Python costs an op dispatch per layer and pixel, several times the arithmetic of a
+// batch-1 pixel. float32 and float64.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "categorical_draw.h"
+#include "horizontal_pixel.h"
+#include "step_common.h"
+
+namespace fastgen::cpu {
+namespace {
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+Tensor contiguous_or_undefined(const OptTensor& t) { return t.has_value() ? t->contiguous() : Tensor(); }
+
+Tensor pixelcnn_generate_row(at::TensorList links, const Tensor& uniforms, at::TensorList w_h,
+                             const c10::List<OptTensor>& b_h, at::TensorList w_res, const c10::List<OptTensor>& b_res,
+                             std::vector<std::string> mask_types, const OptTensor& cond,
+                             const c10::List<OptTensor>& w_cond_h, const Tensor& w_hidden, const OptTensor& b_hidden,
+                             const Tensor& w_out, const OptTensor& b_out, int64_t levels) {
+  const int64_t layers = static_cast<int64_t>(links.size());
+  TORCH_CHECK(layers >= 1, "fastgen: pixelcnn_generate_row needs at least one layer");
+  for (int64_t size : {static_cast<int64_t>(w_h.size()), static_cast<int64_t>(b_h.size()),
+                       static_cast<int64_t>(w_res.size()), static_cast<int64_t>(b_res.size()),
+                       static_cast<int64_t>(mask_types.size()), static_cast<int64_t>(w_cond_h.size())}) {
+    TORCH_CHECK(size == layers, "fastgen: pixelcnn_generate_row needs one entry per layer in every list");
+  }
+  const at::ScalarType dtype = uniforms.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "fastgen: pixelcnn_generate_row runs float32 and "
+              "float64 models, got ", dtype);
+  TORCH_CHECK(uniforms.dim() == 3 && uniforms.device().is_cpu(), "fastgen: uniforms must be (N, C_img, W) on the CPU");
+  const int64_t N = uniforms.size(0), C_img = uniforms.size(1), W = uniforms.size(2);
+  const int64_t C = w_res[0].size(0), D = cond.has_value() ? cond->size(1) : 0, hidden = w_hidden.size(0);
+  TORCH_CHECK(levels >= 2, "fastgen: levels must be >= 2, got ", levels);
+  TORCH_CHECK(w_hidden.dim() == 2 && w_hidden.size(1) == C && w_out.dim() == 2 && w_out.size(0) == C_img * levels &&
+                  w_out.size(1) == hidden,
+              "fastgen: w_hidden must be (H, C) and w_out (C_img * levels, H); got ", w_hidden.sizes(), " and ",
+              w_out.sizes());
+  if (cond.has_value()) TORCH_CHECK(cond->dim() == 2 && cond->size(0) == N, "fastgen: cond must be (N, D)");
+  std::vector<Tensor> keep;  // contiguous copies alive for the kernel
+  auto c = [&](const Tensor& t) -> const Tensor& {
+    keep.push_back(t.contiguous());
+    return keep.back();
+  };
+  keep.reserve(8 * layers + 8);
+  // Per layer: the window weight, b_h, w_res, b_res, w_cond_h (contiguous; undefined if absent).
+  std::vector<std::array<Tensor, 5>> prepared(layers);
+  std::vector<int64_t> inputs(layers), taps(layers);
+  std::vector<bool> mask_b(layers);
+  int64_t C_in = C_img;
+  for (int64_t l = 0; l < layers; ++l) {
+    const std::string& mask = mask_types[l];
+    const Tensor& w = w_h[l];
+    TORCH_CHECK(mask == "A" || mask == "B", "fastgen: mask_types must be \"A\" or \"B\", got \"", mask, "\"");
+    TORCH_CHECK(w.dim() == 4 && w.size(0) == 2 * C && w.size(1) == C_in && w.size(2) == 1 && w.size(3) >= 1,
+                "fastgen: w_h[", l, "] must be (2C, C_in, 1, k + 1) = (", 2 * C, ", ", C_in, ", 1, k + 1), got ",
+                w.sizes());
+    TORCH_CHECK(mask == "A" || C_in == C, "fastgen: mask \"B\" needs C_in == C at layer ", l);
+    TORCH_CHECK(links[l].dim() == 3 && links[l].size(0) == N && links[l].size(1) == 2 * C && links[l].size(2) == W,
+                "fastgen: links[", l, "] must be (N, 2C, W) = (", N, ", ", 2 * C, ", ", W, "), got ", links[l].sizes());
+    TORCH_CHECK(w_res[l].dim() == 2 && w_res[l].size(0) == C && w_res[l].size(1) == C,
+                "fastgen: w_res[", l, "] must be (C, C)");
+    TORCH_CHECK(w_cond_h.get(l).has_value() == cond.has_value(), "fastgen: w_cond_h and cond must be given together");
+    const int64_t T = w.size(3), used = mask == "B" ? T : T - 1;
+    const Tensor& window = c((mask == "B" ? w : w.narrow(3, 0, used)).reshape({2 * C, C_in * used}));
+    const OptTensor bh = b_h.get(l), br = b_res.get(l), wc = w_cond_h.get(l);
+    for (const Tensor* t : {&window, &w_res[l], &links[l]}) {
+      TORCH_CHECK(t->scalar_type() == dtype && t->device().is_cpu(), "fastgen: pixelcnn_generate_row tensors must "
+                  "share the dtype of uniforms and be on the CPU");
+    }
+    prepared[l] = {window, contiguous_or_undefined(bh), c(w_res[l]), contiguous_or_undefined(br),
+                   contiguous_or_undefined(wc)};
+    inputs[l] = C_in, taps[l] = T, mask_b[l] = mask == "B";
+    C_in = C;
+  }
+  Tensor codes = at::empty({N, C_img, W}, uniforms.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES(dtype, "pixelcnn_generate_row", [&] {
+    using acc_t = scalar_t;
+    std::vector<HorizontalWeights<scalar_t>> weights(layers);
+    for (int64_t l = 0; l < layers; ++l) {
+      const auto& [window, bh_l, wr_l, br_l, wc_l] = prepared[l];
+      weights[l] = {window.data_ptr<scalar_t>(), data_or_null<scalar_t>(bh_l), wr_l.data_ptr<scalar_t>(),
+                    data_or_null<scalar_t>(br_l), data_or_null<scalar_t>(wc_l), inputs[l], taps[l], C, D, mask_b[l]};
+    }
+    std::vector<const scalar_t*> link_p(layers);
+    std::vector<int64_t> link_n(layers), link_o(layers), link_j(layers);
+    for (int64_t l = 0; l < layers; ++l) {
+      link_p[l] = links[l].data_ptr<scalar_t>();
+      link_n[l] = links[l].stride(0), link_o[l] = links[l].stride(1), link_j[l] = links[l].stride(2);
+    }
+    const Tensor u = uniforms.contiguous(), cond_c = contiguous_or_undefined(cond);
+    const Tensor wh = w_hidden.contiguous(), wo = w_out.contiguous();
+    const Tensor bh = contiguous_or_undefined(b_hidden), bo = contiguous_or_undefined(b_out);
+    const scalar_t* u_p = u.data_ptr<scalar_t>();
+    const scalar_t* cond_p = data_or_null<scalar_t>(cond_c);
+    int64_t* codes_p = codes.data_ptr<int64_t>();
+    const int64_t work = W * layers * (2 * C * 3 * C + C * C) + W * hidden * (C + C_img * levels);
+    const int64_t grain = std::max<int64_t>(1, (1 << 18) / std::max<int64_t>(work, 1));
+    at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+      PixelScratch<acc_t> scratch;
+      std::vector<std::vector<scalar_t>> states(layers);
+      std::vector<scalar_t> input(C_img), h_in(std::max(C, C_img)), h_out(C), hid(hidden), logits(C_img * levels),
+          draw_scratch(levels);
+      for (int64_t n = n0; n < n1; ++n) {
+        for (int64_t l = 0; l < layers; ++l) states[l].assign(weights[l].C_in * weights[l].T, scalar_t(0));
+        std::fill(input.begin(), input.end(), scalar_t(0));  // what pixel j sees of pixel j - 1
+        const scalar_t* cond_n = cond_p == nullptr ? nullptr : cond_p + n * D;
+        for (int64_t j = 0; j < W; ++j) {
+          const scalar_t* x = input.data();
+          for (int64_t l = 0; l < layers; ++l) {
+            horizontal_pixel(weights[l], states[l].data(), x, link_p[l] + n * link_n[l] + j * link_j[l], link_o[l],
+                             cond_n, scratch, h_out.data());
+            std::copy(h_out.begin(), h_out.end(), h_in.begin());
+            x = h_in.data();
+          }
+          for (int64_t c = 0; c < C; ++c) h_out[c] = std::max(h_in[c], scalar_t(0));
+          matvec(wh.data_ptr<scalar_t>(), h_out.data(), hidden, C, data_or_null<scalar_t>(bh), false, hid.data());
+          for (scalar_t& v : hid) v = std::max(v, scalar_t(0));
+          matvec(wo.data_ptr<scalar_t>(), hid.data(), C_img * levels, hidden, data_or_null<scalar_t>(bo), false,
+                 logits.data());
+          for (int64_t c = 0; c < C_img; ++c) {
+            const int64_t level = draw(logits.data() + c * levels, levels, u_p[(n * C_img + c) * W + j],
+                                       draw_scratch.data());
+            codes_p[(n * C_img + c) * W + j] = level;
+            // The network input of the drawn value v = level / (levels - 1): 2 v - 1 (as the model maps images).
+            const scalar_t v = static_cast<scalar_t>(level) / static_cast<scalar_t>(levels - 1);
+            input[c] = scalar_t(2) * v - scalar_t(1);
+          }
+        }
+      }
+    });
+  });
+  return codes;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgen, CPU, m) { m.impl("pixelcnn_generate_row", &pixelcnn_generate_row); }
+
+}  // namespace fastgen::cpu
