@@ -61,8 +61,8 @@ struct LayerView {
 };
 
 // v rounded to the model's dtype (a no-op for float32/float64): float16/bfloat16 models round
-// where their step ops return tensors (each layer's residual and skip, the running skip sum, the
-// head's outputs), so the fused decoder computes what the step-op loop computes.
+// where their step ops return tensors (each layer's residual, the head's outputs); the skip sum
+// over the layers is kept in float32 and rounded once.
 template <typename w_t, typename acc_t>
 inline acc_t rounded(acc_t v) {
   return static_cast<acc_t>(static_cast<w_t>(v));
@@ -121,9 +121,12 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
                     int64_t C_gate, int64_t S, int64_t H, int64_t levels, int64_t K, int64_t T, int64_t start,
                     int64_t* codes) {
   const int64_t G = C_gate / 2;
-  std::vector<acc_t> x(B * R), taps(B * R * K), h(B * C_gate), z(B * G), skips(B * S), layer_skip(B * S),
+  std::vector<acc_t> x(B * R), taps(B * R * K), h(B * C_gate), z(B * G), skips(B * S),
       res(B * R), relu_skips(B * S), relu_hidden(B * H), logits(B * levels), scratch(levels), cond_t(B * C_cond);
   for (int64_t i = 0; i < B * R; ++i) x[i] = static_cast<acc_t>(first[n0 * R + i]);
+  std::vector<std::vector<acc_t>> part_skips(kParts, std::vector<acc_t>(B * S));  // this thread's parts' skip sums
+  std::vector<const acc_t*> tap_in(K);
+  std::vector<int64_t> tap_ld(K);
   int64_t c0, c1;  // this thread's channels of the ring-buffer writes
   row_range(R, tid, team, c0, c1);
   int64_t phase = 0;  // barriers passed: which set of partials is written next
@@ -133,30 +136,40 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
   };
   for (int64_t t = 0; t < T; ++t) {
     const int64_t p = start + t;
-    std::fill(skips.begin(), skips.end(), acc_t(0));
     for (int64_t b = 0; b < B && cond != nullptr; ++b) {
       for (int64_t c = 0; c < C_cond; ++c) {
         cond_t[b * C_cond + c] = static_cast<acc_t>(cond[((n0 + b) * C_cond + c) * T + t]);
       }
     }
-    for (const auto& layer : layers) {
+    for (auto& acc : part_skips) std::fill(acc.begin(), acc.end(), acc_t(0));
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const auto& layer = layers[l];
+      const bool last = l + 1 == layers.size();
       const int64_t L = layer.L;
-      for (int64_t b = 0; b < B; ++b) {
-        const w_t* state_b = layer.state + (n0 + b) * L * R;
-        acc_t* taps_b = taps.data() + b * R * K;
-        for (int64_t k = 0; k + 1 < K; ++k) {
-          const w_t* src = state_b + (((p - (K - 1 - k) * layer.dilation) % L + L) % L) * R;
-          for (int64_t c = 0; c < R; ++c) taps_b[c * K + k] = static_cast<acc_t>(src[c]);
+      // Tap k's input for sample b at tap_in[k] + b * tap_ld[k]: the ring slot of time
+      // p - (K-1-k) d read in place (a float16/bfloat16 ring is widened into `taps` first), and
+      // the layer input itself for the last tap.
+      for (int64_t k = 0; k + 1 < K; ++k) {
+        const w_t* slot = layer.state + n0 * L * R + (((p - (K - 1 - k) * layer.dilation) % L + L) % L) * R;
+        if constexpr (std::is_same_v<w_t, acc_t>) {
+          tap_in[k] = slot, tap_ld[k] = L * R;
+        } else {
+          for (int64_t b = 0; b < B; ++b) {
+            for (int64_t c = 0; c < R; ++c) taps[(b * K + k) * R + c] = static_cast<acc_t>(slot[b * L * R + c]);
+          }
+          tap_in[k] = taps.data() + k * R, tap_ld[k] = K * R;
         }
-        for (int64_t c = 0; c < R; ++c) taps_b[c * K + K - 1] = x[b * R + c];
       }
+      tap_in[K - 1] = x.data(), tap_ld[K - 1] = R;
       Partials<acc_t>& out = sh.phase[phase & 1];
       for (int part = tid; part < kParts; part += team) {
         int64_t g0, g1;  // this part's gate channels: rows g0.. of the tanh half, G + g0.. of the sigmoid half
         row_range(G, part, kParts, g0, g1);
         const int64_t width = g1 - g0;  // h rows [2 g0, 2 g1): the part's tanh rows, then its sigmoid rows
-        matvec_t_block(layer.wd, taps.data(), R * K, B, C_gate, R * K, 2 * g0, 2 * g1, layer.bd, false, h.data(),
-                       C_gate);
+        for (int64_t k = 0; k < K; ++k) {  // w_dilated as K transposed (R, C_gate) matrices
+          matvec_t_block(layer.wd + k * R * C_gate, tap_in[k], tap_ld[k], B, C_gate, R, 2 * g0, 2 * g1,
+                         k == 0 ? layer.bd : nullptr, k > 0, h.data(), C_gate);
+        }
         if (layer.wc != nullptr) {
           matvec_t_block(layer.wc, cond_t.data(), C_cond, B, C_gate, C_cond, 2 * g0, 2 * g1,
                          static_cast<const w_t*>(nullptr), true, h.data(), C_gate);
@@ -168,8 +181,10 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
         const bool first_part = part == 0;  // the part that adds the biases
         matvec_t_block(layer.wr + g0 * R, z.data() + g0, G, B, R, g1 - g0, 0, R, first_part ? layer.br : nullptr,
                        false, out.res[part].data(), R);
+        // Each part sums its share of every layer's skip privately; the parts meet at the head.
         matvec_t_block(layer.ws + g0 * S, z.data() + g0, G, B, S, g1 - g0, 0, S, first_part ? layer.bs : nullptr,
-                       false, out.skip[part].data(), S);
+                       true, part_skips[part].data(), S);
+        if (last) std::copy(part_skips[part].begin(), part_skips[part].end(), out.skip[part].begin());
       }
       meet();  // every part written; every thread has read its taps
       for (int64_t b = 0; b < B && L > 0; ++b) {  // the layer input goes to slot p mod L
@@ -178,8 +193,7 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
       }
       for (int64_t i = 0; i < B * R; ++i) res[i] = out.res[0][i] + out.res[1][i];
       for (int64_t i = 0; i < B * R; ++i) x[i] = rounded<w_t>(x[i] + res[i]);
-      sum_parts<w_t>(out.skip[0], out.skip[1], B * S, layer_skip.data());
-      for (int64_t i = 0; i < B * S; ++i) skips[i] = rounded<w_t>(skips[i] + layer_skip[i]);
+      if (last) sum_parts<w_t>(out.skip[0], out.skip[1], B * S, skips.data());
     }
     Partials<acc_t>* out = &sh.phase[phase & 1];
     for (int64_t i = 0; i < B * S; ++i) relu_skips[i] = std::max(skips[i], acc_t(0));
@@ -326,7 +340,7 @@ Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const 
     std::vector<LayerView<w_t>> views(layers);
     for (int64_t l = 0; l < layers; ++l) {
       const OptTensor bd = b_dilated.get(l), br = b_res.get(l), bs = b_skip.get(l), wc = w_cond.get(l);
-      views[l] = {ct(by_part(w_dilated[l])).data_ptr<w_t>(),
+      views[l] = {c(by_part(w_dilated[l]).permute({2, 1, 0})).data_ptr<w_t>(),  // (K, R, C_gate)
                   bd.has_value() ? c(by_part(*bd)).data_ptr<w_t>() : nullptr,
                   ct(w_res[l]).data_ptr<w_t>(),
                   br.has_value() ? c(*br).data_ptr<w_t>() : nullptr,
