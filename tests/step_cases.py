@@ -1,5 +1,5 @@
-"""Random WaveNet weights for the tests of the sampling step ops and of wavenet_generate (the C++
-kernel and the Triton decoder)."""
+"""Random WaveNet and PixelCNN weights for the tests of the sampling ops: the step ops,
+wavenet_generate and pixelcnn_generate_row (C++ kernels and Triton)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,40 @@ def generate_args(n=3, steps=9, dtype=torch.float64, cond_channels=0, seed=0, si
 def clone_states(args):
     """The arguments with fresh copies of the ring buffers (which wavenet_generate updates)."""
     return ([s.clone() for s in args[0]],) + args[1:]
+
+
+def row_args(n=2, c_img=1, c=4, kernels=(7, 3, 3), cond_features=0, levels=17, width=6, dtype=torch.float64,
+              bias=True, seed=0):
+    """(positional args of ops.pixelcnn_generate_row, its keyword args) for random weights."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=0.4):
+        return (torch.randn(*shape, generator=g) * scale).to(dtype)
+
+    w_h, b_h, w_res, b_res, w_cond_h, masks = [], [], [], [], [], []
+    for i, size in enumerate(kernels):
+        c_in = c_img if i == 0 else c
+        w_h.append(r(2 * c, c_in, 1, size // 2 + 1))
+        b_h.append(r(2 * c) if bias else None)
+        w_res.append(r(c, c))
+        b_res.append(r(c) if bias else None)
+        w_cond_h.append(r(2 * c, cond_features) if cond_features else None)
+        masks.append("A" if i == 0 else "B")
+    links = [r(n, 2 * c, width, scale=1.0) for _ in kernels]
+    uniforms = torch.rand(n, c_img, width, generator=g, dtype=dtype)
+    head = (r(16, c), r(16) if bias else None, r(c_img * levels, 16), r(c_img * levels) if bias else None)
+    kwargs = dict(levels=levels, cond=r(n, cond_features, scale=1.0) if cond_features else None,
+                  w_cond_h=w_cond_h if cond_features else None)
+    return (links, uniforms, w_h, b_h, w_res, b_res, masks, *head), kwargs
+
+
+def on_device(args, kwargs, device):
+    """Positional and keyword arguments with every tensor (also inside lists) moved to ``device``."""
+    def move(v):
+        if isinstance(v, torch.Tensor):
+            return v.to(device)
+        if isinstance(v, list):
+            return [t.to(device) if isinstance(t, torch.Tensor) else t for t in v]
+        return v
+
+    return tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}

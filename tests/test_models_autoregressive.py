@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from fastgen.models import PixelCNN, WaveNet
+from fastgen.ops.pixelcnn_generate import row_sampler_limits
 
 
 def _randomise(model: torch.nn.Module, seed: int, scale: float = 0.4) -> torch.nn.Module:
@@ -228,6 +229,24 @@ def test_cuda_samplers_draw_the_step_loop_codes(conditioned):
     fused = model.sample(3, 50, cond=c, y=y, uniforms=u, fused=True)
     naive = model.sample(3, 50, cond=c, y=y, uniforms=u, method="naive")
     assert torch.equal(graphed, steps) and torch.equal(fused, steps) and torch.equal(naive, steps)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_pixelcnn_fused_rows_draw_the_step_loop_values():
+    """On CUDA the default cached PixelCNN sampler is the Triton row kernel: the step-op images."""
+    model = _tiny_pixelcnn("categorical", 4, dtype=torch.float32).cuda()
+    u = torch.rand(5, 2, 3, 4, device="cuda", generator=torch.Generator(device="cuda").manual_seed(1))
+    y = torch.tensor([0, 1, 2, 3, 1], device="cuda")
+    fused = model.sample(5, y=y, uniforms=u, fused=True)
+    assert torch.equal(fused, model.sample(5, y=y, uniforms=u, fused=False))
+    assert torch.equal(fused, model.sample(5, y=y, uniforms=u, method="naive"))
+
+
+def test_row_sampler_limits_name_the_problem():
+    w = [torch.zeros(8, 1, 1, 4), torch.zeros(8, 4, 1, 2)]
+    assert row_sampler_limits(torch.device("cpu"), w, ["A", "A"], 16, 17) is None  # the C++ kernel takes any stack
+    assert "mask 'B'" in row_sampler_limits(torch.device("cuda"), w, ["A", "A"], 16, 17)
 
 
 def test_bfloat16_models_sample_with_the_fused_decoder():

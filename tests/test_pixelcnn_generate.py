@@ -8,31 +8,7 @@ import torch
 
 from fastgen import ops
 from fastgen.reference import steps as reference_steps
-
-
-def _row_args(n=2, c_img=1, c=4, kernels=(7, 3, 3), cond_features=0, levels=17, width=6, dtype=torch.float64,
-              bias=True, seed=0):
-    """(positional args of ops.pixelcnn_generate_row, its keyword args) for random weights."""
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape, scale=0.4):
-        return (torch.randn(*shape, generator=g) * scale).to(dtype)
-
-    w_h, b_h, w_res, b_res, w_cond_h, masks = [], [], [], [], [], []
-    for i, size in enumerate(kernels):
-        c_in = c_img if i == 0 else c
-        w_h.append(r(2 * c, c_in, 1, size // 2 + 1))
-        b_h.append(r(2 * c) if bias else None)
-        w_res.append(r(c, c))
-        b_res.append(r(c) if bias else None)
-        w_cond_h.append(r(2 * c, cond_features) if cond_features else None)
-        masks.append("A" if i == 0 else "B")
-    links = [r(n, 2 * c, width, scale=1.0) for _ in kernels]
-    uniforms = torch.rand(n, c_img, width, generator=g, dtype=dtype)
-    head = (r(16, c), r(16) if bias else None, r(c_img * levels, 16), r(c_img * levels) if bias else None)
-    kwargs = dict(levels=levels, cond=r(n, cond_features, scale=1.0) if cond_features else None,
-                  w_cond_h=w_cond_h if cond_features else None)
-    return (links, uniforms, w_h, b_h, w_res, b_res, masks, *head), kwargs
+from step_cases import row_args as _row_args
 
 
 def _reference(args, kwargs):

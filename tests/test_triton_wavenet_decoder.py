@@ -7,24 +7,12 @@ Without a GPU the kernel runs on CPU tensors in Triton's interpreter (set up by
 
 import pytest
 import torch
-from step_cases import clone_states, generate_args
+from step_cases import clone_states, generate_args, on_device
 from triton_helpers import device  # noqa: F401 (a fixture)
 
 from fastgen.ops.wavenet_generate import decoder_limits
 from fastgen.reference import steps as ref
 from fastgen.triton_kernels import wavenet_decoder as tk
-
-
-def _on(args, kwargs, device):
-    """generate_args' tensors moved to ``device`` (lists of tensors too)."""
-    def move(v):
-        if isinstance(v, torch.Tensor):
-            return v.to(device)
-        if isinstance(v, list) and v and all(isinstance(t, torch.Tensor) or t is None for t in v):
-            return [None if t is None else t.to(device) for t in v]
-        return v
-
-    return tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}
 
 
 def _run_both(args, kwargs, start=0):
@@ -39,7 +27,7 @@ def _run_both(args, kwargs, start=0):
 @pytest.mark.parametrize("n,cond_channels,k,bias", [(1, 0, 2, True), (3, 2, 2, True), (2, 0, 3, False),
                                                    (2, 3, 1, True)])
 def test_decoder_matches_the_reference_loop_float64(device, n, cond_channels, k, bias):
-    args, kwargs = _on(*generate_args(n=n, steps=8, cond_channels=cond_channels, k=k, bias=bias), device)
+    args, kwargs = on_device(*generate_args(n=n, steps=8, cond_channels=cond_channels, k=k, bias=bias), device)
     got, want, states, ref_states = _run_both(args, kwargs)
     assert got.dtype == torch.int64 and got.shape == (n, 8)
     assert torch.equal(got, want)
@@ -50,7 +38,7 @@ def test_decoder_matches_the_reference_loop_float64(device, n, cond_channels, k,
 
 def test_decoder_float32_wide_channels(device):
     """Channel counts past the 32-wide chunks, an odd gate half: the codes of the reference."""
-    args, kwargs = _on(*generate_args(n=2, steps=6, dtype=torch.float32, sizes=(40, 2 * 19, 70, 36, 33)), device)
+    args, kwargs = on_device(*generate_args(n=2, steps=6, dtype=torch.float32, sizes=(40, 2 * 19, 70, 36, 33)), device)
     args = args[:13] + (args[13] * 0.1,) + args[14:]  # smaller logits: many different codes drawn
     got, want, states, ref_states = _run_both(args, kwargs)
     assert torch.equal(got, want)
@@ -60,7 +48,7 @@ def test_decoder_float32_wide_channels(device):
 
 
 def test_decoder_continues_from_its_states(device):
-    args, kwargs = _on(*generate_args(n=2, steps=8), device)
+    args, kwargs = on_device(*generate_args(n=2, steps=8), device)
     whole, _, _, _ = _run_both(args, kwargs)
     split = clone_states(args)
     first = tk.wavenet_generate(split[0], split[1], split[2][:, :3], *split[3:10], [None] * 4, *split[10:], None, 0)
@@ -73,7 +61,7 @@ def test_decoder_continues_from_its_states(device):
 def test_decoder_half_precision_models(device, dtype):
     """Weights and rings in the model's dtype, running vectors in float32: the first draws agree
     with the reference (which rounds at every layer) except near ties."""
-    args, kwargs = _on(*generate_args(n=8, steps=2, dtype=dtype), device)
+    args, kwargs = on_device(*generate_args(n=8, steps=2, dtype=dtype), device)
     got, want, states, _ = _run_both(args, kwargs)
     assert got.dtype == torch.int64 and states[0].dtype == dtype
     assert (got[:, 0] == want[:, 0]).sum() >= 6
@@ -88,6 +76,6 @@ def test_decoder_limits_name_what_is_too_wide():
 
 
 def test_decoder_refuses_a_model_too_wide(device):
-    args, kwargs = _on(*generate_args(n=1, steps=1, dtype=torch.float32, sizes=(5, 6, 1100, 8, 9)), device)
+    args, kwargs = on_device(*generate_args(n=1, steps=1, dtype=torch.float32, sizes=(5, 6, 1100, 8, 9)), device)
     with pytest.raises(ValueError, match="skip"):
         tk.wavenet_generate(*args[:10], [None] * 4, *args[10:], None, 0)

@@ -14,7 +14,7 @@ from fastgen.models import _autoregressive as ar
 from fastgen.nn import GatedPixelCNNLayer
 from fastgen.ops import _dispatch
 from fastgen.ops.pixelcnn_generate import KERNEL_DTYPES as PIXELCNN_ROW_DTYPES
-from fastgen.ops.pixelcnn_generate import pixelcnn_generate_row
+from fastgen.ops.pixelcnn_generate import pixelcnn_generate_row, row_sampler_limits
 from fastgen.ops.pixelcnn_step import gated_pixelcnn_horizontal_step, gated_pixelcnn_vertical_step
 from fastgen.reference import steps as reference_steps
 
@@ -183,7 +183,8 @@ class PixelCNN(nn.Module):
             For "cached": draw each image row in one call (:func:`fastgen.ops.pixelcnn_generate_row`:
             every layer's pixel step, the head and the draw, pixel by pixel) instead of one
             step-op call per layer and pixel. None (default): fused where it is available
-            (categorical output, float32/float64, the CPU), else the step ops, with a log line.
+            (categorical output, float32/float64; the C++ kernel on the CPU, a Triton kernel on
+            CUDA for standard stacks), else the step ops, with a log line saying why.
             True where it is not available raises.
         """
         ar.check_count(n)
@@ -268,7 +269,9 @@ class PixelCNN(nn.Module):
             return f"the fused row sampler runs float32 and float64 models, not {u.dtype}"
         if not _dispatch.use_kernel("pixelcnn_generate_row", u):
             return f"no fused row sampler kernel for {u.device.type}"
-        return None
+        return row_sampler_limits(u.device, [layer.horizontal.weight for layer in self.layers],
+                                  [layer.mask_type for layer in self.layers], self.head_hidden.weight.shape[0],
+                                  self.levels)
 
     def extra_repr(self) -> str:
         cfg = self._config

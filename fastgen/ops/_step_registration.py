@@ -4,7 +4,8 @@ The step ops update their ``state`` argument in place (declared ``Tensor(a!)`` i
 and have no autograd: they are for sampling, and their Python wrappers refuse inputs that
 require grad. wavenet_generate (the fused decoder) has a C++ CPU kernel and, on CUDA, the
 persistent Triton decoder (fastgen/triton_kernels/wavenet_decoder.py); pixelcnn_generate_row (a
-whole PixelCNN image row) has a CPU kernel only. gated_pixelcnn_vertical_step
+whole PixelCNN image row) a C++ CPU kernel and a Triton row kernel (pixelcnn_rows.py) for
+standard layer stacks. gated_pixelcnn_vertical_step
 is ATen code (a small convolution and a GEMM), compiled for CUDA too in CUDA builds; the two
 per-position steps use Triton on CUDA.
 """
@@ -20,7 +21,8 @@ STEP_OPS = ["wavenet_layer_step", "gated_pixelcnn_vertical_step", "gated_pixelcn
             "pixelcnn_generate_row"]
 TRITON_OPS = {"wavenet_layer_step": "fastgen.triton_kernels.steps",
               "gated_pixelcnn_horizontal_step": "fastgen.triton_kernels.steps",
-              "wavenet_generate": "fastgen.triton_kernels.wavenet_decoder"}
+              "wavenet_generate": "fastgen.triton_kernels.wavenet_decoder",
+              "pixelcnn_generate_row": "fastgen.triton_kernels.pixelcnn_rows"}
 
 
 def _register_fakes() -> None:

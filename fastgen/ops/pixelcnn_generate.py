@@ -8,8 +8,9 @@ a whole row inside one kernel call: at each pixel, left to right, every layer's 
 pixel. The vertical stacks of the row (its links) depend on the rows above only; the caller
 computes them with :func:`fastgen.ops.gated_pixelcnn_vertical_step` before the row.
 
-Sampling op: no gradient; categorical output; float32 and float64 (other dtypes and devices
-run the plain-PyTorch reference, the same loop over the step ops).
+Sampling op: no gradient; categorical output; float32 and float64. A C++ kernel on the CPU; on
+CUDA a Triton kernel (one program per image) for standard stacks (``row_sampler_limits``).
+Other dtypes, devices and stacks run the plain-PyTorch reference, the same loop over the step ops.
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ from fastgen.reference import MASK_TYPES
 from fastgen.reference import steps as reference_steps
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def row_sampler_limits(device: torch.device, w_h: list[torch.Tensor], mask_types: list[str], hidden: int,
+                       levels: int) -> str | None:
+    """Why the kernel of pixelcnn_generate_row on ``device`` cannot run these layers, or None when
+    it can. The CPU kernel takes any stack; the Triton kernel on CUDA wants layers after the first
+    of one shape with mask "B", and every size within its register blocks."""
+    if device.type != "cuda":
+        return None
+    from fastgen.triton_kernels import pixelcnn_rows  # only where CUDA (and so Triton) is in use
+
+    return pixelcnn_rows.why_not(w_h, mask_types, hidden, levels)
 
 
 def pixelcnn_generate_row(
@@ -98,6 +111,7 @@ def pixelcnn_generate_row(
         raise ValueError(f"w_out must have C_img * levels = {uniforms.shape[1] * levels} rows, got {w_out.shape[0]}")
     args = (links, uniforms, w_h, b_h, w_res, b_res, list(mask_types), cond, w_cond_h, w_hidden, b_hidden, w_out,
             b_out, levels)
-    if uniforms.dtype in KERNEL_DTYPES and use_kernel("pixelcnn_generate_row", uniforms):
+    if (uniforms.dtype in KERNEL_DTYPES and use_kernel("pixelcnn_generate_row", uniforms)
+            and row_sampler_limits(uniforms.device, w_h, list(mask_types), w_hidden.shape[0], levels) is None):
         return torch.ops.fastgen.pixelcnn_generate_row(*args)
     return reference_steps.pixelcnn_generate_row(*args)
