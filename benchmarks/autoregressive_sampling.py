@@ -181,6 +181,17 @@ def pixelcnn_rows(batches: tuple[int, ...], naive_pixels: int) -> list[dict]:
     return rows
 
 
+def _agreement(r: dict, naive_key: str, where: str) -> str:
+    """The 'naive = step ops = fused' cell: True/False, and where (``where`` formatted with the
+    difference's fields) and why the step-op and fused samples part, if they do."""
+    same = str(r[naive_key] and r["step_ops_equal_fused"])
+    d = r.get("step_ops_vs_fused_first_difference")
+    if d:
+        same += (f" ({where.format(**d)} on: a float32 near-tie, uniform {d['tie_distance']:.1e} "
+                 "from a CDF boundary)")
+    return same
+
+
 def _markdown(wave: list[dict], pixel: list[dict], env: dict) -> str:
     lines = [
         "# Autoregressive sampling: naive vs cached", "",
@@ -195,11 +206,7 @@ def _markdown(wave: list[dict], pixel: list[dict], env: dict) -> str:
     for r in wave:
         rtf = (f"{r['real_time_factor_step_ops']:.2f}, {r['real_time_factor']:.2f}"
                if r["real_time_factor"] is not None else "-")
-        same = str(r["naive_equals_cached_on_first_16"] and r["step_ops_equal_fused"])
-        if r.get("step_ops_vs_fused_first_difference"):
-            d = r["step_ops_vs_fused_first_difference"]
-            same += (f" (sample {d['row']} from step {d['step']} on: a float32 near-tie, uniform "
-                     f"{d['tie_distance']:.1e} from a CDF boundary)")
+        same = _agreement(r, "naive_equals_cached_on_first_16", "sample {row} from step {step}")
         lines.append(f"| {r['batch']} | {r['naive_samples_per_s']:.3g} | {r['step_ops_samples_per_s']:.4g} | "
                      f"{r['cached_samples_per_s']:.4g} | {r['speedup']:.0f}x | {rtf} | {same} |")
     for r in wave:
@@ -214,11 +221,7 @@ def _markdown(wave: list[dict], pixel: list[dict], env: dict) -> str:
               "| naive = step ops = fused |",
               "|---:|---:|---:|---:|---:|:---:|"]
     for r in pixel:
-        same = str(r["naive_equals_cached_on_timed_pixels"] and r["step_ops_equal_fused"])
-        if r.get("step_ops_vs_fused_first_difference"):
-            d = r["step_ops_vs_fused_first_difference"]
-            same += (f" (image {d['image']} from pixel {tuple(d['pixel'])} on: a float32 near-tie, uniform "
-                     f"{d['tie_distance']:.1e} from a CDF boundary)")
+        same = _agreement(r, "naive_equals_cached_on_timed_pixels", "image {image} from pixel {pixel}")
         lines.append(f"| {r['batch']} | {r['naive_images_per_s']:.3g} | {r['step_ops_images_per_s']:.3g} | "
                      f"{r['cached_images_per_s']:.3g} | {r['speedup']:.0f}x | {same} |")
     naive_pixels = pixel[0]["naive_pixels_timed"] if pixel else 0
