@@ -38,6 +38,8 @@ struct PixelScratch {
 };
 
 // out (C) for one sample: `link` read with stride link_stride, `cond` (D) may be null when D == 0.
+// out may be input (a layer after the first stepping in place): each input[c] is read before
+// out[c] is written.
 template <typename scalar_t, typename acc_t>
 void horizontal_pixel(const HorizontalWeights<acc_t>& w, scalar_t* state, const scalar_t* input, const scalar_t* link,
                       int64_t link_stride, const scalar_t* cond, PixelScratch<acc_t>& s, scalar_t* out) {

@@ -30,8 +30,6 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
-Tensor contiguous_or_undefined(const OptTensor& t) { return t.has_value() ? t->contiguous() : Tensor(); }
-
 Tensor pixelcnn_generate_row(at::TensorList links, const Tensor& uniforms, at::TensorList w_h,
                              const c10::List<OptTensor>& b_h, at::TensorList w_res, const c10::List<OptTensor>& b_res,
                              std::vector<std::string> mask_types, const OptTensor& cond,
@@ -56,12 +54,6 @@ Tensor pixelcnn_generate_row(at::TensorList links, const Tensor& uniforms, at::T
               "fastgen: w_hidden must be (H, C) and w_out (C_img * levels, H); got ", w_hidden.sizes(), " and ",
               w_out.sizes());
   if (cond.has_value()) TORCH_CHECK(cond->dim() == 2 && cond->size(0) == N, "fastgen: cond must be (N, D)");
-  std::vector<Tensor> keep;  // contiguous copies alive for the kernel
-  auto c = [&](const Tensor& t) -> const Tensor& {
-    keep.push_back(t.contiguous());
-    return keep.back();
-  };
-  keep.reserve(8 * layers + 8);
   // Per layer: the window weight, b_h, w_res, b_res, w_cond_h (contiguous; undefined if absent).
   std::vector<std::array<Tensor, 5>> prepared(layers);
   std::vector<int64_t> inputs(layers), taps(layers);
@@ -81,13 +73,13 @@ Tensor pixelcnn_generate_row(at::TensorList links, const Tensor& uniforms, at::T
                 "fastgen: w_res[", l, "] must be (C, C)");
     TORCH_CHECK(w_cond_h.get(l).has_value() == cond.has_value(), "fastgen: w_cond_h and cond must be given together");
     const int64_t T = w.size(3), used = mask == "B" ? T : T - 1;
-    const Tensor& window = c((mask == "B" ? w : w.narrow(3, 0, used)).reshape({2 * C, C_in * used}));
+    const Tensor window = (mask == "B" ? w : w.narrow(3, 0, used)).reshape({2 * C, C_in * used}).contiguous();
     const OptTensor bh = b_h.get(l), br = b_res.get(l), wc = w_cond_h.get(l);
     for (const Tensor* t : {&window, &w_res[l], &links[l]}) {
       TORCH_CHECK(t->scalar_type() == dtype && t->device().is_cpu(), "fastgen: pixelcnn_generate_row tensors must "
                   "share the dtype of uniforms and be on the CPU");
     }
-    prepared[l] = {window, contiguous_or_undefined(bh), c(w_res[l]), contiguous_or_undefined(br),
+    prepared[l] = {window, contiguous_or_undefined(bh), w_res[l].contiguous(), contiguous_or_undefined(br),
                    contiguous_or_undefined(wc)};
     inputs[l] = C_in, taps[l] = T, mask_b[l] = mask == "B";
     C_in = C;
@@ -118,22 +110,18 @@ Tensor pixelcnn_generate_row(at::TensorList links, const Tensor& uniforms, at::T
     at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
       PixelScratch<acc_t> scratch;
       std::vector<std::vector<scalar_t>> states(layers);
-      std::vector<scalar_t> input(C_img), h_in(std::max(C, C_img)), h_out(C), hid(hidden), logits(C_img * levels),
-          draw_scratch(levels);
+      std::vector<scalar_t> input(C_img), h(C), relu_h(C), hid(hidden), logits(C_img * levels), draw_scratch(levels);
       for (int64_t n = n0; n < n1; ++n) {
         for (int64_t l = 0; l < layers; ++l) states[l].assign(weights[l].C_in * weights[l].T, scalar_t(0));
         std::fill(input.begin(), input.end(), scalar_t(0));  // what pixel j sees of pixel j - 1
         const scalar_t* cond_n = cond_p == nullptr ? nullptr : cond_p + n * D;
         for (int64_t j = 0; j < W; ++j) {
-          const scalar_t* x = input.data();
-          for (int64_t l = 0; l < layers; ++l) {
-            horizontal_pixel(weights[l], states[l].data(), x, link_p[l] + n * link_n[l] + j * link_j[l], link_o[l],
-                             cond_n, scratch, h_out.data());
-            std::copy(h_out.begin(), h_out.end(), h_in.begin());
-            x = h_in.data();
+          for (int64_t l = 0; l < layers; ++l) {  // layer 0 reads the image, later layers h in place
+            horizontal_pixel(weights[l], states[l].data(), l == 0 ? input.data() : h.data(),
+                             link_p[l] + n * link_n[l] + j * link_j[l], link_o[l], cond_n, scratch, h.data());
           }
-          for (int64_t c = 0; c < C; ++c) h_out[c] = std::max(h_in[c], scalar_t(0));
-          matvec(wh.data_ptr<scalar_t>(), h_out.data(), hidden, C, data_or_null<scalar_t>(bh), false, hid.data());
+          for (int64_t c = 0; c < C; ++c) relu_h[c] = std::max(h[c], scalar_t(0));
+          matvec(wh.data_ptr<scalar_t>(), relu_h.data(), hidden, C, data_or_null<scalar_t>(bh), false, hid.data());
           for (scalar_t& v : hid) v = std::max(v, scalar_t(0));
           matvec(wo.data_ptr<scalar_t>(), hid.data(), C_img * levels, hidden, data_or_null<scalar_t>(bo), false,
                  logits.data());

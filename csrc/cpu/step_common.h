@@ -13,6 +13,11 @@ inline at::Tensor acc_contiguous(const std::optional<at::Tensor>& t, at::ScalarT
   return t.has_value() ? acc_contiguous(*t, acc) : at::Tensor();
 }
 
+// A present optional tensor made contiguous (in its dtype), an undefined tensor for a missing one.
+inline at::Tensor contiguous_or_undefined(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->contiguous() : at::Tensor();
+}
+
 // The data of a defined tensor, nullptr for an undefined one (a missing bias or weight).
 template <typename T>
 const T* data_or_null(const at::Tensor& t) {

@@ -33,11 +33,12 @@
 #include <vector>
 
 #include "../conv_checks.h"
+#include "categorical_draw.h"
 #include "conv_common.h"
 #include "gate_math.h"
-#include "categorical_draw.h"
 #include "matvec.h"
 #include "spin_barrier.h"
+#include "step_common.h"
 
 namespace fastgen::cpu {
 namespace {
@@ -46,11 +47,6 @@ using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
 constexpr int64_t kSampleBlock = 4;  // samples sharing each weight row
-
-template <typename T>
-const T* ptr_or_null(const OptTensor& t) {
-  return t.has_value() ? t->data_ptr<T>() : nullptr;
-}
 
 // One layer's weights (transposed) and ring buffer, in the model's dtype w_t.
 template <typename w_t>
@@ -121,8 +117,8 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
                     int64_t C_gate, int64_t S, int64_t H, int64_t levels, int64_t K, int64_t T, int64_t start,
                     int64_t* codes) {
   const int64_t G = C_gate / 2;
-  std::vector<acc_t> x(B * R), taps(B * R * K), h(B * C_gate), z(B * G), skips(B * S),
-      res(B * R), relu_skips(B * S), relu_hidden(B * H), logits(B * levels), scratch(levels), cond_t(B * C_cond);
+  std::vector<acc_t> x(B * R), taps(B * R * K), h(B * C_gate), z(B * G), skips(B * S), relu_skips(B * S),
+      relu_hidden(B * H), logits(B * levels), scratch(levels), cond_t(B * C_cond);
   for (int64_t i = 0; i < B * R; ++i) x[i] = static_cast<acc_t>(first[n0 * R + i]);
   std::vector<std::vector<acc_t>> part_skips(kParts, std::vector<acc_t>(B * S));  // this thread's parts' skip sums
   std::vector<const acc_t*> tap_in(K);
@@ -191,8 +187,7 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
         w_t* slot = layer.state + ((n0 + b) * L + p % L) * R;
         for (int64_t c = c0; c < c1; ++c) slot[c] = static_cast<w_t>(x[b * R + c]);
       }
-      for (int64_t i = 0; i < B * R; ++i) res[i] = out.res[0][i] + out.res[1][i];
-      for (int64_t i = 0; i < B * R; ++i) x[i] = rounded<w_t>(x[i] + res[i]);
+      for (int64_t i = 0; i < B * R; ++i) x[i] = rounded<w_t>(x[i] + (out.res[0][i] + out.res[1][i]));
       if (last) sum_parts<w_t>(out.skip[0], out.skip[1], B * S, skips.data());
     }
     Partials<acc_t>* out = &sh.phase[phase & 1];
@@ -262,8 +257,6 @@ void generate_all(const std::vector<LayerView<w_t>>& views, int64_t N, const w_t
     }
   }
 }
-
-Tensor contiguous_or_empty(const OptTensor& t) { return t.has_value() ? t->contiguous() : Tensor(); }
 
 Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const Tensor& uniforms,
                         const Tensor& embedding, at::TensorList w_dilated, const c10::List<OptTensor>& b_dilated,
@@ -356,7 +349,7 @@ Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const 
     const w_t* emb = c(embedding).data_ptr<w_t>();
     const w_t* wh = ct(w_hidden).data_ptr<w_t>();
     const w_t* wo = ct(w_out).data_ptr<w_t>();
-    const Tensor bh = contiguous_or_empty(b_hidden), bo = contiguous_or_empty(b_out), cc = contiguous_or_empty(cond);
+    const Tensor bh = contiguous_or_undefined(b_hidden), bo = contiguous_or_undefined(b_out), cc = contiguous_or_undefined(cond);
     const w_t* bh_p = bh.defined() ? bh.data_ptr<w_t>() : nullptr;
     const w_t* bo_p = bo.defined() ? bo.data_ptr<w_t>() : nullptr;
     const w_t* cond_p = cc.defined() ? cc.data_ptr<w_t>() : nullptr;

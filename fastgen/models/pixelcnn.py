@@ -228,14 +228,15 @@ class PixelCNN(nn.Module):
         links = [_initial_link(w, n, width, u) for w in weights]
         x = torch.zeros_like(u)
         image = self._network_input(x)
+        # What every fused row call takes besides the row's links and uniforms (built once).
+        row_weights = ([w["w_h"] for w in weights], [w["b_h"] for w in weights], [w["w_res"] for w in weights],
+                       [w["b_res"] for w in weights], [layer.mask_type for layer in self.layers],
+                       self.head_hidden.weight, self.head_hidden.bias, self.head_out.weight, self.head_out.bias)
+        row_options = dict(levels=self.levels, cond=cond,
+                           w_cond_h=[w["w_cond_h"] for w in weights] if cond is not None else None)
         for i in range(height):
             if fused_rows:  # the whole row in one call (the same draws as the loop below)
-                levels = pixelcnn_generate_row(
-                    links, u[:, :, i], [w["w_h"] for w in weights], [w["b_h"] for w in weights],
-                    [w["w_res"] for w in weights], [w["b_res"] for w in weights],
-                    [layer.mask_type for layer in self.layers], self.head_hidden.weight, self.head_hidden.bias,
-                    self.head_out.weight, self.head_out.bias, levels=self.levels, cond=cond,
-                    w_cond_h=[w["w_cond_h"] for w in weights] if cond is not None else None)
+                levels = pixelcnn_generate_row(links, u[:, :, i], *row_weights, **row_options)
                 x[:, :, i] = levels.to(x.dtype) / (self.levels - 1)
                 image[:, :, i] = self._network_input(x[:, :, i])
             else:  # every layer stepped per pixel

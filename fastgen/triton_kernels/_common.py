@@ -189,3 +189,38 @@ def shifted_pixel_products(acc, gy_ptr, u_ptr, C_gy, C_u, offs_o, o_ok, offs_c, 
                      mask=ok[:, None] & c_ok[None, :], other=0.0)
         acc = mma_low(acc, gy, ut, LOW, MODE, ACC)
     return acc
+
+
+def vector_block(size: int) -> int:
+    """The register block of a vector of ``size`` entries: the next power of two, at least 16."""
+    return max(16, triton.next_power_of_2(max(size, 1)))
+
+
+@triton.jit
+def lanes(size, BLOCK: tl.constexpr):
+    """The indices 0..BLOCK-1 of a vector of ``size`` entries and which of them exist."""
+    offs = tl.arange(0, BLOCK).to(tl.int64)
+    return offs, offs < size
+
+
+@triton.jit
+def matvec_chunk(w_ptr, ld, offs_o, o_ok, vec, offs_k, k_ok):
+    """sum_k w[o, k] vec[k] for the rows offs_o and the column chunk offs_k of a row-major matrix."""
+    w = tl.load(w_ptr + offs_o[:, None] * ld + offs_k[None, :], mask=o_ok[:, None] & k_ok[None, :], other=0.0)
+    return tl.sum(w.to(vec.dtype) * vec[None, :], axis=1)
+
+
+@triton.jit
+def project_vector(z, offs_g, g_ok, w_ptr, b_ptr, add_ptr, out_ptr, C_out, G, HAS_BIAS: tl.constexpr,
+                   HAS_ADD: tl.constexpr, BLOCK_O: tl.constexpr):
+    """out[o] = w[o, :] @ z (+ b[o]) (+ add[o]) for every o < C_out, BLOCK_O rows at a time (w row-major
+    (C_out, G), z held in registers). add_ptr may be out_ptr: the same thread reads and writes each out[o]."""
+    for o0 in range(0, C_out, BLOCK_O):
+        offs_o = (o0 + tl.arange(0, BLOCK_O)).to(tl.int64)
+        o_ok = offs_o < C_out
+        acc = matvec_chunk(w_ptr, G, offs_o, o_ok, z, offs_g, g_ok)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + offs_o, mask=o_ok, other=0.0).to(z.dtype)
+        if HAS_ADD:
+            acc += tl.load(add_ptr + offs_o, mask=o_ok, other=0.0).to(z.dtype)
+        tl.store(out_ptr + offs_o, acc.to(out_ptr.dtype.element_ty), mask=o_ok)

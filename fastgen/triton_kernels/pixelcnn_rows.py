@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgen.triton_kernels._common import accumulation_dtype, guard, tanh_sigmoid, wrap
+from fastgen.triton_kernels._common import accumulation_dtype, guard, lanes, tanh_sigmoid, vector_block, wrap
 
 MAX_BLOCK = 1024
 NUM_WARPS = 4
@@ -91,7 +91,7 @@ def _row_kernel(links, link_n, link_l, link_o, link_j, u_ptr, w_h0, b_h0, w_h, b
                 MASK0_B: tl.constexpr, HAS_BH: tl.constexpr, HAS_BR: tl.constexpr, HAS_COND: tl.constexpr,
                 HAS_BHID: tl.constexpr, HAS_BOUT: tl.constexpr, ACC: tl.constexpr, BLOCK_Q0: tl.constexpr,
                 BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
-                BLOCK_L: tl.constexpr, BLOCK_I: tl.constexpr):
+                BLOCK_L: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
     # This image's scratch: x (C_IMG, the next pixel's input), h (C), hidden (HIDDEN), the row
     # caches of layer 0 (C_IMG * T0) and of layers 1.. (C * T each); zeroed by the caller.
@@ -102,14 +102,9 @@ def _row_kernel(links, link_n, link_l, link_o, link_j, u_ptr, w_h0, b_h0, w_h, b
     states = state0 + C_IMG * T0
     cond_n = cond_ptr + n * D
     link_base = links + n * link_n
-    offs_c = tl.arange(0, BLOCK_C).to(tl.int64)
-    c_ok = offs_c < C
-    offs_h = tl.arange(0, BLOCK_H).to(tl.int64)
-    h_ok = offs_h < HIDDEN
-    offs_l = tl.arange(0, BLOCK_L).to(tl.int64)
-    l_ok = offs_l < LEVELS
-    offs_i = tl.arange(0, BLOCK_I).to(tl.int64)
-    i_ok = offs_i < C_IMG
+    offs_c, c_ok = lanes(C, BLOCK_C)
+    offs_h, h_ok = lanes(HIDDEN, BLOCK_H)
+    offs_l, l_ok = lanes(LEVELS, BLOCK_L)
     for j in range(W):
         _pixel_step(state0, x_buf, w_h0, b_h0, w_res, b_res, link_base + j * link_j, link_o, cond_n, w_cond, h_buf,
                     C_IMG, T0, C, D, MASK0_B, HAS_BH, HAS_BR, HAS_COND, ACC, BLOCK_Q0, BLOCK_C, BLOCK_D)
@@ -147,10 +142,6 @@ def _row_kernel(links, link_n, link_l, link_o, link_j, u_ptr, w_h0, b_h0, w_h, b
         tl.debug_barrier()
 
 
-def _block(size: int) -> int:
-    return max(16, triton.next_power_of_2(max(size, 1)))
-
-
 def why_not(w_h: list[torch.Tensor], mask_types: list[str], hidden: int, levels: int) -> str | None:
     """Why this kernel cannot run a model of these layers (None when it can)."""
     if any(m != "B" for m in mask_types[1:]):
@@ -160,7 +151,7 @@ def why_not(w_h: list[torch.Tensor], mask_types: list[str], hidden: int, levels:
     c_in0, t0 = w_h[0].shape[1], w_h[0].shape[3]
     c, t = w_h[0].shape[0] // 2, (w_h[1].shape[3] if len(w_h) > 1 else 1)
     sizes = {"first window": c_in0 * t0, "window": c * t, "channels": c, "hidden": hidden, "levels": levels}
-    too_wide = {name: size for name, size in sizes.items() if _block(size) > MAX_BLOCK}
+    too_wide = {name: size for name, size in sizes.items() if vector_block(size) > MAX_BLOCK}
     if too_wide:
         return f"sizes above {MAX_BLOCK} per register block: {too_wide}"
     return None
@@ -187,11 +178,12 @@ def pixelcnn_generate_row(links, uniforms, w_h, b_h, w_res, b_res, mask_types, c
         return torch.stack([t.reshape(shape) if t is not None else x.new_zeros(shape) for t in ts]).contiguous()
 
     links_all = torch.stack(list(links), 1)  # (N, layers, 2C, W)
+    b_h_all = stacked(b_h, (2 * C,))  # layer 0's biases first, so the kernel reads them at offset 0 too
     w_h_rest = stacked(w_h[1:], (2 * C, C, 1, T)) if layers > 1 else x
     scratch_width = C_img + C + hidden + C_img * T0 + (layers - 1) * C * T
     scratch = torch.zeros((N, scratch_width), dtype=acc, device=x.device)
     args = (links_all, links_all.stride(0), links_all.stride(1), links_all.stride(2), links_all.stride(3),
-            uniforms.contiguous(), w_h[0].contiguous(), stacked(b_h, (2 * C,)), w_h_rest, stacked(b_h, (2 * C,)),
+            uniforms.contiguous(), w_h[0].contiguous(), b_h_all, w_h_rest, b_h_all,
             stacked(w_res, (C, C)), stacked(b_res, (C,)), cond.contiguous() if cond is not None else x,
             stacked(w_cond_h, (2 * C, D)) if cond is not None else x, w_hidden.reshape(hidden, -1).contiguous(),
             b_hidden if b_hidden is not None else x, w_out.reshape(w_out.shape[0], -1).contiguous(),
@@ -202,6 +194,6 @@ def pixelcnn_generate_row(links, uniforms, w_h, b_h, w_res, b_res, mask_types, c
             MASK0_B=mask_types[0] == "B", HAS_BH=any(b is not None for b in b_h),
             HAS_BR=any(b is not None for b in b_res), HAS_COND=cond is not None, HAS_BHID=b_hidden is not None,
             HAS_BOUT=b_out is not None, ACC=tl.float64 if acc == torch.float64 else tl.float32,
-            BLOCK_Q0=_block(C_img * T0), BLOCK_Q=_block(C * T), BLOCK_C=_block(C), BLOCK_D=_block(D),
-            BLOCK_H=_block(hidden), BLOCK_L=_block(levels), BLOCK_I=_block(C_img), num_warps=NUM_WARPS)
+            BLOCK_Q0=vector_block(C_img * T0), BLOCK_Q=vector_block(C * T), BLOCK_C=vector_block(C),
+            BLOCK_D=vector_block(D), BLOCK_H=vector_block(hidden), BLOCK_L=vector_block(levels), num_warps=NUM_WARPS)
     return codes

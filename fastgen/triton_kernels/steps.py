@@ -15,33 +15,12 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgen.triton_kernels._common import accumulation_dtype, guard, tanh_sigmoid, wrap
+from fastgen.triton_kernels._common import (accumulation_dtype, guard, matvec_chunk, project_vector, tanh_sigmoid,
+                                             vector_block, wrap)
 
 BLOCK_C = 32  # input-channel chunk of a matrix-vector product
 BLOCK_O = 32  # output channels per chunk of a projection
 NUM_WARPS = 4
-
-
-@triton.jit
-def _matvec_chunk(w_ptr, ld, offs_o, o_ok, vec, offs_k, k_ok):
-    """sum_k w[o, k] vec[k] for the rows offs_o and the column chunk offs_k of a row-major matrix."""
-    w = tl.load(w_ptr + offs_o[:, None] * ld + offs_k[None, :], mask=o_ok[:, None] & k_ok[None, :], other=0.0)
-    return tl.sum(w.to(vec.dtype) * vec[None, :], axis=1)
-
-
-@triton.jit
-def _project(z, offs_g, g_ok, w_ptr, b_ptr, add_ptr, out_ptr, C_out, G, HAS_BIAS: tl.constexpr,
-             HAS_ADD: tl.constexpr, BLOCK_O: tl.constexpr):
-    """out[o] = w[o, :] @ z (+ b[o]) (+ add[o]) for every o < C_out, BLOCK_O rows at a time."""
-    for o0 in range(0, C_out, BLOCK_O):
-        offs_o = (o0 + tl.arange(0, BLOCK_O)).to(tl.int64)
-        o_ok = offs_o < C_out
-        acc = _matvec_chunk(w_ptr, G, offs_o, o_ok, z, offs_g, g_ok)
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + offs_o, mask=o_ok, other=0.0).to(z.dtype)
-        if HAS_ADD:
-            acc += tl.load(add_ptr + offs_o, mask=o_ok, other=0.0).to(z.dtype)
-        tl.store(out_ptr + offs_o, acc.to(out_ptr.dtype.element_ty), mask=o_ok)
 
 
 @triton.jit
@@ -51,8 +30,8 @@ def _add_cond(acc_a, acc_s, cond_ptr, wc_ptr, offs_g, g_ok, G, D, ACC: tl.conste
         offs_d = (d0 + tl.arange(0, BLOCK_C)).to(tl.int64)
         d_ok = offs_d < D
         c = tl.load(cond_ptr + offs_d, mask=d_ok, other=0.0).to(ACC)
-        acc_a += _matvec_chunk(wc_ptr, D, offs_g, g_ok, c, offs_d, d_ok)
-        acc_s += _matvec_chunk(wc_ptr + G * D, D, offs_g, g_ok, c, offs_d, d_ok)
+        acc_a += matvec_chunk(wc_ptr, D, offs_g, g_ok, c, offs_d, d_ok)
+        acc_s += matvec_chunk(wc_ptr + G * D, D, offs_g, g_ok, c, offs_d, d_ok)
     return acc_a, acc_s
 
 
@@ -104,17 +83,13 @@ def _wavenet_step_kernel(x_ptr, state_ptr, pos_ptr, wd_ptr, bd_ptr, wr_ptr, br_p
             acc_s += tl.sum(w_s * tap[None, :], axis=1)
     z = _gate(acc_a, acc_s, bd_ptr, cond_ptr + n * C_cond, wc_ptr, offs_g, g_ok, G, C_cond, HAS_BD, HAS_COND, ACC,
               BLOCK_C)
-    _project(z, offs_g, g_ok, wr_ptr, br_ptr, x_n, res_ptr + n * C_res, C_res, G, HAS_BR, True, BLOCK_O)
-    _project(z, offs_g, g_ok, ws_ptr, bs_ptr, x_n, skip_ptr + n * C_skip, C_skip, G, HAS_BS, False, BLOCK_O)
+    project_vector(z, offs_g, g_ok, wr_ptr, br_ptr, x_n, res_ptr + n * C_res, C_res, G, HAS_BR, True, BLOCK_O)
+    project_vector(z, offs_g, g_ok, ws_ptr, bs_ptr, x_n, skip_ptr + n * C_skip, C_skip, G, HAS_BS, False, BLOCK_O)
     if K > 1:  # x goes to slot t mod L, after every read of the state
         for c0 in range(0, C_res, BLOCK_C):
             offs_c = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
             c_ok = offs_c < C_res
             tl.store(state_n + (t % L) * C_res + offs_c, tl.load(x_n + offs_c, mask=c_ok), mask=c_ok)
-
-
-def _gate_block(G: int) -> int:
-    return max(16, triton.next_power_of_2(max(G, 1)))
 
 
 def _acc(dtype: torch.dtype):
@@ -140,7 +115,7 @@ def wavenet_layer_step(x, state, position, w_dilated, b_dilated, w_res, b_res, w
             x, state, position, *weights, *cond_args, residual, skip, C_res, G, C_skip,
             cond.shape[1] if has_cond else 0, state.shape[1], dilation, K=K, HAS_BD=b_dilated is not None,
             HAS_BR=b_res is not None, HAS_BS=b_skip is not None, HAS_COND=has_cond, ACC=_acc(x.dtype),
-            BLOCK_G=_gate_block(G), BLOCK_C=BLOCK_C, BLOCK_O=BLOCK_O, num_warps=NUM_WARPS)
+            BLOCK_G=vector_block(G), BLOCK_C=BLOCK_C, BLOCK_O=BLOCK_O, num_warps=NUM_WARPS)
     return residual, skip
 
 
@@ -183,7 +158,7 @@ def _horizontal_step_kernel(state_ptr, in_ptr, link_ptr, wh_ptr, bh_ptr, wr_ptr,
         acc_a += tl.sum(tl.sum(w_a * win[None, :, :], axis=2), axis=1)
         acc_s += tl.sum(tl.sum(w_s * win[None, :, :], axis=2), axis=1)
     z = _gate(acc_a, acc_s, bh_ptr, cond_ptr + n * D, wc_ptr, offs_g, g_ok, G, D, HAS_BH, HAS_COND, ACC, BLOCK_C)
-    _project(z, offs_g, g_ok, wr_ptr, br_ptr, in_n, out_ptr + n * G, G, G, HAS_BR, MASK_B, BLOCK_O)
+    project_vector(z, offs_g, g_ok, wr_ptr, br_ptr, in_n, out_ptr + n * G, G, G, HAS_BR, MASK_B, BLOCK_O)
 
 
 def gated_pixelcnn_horizontal_step(state, new_input, link, w_h, b_h, w_res, b_res, mask_type, cond, w_cond_h):
@@ -202,6 +177,6 @@ def gated_pixelcnn_horizontal_step(state, new_input, link, w_h, b_h, w_res, b_re
         wrap(_horizontal_step_kernel)[(N,)](
             state, new_input, *tensors, *cond_args, out, C_in, G, cond.shape[1] if has_cond else 0, T=T,
             MASK_B=mask_type == "B", HAS_BH=b_h is not None, HAS_BR=b_res is not None, HAS_COND=has_cond,
-            ACC=_acc(new_input.dtype), BLOCK_G=_gate_block(G), BLOCK_C=min(BLOCK_C, triton.next_power_of_2(C_in)),
+            ACC=_acc(new_input.dtype), BLOCK_G=vector_block(G), BLOCK_C=min(BLOCK_C, triton.next_power_of_2(C_in)),
             BLOCK_T=triton.next_power_of_2(T), BLOCK_O=BLOCK_O, num_warps=NUM_WARPS)
     return out

@@ -20,35 +20,13 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgen.triton_kernels._common import accumulation_dtype, guard, tanh_sigmoid, wrap
+from fastgen.triton_kernels._common import (accumulation_dtype, guard, lanes, project_vector, tanh_sigmoid,
+                                             vector_block, wrap)
 
 BLOCK_C = 32  # input channels per chunk of the dilated convolution
 BLOCK_O = 32  # output rows per chunk of a projection
 MAX_BLOCK = 1024  # the widest vector a program holds in registers
 NUM_WARPS = 4
-
-
-@triton.jit
-def _project(vec, offs_k, k_ok, K, w_ptr, b_ptr, out_ptr, M, HAS_BIAS: tl.constexpr, ACCUMULATE: tl.constexpr,
-             BLOCK_O: tl.constexpr):
-    """out[o] (+)= w[o, :K] @ vec (+ b[o]) for o < M, BLOCK_O rows at a time (w row-major (M, K))."""
-    for o0 in range(0, M, BLOCK_O):
-        offs_o = (o0 + tl.arange(0, BLOCK_O)).to(tl.int64)
-        o_ok = offs_o < M
-        w = tl.load(w_ptr + offs_o[:, None] * K + offs_k[None, :], mask=o_ok[:, None] & k_ok[None, :], other=0.0)
-        acc = tl.sum(w.to(vec.dtype) * vec[None, :], axis=1)
-        if HAS_BIAS:
-            acc += tl.load(b_ptr + offs_o, mask=o_ok, other=0.0).to(vec.dtype)
-        if ACCUMULATE:  # the same thread reads and writes each out[o]: no barrier needed
-            acc += tl.load(out_ptr + offs_o, mask=o_ok, other=0.0)
-        tl.store(out_ptr + offs_o, acc, mask=o_ok)
-
-
-@triton.jit
-def _lanes(size, BLOCK: tl.constexpr):
-    """The indices 0..BLOCK-1 of a vector of ``size`` entries and which of them exist."""
-    offs = tl.arange(0, BLOCK).to(tl.int64)
-    return offs, offs < size
 
 
 @triton.jit
@@ -65,12 +43,12 @@ def _decoder_kernel(ring_ptr, ring_off_ptr, dil_ptr, first_ptr, u_ptr, emb_ptr, 
     skip_buf = x_buf + R
     hidden_buf = skip_buf + S
     logit_buf = hidden_buf + H
-    offs_r, r_ok = _lanes(R, BLOCK_R)
-    offs_g, g_ok = _lanes(G, BLOCK_G)
-    offs_s, s_ok = _lanes(S, BLOCK_S)
-    offs_h, h_ok = _lanes(H, BLOCK_H)
-    offs_l, l_ok = _lanes(LEVELS, BLOCK_L)
-    offs_d, d_ok = _lanes(C_COND, BLOCK_D)
+    offs_r, r_ok = lanes(R, BLOCK_R)
+    offs_g, g_ok = lanes(G, BLOCK_G)
+    offs_s, s_ok = lanes(S, BLOCK_S)
+    offs_h, h_ok = lanes(H, BLOCK_H)
+    offs_l, l_ok = lanes(LEVELS, BLOCK_L)
+    offs_d, d_ok = lanes(C_COND, BLOCK_D)
     tl.store(x_buf + offs_r, tl.load(first_ptr + n * R + offs_r, mask=r_ok, other=0.0).to(ACC), mask=r_ok)
     tl.debug_barrier()
     for t in range(T):
@@ -118,15 +96,17 @@ def _decoder_kernel(ring_ptr, ring_off_ptr, dil_ptr, first_ptr, u_ptr, emb_ptr, 
                 x_now = tl.load(x_buf + offs_r, mask=r_ok, other=0.0)
                 tl.store(ring + (p % L) * R + offs_r, x_now.to(ring_ptr.dtype.element_ty), mask=r_ok)
                 tl.debug_barrier()
-            _project(z, offs_g, g_ok, G, wr_ptr + layer * R * G, br_ptr + layer * R, x_buf, R, True, True, BLOCK_O)
-            _project(z, offs_g, g_ok, G, ws_ptr + layer * S * G, bs_ptr + layer * S, skip_buf, S, True, True, BLOCK_O)
+            project_vector(z, offs_g, g_ok, wr_ptr + layer * R * G, br_ptr + layer * R, x_buf, x_buf, R, G, True, True,
+                           BLOCK_O)
+            project_vector(z, offs_g, g_ok, ws_ptr + layer * S * G, bs_ptr + layer * S, skip_buf, skip_buf, S, G, True,
+                           True, BLOCK_O)
             tl.debug_barrier()
         # The head: logits = W_o relu(W_h relu(skips) + b_h) + b_o.
         skips = tl.maximum(tl.load(skip_buf + offs_s, mask=s_ok, other=0.0), 0.0)
-        _project(skips, offs_s, s_ok, S, wh_ptr, bh_ptr, hidden_buf, H, HAS_BH, False, BLOCK_O)
+        project_vector(skips, offs_s, s_ok, wh_ptr, bh_ptr, hidden_buf, hidden_buf, H, S, HAS_BH, False, BLOCK_O)
         tl.debug_barrier()
         hidden = tl.maximum(tl.load(hidden_buf + offs_h, mask=h_ok, other=0.0), 0.0)
-        _project(hidden, offs_h, h_ok, H, wo_ptr, bo_ptr, logit_buf, LEVELS, HAS_BO, False, BLOCK_O)
+        project_vector(hidden, offs_h, h_ok, wo_ptr, bo_ptr, logit_buf, logit_buf, LEVELS, H, HAS_BO, False, BLOCK_O)
         tl.debug_barrier()
         # The draw: the first level whose cumulative softmax mass exceeds u * total.
         logits = tl.load(logit_buf + offs_l, mask=l_ok, other=float("-inf"))
@@ -139,13 +119,9 @@ def _decoder_kernel(ring_ptr, ring_off_ptr, dil_ptr, first_ptr, u_ptr, emb_ptr, 
         tl.debug_barrier()
 
 
-def _block(size: int) -> int:
-    return max(16, triton.next_power_of_2(max(size, 1)))
-
-
 def why_not(channels: dict[str, int]) -> str | None:
     """Why the decoder cannot run a model with these channel counts (None when it can)."""
-    too_wide = {name: size for name, size in channels.items() if _block(size) > MAX_BLOCK}
+    too_wide = {name: size for name, size in channels.items() if vector_block(size) > MAX_BLOCK}
     if too_wide:
         return f"channel counts above {MAX_BLOCK} per register block: {too_wide}"
     return None
@@ -196,8 +172,9 @@ def wavenet_generate(states, first_input, uniforms, embedding, w_dilated, b_dila
             ring, ring_off, dil, first, u, emb, wd, bd, wr, br, ws, bs, wc, cond_t, wh, bh, wo, bo, scratch, codes,
             T, start, layers, R, G, S, H, levels, C_cond, scratch_width,
             K=K, HAS_COND=has_cond, HAS_BH=b_hidden is not None, HAS_BO=b_out is not None,
-            ACC=tl.float64 if acc == torch.float64 else tl.float32, BLOCK_R=_block(R), BLOCK_G=_block(G),
-            BLOCK_S=_block(S), BLOCK_H=_block(H), BLOCK_L=_block(levels), BLOCK_D=_block(C_cond), BLOCK_C=BLOCK_C,
+            ACC=tl.float64 if acc == torch.float64 else tl.float32, BLOCK_R=vector_block(R),
+            BLOCK_G=vector_block(G), BLOCK_S=vector_block(S), BLOCK_H=vector_block(H), BLOCK_L=vector_block(levels),
+            BLOCK_D=vector_block(C_cond), BLOCK_C=BLOCK_C,
             BLOCK_O=BLOCK_O, num_warps=NUM_WARPS)
     if K > 1:
         for state, part in zip(states, ring.split(sizes)):
