@@ -76,13 +76,22 @@ def has_op(name: str) -> bool:
     return True
 
 
-def check_ops(names: list[str]) -> bool:
-    """Whether the extension declares every op in ``names``; if not, warn (or raise) once for them.
+def has_compiled_autograd(name: str) -> bool:
+    """Whether the loaded extension registers the autograd of ``fastgen::name`` in C++ (checked
+    before any Python registration, which would answer the same question with yes)."""
+    return has_op(name) and torch._C._dispatch_has_kernel_for_dispatch_key(f"fastgen::{name}", "Autograd")
+
+
+def check_ops(names: list[str], compiled_autograd: tuple[str, ...] = ()) -> bool:
+    """Whether the extension declares every op in ``names`` (and registers the autograd of those in
+    ``compiled_autograd`` in C++); if not, warn (or raise) once for them.
 
     A missing op means fastgen._C was built from older sources than this package (an editable
     install not rebuilt after an update): that op family then runs the reference.
     """
     missing = [name for name in names if not has_op(name)]
+    missing += [f"{name} (its C++ autograd)" for name in compiled_autograd
+                if has_op(name) and not has_compiled_autograd(name)]
     if not _loaded or not missing:
         return _loaded
     message = (f"fastgen._C lacks the op(s) {', '.join(missing)}: it was built from older sources than "

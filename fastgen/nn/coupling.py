@@ -40,14 +40,41 @@ def _dropout(p: float) -> list[nn.Module]:
     return [nn.Dropout(p)] if p > 0 else []
 
 
+class ConvConditioner(nn.Sequential):
+    """Glow's conditioner network, conv 3x3 -> ReLU -> conv 1x1 -> ReLU -> conv 3x3 (with
+    optional dropout after each ReLU), run as one fused op.
+
+    An ``nn.Sequential`` of those layers (same parameter names as the plain Sequential, so state
+    dicts carry over), whose forward calls :func:`fastgen.ops.conv_conditioner` with the three
+    convolutions' parameters: on the CPU one kernel forward and one backward instead of six
+    library convolutions. It runs layer by layer instead while dropout is active (training with
+    ``dropout > 0``) and under autocast (whose per-layer dtype choices the op does not make).
+
+    Shapes
+    ------
+    x: (N, in_channels, H, W) -> (N, out_channels, H, W).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int = 64,
+                 dropout: float = 0.0) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, hidden_channels, 3, padding=1), nn.ReLU(), *_dropout(dropout),
+            nn.Conv2d(hidden_channels, hidden_channels, 1), nn.ReLU(), *_dropout(dropout),
+            nn.Conv2d(hidden_channels, out_channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dropout = self.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in self)
+        if dropout or torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        c1, c2, c3 = (m for m in self if isinstance(m, nn.Conv2d))
+        return ops.conv_conditioner(x, c1.weight, c1.bias, c2.weight, c2.bias, c3.weight, c3.bias)
+
+
 def conv_conditioner(in_channels: int, out_channels: int, hidden_channels: int = 64,
-                     dropout: float = 0.0) -> nn.Sequential:
-    """Glow's conditioner: conv 3x3 -> ReLU -> conv 1x1 -> ReLU -> conv 3x3 (zero-initialised),
-    with optional dropout after each ReLU (a regulariser for small datasets)."""
-    return _zero_last(nn.Sequential(
-        nn.Conv2d(in_channels, hidden_channels, 3, padding=1), nn.ReLU(), *_dropout(dropout),
-        nn.Conv2d(hidden_channels, hidden_channels, 1), nn.ReLU(), *_dropout(dropout),
-        nn.Conv2d(hidden_channels, out_channels, 3, padding=1)))
+                     dropout: float = 0.0) -> ConvConditioner:
+    """Glow's conditioner (:class:`ConvConditioner`) with its last convolution zero-initialised,
+    so the coupling starts as the identity."""
+    return _zero_last(ConvConditioner(in_channels, out_channels, hidden_channels, dropout))
 
 
 def mlp_conditioner(in_features: int, out_features: int, hidden_features: int = 64,

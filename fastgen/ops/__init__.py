@@ -6,6 +6,7 @@ kernel is available for the device, the plain-PyTorch reference in ``fastgen.ref
 """
 
 from fastgen.ops import (
+    _conditioner_registration,
     _conv_registration,
     _flow_registration,
     _gaussian_registration,
@@ -13,6 +14,7 @@ from fastgen.ops import (
     _step_registration,
     _wavenet_registration,
 )
+from fastgen.ops.conditioner import conv_conditioner
 from fastgen.ops.conv import causal_conv1d
 from fastgen.ops.gaussian import (
     draw_seed,
@@ -45,6 +47,7 @@ _wavenet_registration.register()
 _pixelcnn_registration.register()
 _flow_registration.register()
 _step_registration.register()
+_conditioner_registration.register()
 
 __all__ = [
     "actnorm",
@@ -56,6 +59,7 @@ __all__ = [
     "squeeze2d",
     "unsqueeze2d",
     "causal_conv1d",
+    "conv_conditioner",
     "draw_seed",
     "gated_pixelcnn_horizontal_step",
     "pixelcnn_generate_row",

@@ -105,3 +105,12 @@ def unsqueeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
     n, c, h, w = x.shape
     x = x.reshape(n, c // (factor * factor), factor, factor, h, w)
     return x.permute(0, 1, 4, 2, 5, 3).reshape(n, c // (factor * factor), h * factor, w * factor)
+
+
+def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor,
+                     b2: torch.Tensor | None, w3: torch.Tensor, b3: torch.Tensor | None) -> torch.Tensor:
+    """Glow's coupling network: conv k1 x k1 -> ReLU -> conv 1x1 -> ReLU -> conv k3 x k3, each with
+    "same" padding (odd kernels)."""
+    h = F.relu(F.conv2d(x, w1, b1, padding=w1.shape[-1] // 2))
+    h = F.relu(F.conv2d(h, w2, b2))
+    return F.conv2d(h, w3, b3, padding=w3.shape[-1] // 2)

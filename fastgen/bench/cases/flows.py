@@ -1,5 +1,5 @@
-"""Benchmark cases of the normalizing-flow family: affine and additive coupling, ActNorm and the
-invertible 1x1 convolution, forward and forward+backward.
+"""Benchmark cases of the normalizing-flow family: affine and additive coupling, ActNorm, the
+invertible 1x1 convolution and Glow's coupling conditioner, forward and forward+backward.
 
 ``eager`` is :mod:`fastgen.reference.flows`, the chain of small PyTorch ops a flow library runs
 (for an affine coupling: the scale map, exp, multiply, add and a per-sample sum, each writing a
@@ -11,6 +11,9 @@ forward+backward at least ``TARGET_VS_EAGER`` times faster than eager and no slo
 compiled, float32 on a 2-thread CPU at these flow-sized shapes. The invertible 1x1 convolution
 is a small GEMM (C x C times C x H W per sample), where eager already runs BLAS; the additive
 coupling is a single add in eager too: for those two the gain can only come from fewer ops.
+The conditioner (conv3x3 -> ReLU -> conv1x1 -> ReLU -> conv3x3, 64 hidden channels) is timed at
+the two level sizes of the 8x8-digit Glow and with more channels at 4x4: the image sizes where
+its CPU kernel runs (larger ones go to oneDNN, see ``fastgen.ops.conditioner``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ CPU_SHAPES = (
     ("actnorm", (64, 12, 16, 16), None),
     ("invertible_conv1x1", (64, 12, 16, 16), None),
     ("additive_coupling", (64, 6, 16, 16), None),
+    ("conv_conditioner", (64, 2, 4, 4), None),
+    ("conv_conditioner", (64, 4, 2, 2), None),
+    ("conv_conditioner", (64, 6, 4, 4), None),
 )
+CONDITIONER_HIDDEN = 64
 GPU_SHAPES = CPU_SHAPES + (
     ("affine_coupling", (256, 48, 32, 32), "tanh_clamp"),
     ("actnorm", (256, 96, 32, 32), None),
@@ -84,7 +91,16 @@ def fastgen_invertible_conv1x1(x, weight, logabsdet):
     return ops.invertible_conv1x1(x, weight, logabsdet=logabsdet)
 
 
+def eager_conv_conditioner(x, w1, b1, w2, b2, w3, b3):
+    return reference.conv_conditioner(x, w1, b1, w2, b2, w3, b3)
+
+
+def fastgen_conv_conditioner(x, w1, b1, w2, b2, w3, b3):
+    return ops.conv_conditioner(x, w1, b1, w2, b2, w3, b3)
+
+
 _IMPLEMENTATIONS = {
+    "conv_conditioner": (eager_conv_conditioner, fastgen_conv_conditioner),
     "affine_coupling": (eager_affine_coupling, fastgen_affine_coupling),
     "additive_coupling": (eager_additive_coupling, fastgen_additive_coupling),
     "actnorm": (eager_actnorm, fastgen_actnorm),
@@ -98,6 +114,8 @@ def _inputs(op: str, shape: tuple[int, int, int, int], scale: str | None, dtype:
 
     def make(device: torch.device) -> tuple:
         x = torch.randn(n, c, h, w, device=device).to(dtype)
+        if op == "conv_conditioner":  # Glow's network on half the channels: out = shift + scale per channel
+            return (x, *_conditioner_weights(c, CONDITIONER_HIDDEN, 2 * c, device, dtype))
         if op == "affine_coupling":
             shift = (0.5 * torch.randn(n, c, h, w, device=device)).to(dtype)
             raw = torch.randn(n, c, h, w, device=device).to(dtype)
@@ -115,8 +133,28 @@ def _inputs(op: str, shape: tuple[int, int, int, int], scale: str | None, dtype:
     return make
 
 
+def _conditioner_weights(c_in: int, hidden: int, c_out: int, device: torch.device, dtype: torch.dtype) -> list:
+    """w1, b1, w2, b2, w3, b3 at He-like scales (the last conv not zero: a trained network)."""
+    shapes = ((hidden, c_in, 3, 3), (hidden,), (hidden, hidden, 1, 1), (hidden,), (c_out, hidden, 3, 3), (c_out,))
+    out = []
+    for shape in shapes:
+        fan_in = shape[1] * shape[2] * shape[3] if len(shape) == 4 else 10
+        out.append((torch.randn(shape, device=device) * fan_in ** -0.5).to(dtype))
+    return out
+
+
+def _conditioner_size(c: int) -> tuple[int, int]:
+    """(parameters, multiply-adds per position) of the conditioner on c input channels."""
+    hidden, c_out = CONDITIONER_HIDDEN, 2 * c
+    macs = 9 * c * hidden + hidden * hidden + 9 * hidden * c_out
+    return macs + 2 * hidden + c_out, macs
+
+
 def _traffic(op: str, numel: int, c: int, n: int, backward: bool) -> int:
     """Minimum elements read and written (full tensors; per-sample logdet and parameters)."""
+    if op == "conv_conditioner":  # fwd: x, params -> y (2c channels); bwd: + gy -> gx, grads of params
+        params = _conditioner_size(c)[0]
+        return (numel * 3 + params) * (2 if backward else 1)
     if op == "affine_coupling":  # fwd: x, t, r -> y; bwd: gy, x, r -> gx, gt, gr
         return numel * (10 if backward else 4) + n * (2 if backward else 1)
     if op == "additive_coupling":  # fwd: x, t -> y; bwd: gy -> (gx = gy), -gy or gy
@@ -133,11 +171,13 @@ def _cases(case: tuple, dtype: torch.dtype, mode: str, triton: bool) -> list[Ben
     backward = mode == FORWARD_BACKWARD
     label = "x".join(map(str, shape)) + (f" {scale}" if scale else "") + f" (goal {TARGET_VS_EAGER:g}x eager)"
     grad_args = {"affine_coupling": (0, 1, 2), "additive_coupling": (0, 1), "actnorm": (0, 1, 2),
-                 "invertible_conv1x1": (0, 1, 2)}[op]
+                 "invertible_conv1x1": (0, 1, 2), "conv_conditioner": tuple(range(7))}[op]
     numel = n * c * h * w
     flops = 0
     if op == "invertible_conv1x1":  # 2 C^2 per position forward; grad_x and grad_weight as much again
         flops = 2 * c * c * n * h * w * (3 if backward else 1)
+    if op == "conv_conditioner":  # the three products per position; backward twice as many again
+        flops = 2 * _conditioner_size(c)[1] * n * h * w * (3 if backward else 1)
     return [
         layer_case(op, label, dtype, mode, make_inputs=_inputs(op, shape, scale, dtype), eager=eager,
                    fastgen=fast, triton=None, elements_moved=_traffic(op, numel, c, n, backward),

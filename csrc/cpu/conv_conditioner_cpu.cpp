@@ -1,0 +1,356 @@
+// conv_conditioner (Glow's coupling network: conv kxk -> ReLU -> conv 1x1 -> ReLU -> conv kxk,
+// "same" padding) and its backward, as one op each on the CPU.
+//
+// Why: a Glow coupling's conditioner runs on tiny images (4x4 and 2x2 at 8x8 input), where
+// oneDNN spends ~1.5 ms per conditioner forward+backward at batch 64 (three convolutions, three
+// backward convolutions, each with its own reorders), about 60% of a whole Glow training step.
+// Here every product is one GEMM over all N*H*W positions in channels-last form, and the two
+// kxk convolutions never build the big im2col matrix of the hidden layer:
+//   conv1   A1 = im2col(x) (P, C_in*k1*k1, small: C_in is half the flow's channels)
+//           h1 = relu(A1 W1^T + b1)                                      (P, H1)
+//   conv2   h2 = relu(h1 W2^T + b2)                                      (P, H2)
+//   conv3   Z = h2 W3z, W3z (H2, k3*k3*C_out) with column tap*C_out + o  (P, k3*k3*C_out)
+//           y[n, o, q] = b3[o] + sum_tap Z[q + s_tap, tap*C_out + o]    (shifted sum, in bounds)
+// and backward the adjoints: G[p, tap*C_out + o] = gy[n, o, p - s_tap] (shifted gather), then
+// dW3z = h2^T G, dh2 = (G W3z^T) * [h2 > 0], dW2 = dh2^T h1, dh1 = (dh2 W2) * [h1 > 0],
+// dW1 = dh1^T A1, dx = col2im(dh1 W1) written as a gather (no atomics).
+// P = N*H*W rows of every matrix are (n, h, w) in that order. The GEMMs go to BLAS through ATen,
+// each thread running the whole chain on its own block of samples (see kParts). float32 and float64 only (the Python
+// wrapper runs the reference for other dtypes).
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/sum.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+#include <vector>
+#include <tuple>
+
+namespace fastgen::cpu {
+namespace {
+
+using at::Tensor;
+
+void check_weight(const Tensor& w, const char* name, const Tensor& x, int64_t in_channels, bool square_odd,
+                  const char* layout) {
+  TORCH_CHECK(w.dim() == 4, "fastgen: ", name, " must be 4-D ", layout, ", got shape ", w.sizes());
+  TORCH_CHECK(w.scalar_type() == x.scalar_type() && w.device() == x.device(), "fastgen: ", name,
+              " must have the dtype and device of x (", x.scalar_type(), ", ", x.device(), "), got ",
+              w.scalar_type(), ", ", w.device());
+  TORCH_CHECK(w.size(0) >= 1 && w.size(1) == in_channels, "fastgen: ", name, " must have shape ", layout,
+              " with ", in_channels, " input channels (dim 1), got ", w.sizes());
+  if (square_odd) {
+    TORCH_CHECK(w.size(2) == w.size(3) && w.size(2) % 2 == 1, "fastgen: ", name,
+                " must have a square, odd kernel (k, k), got ", w.sizes());
+  } else {
+    TORCH_CHECK(w.size(2) == 1 && w.size(3) == 1, "fastgen: ", name, " must be a 1x1 kernel, got ", w.sizes());
+  }
+}
+
+void check_bias(const std::optional<Tensor>& b, const char* name, const Tensor& w) {
+  if (!b) return;
+  TORCH_CHECK(b->dim() == 1 && b->size(0) == w.size(0), "fastgen: ", name, " must have shape (", w.size(0),
+              ",), got ", b->sizes());
+  TORCH_CHECK(b->scalar_type() == w.scalar_type() && b->device() == w.device(), "fastgen: ", name,
+              " must have the dtype and device of x");
+}
+
+void check_inputs(const Tensor& x, const Tensor& w1, const Tensor& w2, const Tensor& w3) {
+  TORCH_CHECK(x.dim() == 4, "fastgen: x must be 4-D (N, C_in, H, W), got shape ", x.sizes());
+  TORCH_CHECK(x.device().is_cpu(), "fastgen: x must be a cpu tensor here, got ", x.device());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "fastgen: conv_conditioner's CPU kernel takes float32 or float64 x, got ", x.scalar_type());
+  check_weight(w1, "w1", x, x.size(1), true, "(H1, C_in, k1, k1)");
+  check_weight(w2, "w2", x, w1.size(0), false, "(H2, H1, 1, 1)");
+  check_weight(w3, "w3", x, w2.size(0), true, "(C_out, H2, k3, k3)");
+}
+
+// The sizes every loop needs.
+struct Dims {
+  int64_t N, C_in, H, W, k1, k3, C_out;
+  int64_t positions() const { return N * H * W; }
+};
+
+Dims dims_of(const Tensor& x, const Tensor& w1, const Tensor& w3) {
+  return {x.size(0), x.size(1), x.size(2), x.size(3), w1.size(2), w3.size(2), w3.size(0)};
+}
+
+// The samples are cut into kParts fixed blocks, one per thread, and each block runs the whole
+// forward (or backward) on its own rows: BLAS does not thread products this small (a
+// 1024 x 64 x 64 product takes as long on two threads as on one), one parallel region per op
+// costs one wake-up instead of one per step, and the shifted sums never cross a sample. The
+// weight gradients are summed per block, then the blocks in order: fixed blocks make every
+// result independent of the thread count.
+constexpr int64_t kParts = 2;
+// Within a block, whole samples are processed a tile of about kTileRows positions at a time, so
+// the tile's temporaries (im2col, the tap products, the gradients) stay in L2.
+constexpr int64_t kTileRows = 512;
+
+int64_t samples_per_tile(int64_t plane) { return std::max<int64_t>(1, kTileRows / std::max<int64_t>(plane, 1)); }
+
+// fn(part, first_sample, end_sample) for each block of samples, in parallel.
+template <typename Fn>
+int64_t for_each_sample_block(int64_t samples, const Fn& fn) {
+  const int64_t parts = std::min<int64_t>(kParts, std::max<int64_t>(samples, 1));
+  const int64_t chunk = (samples + parts - 1) / parts;
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part)
+      fn(part, std::min(samples, part * chunk), std::min(samples, (part + 1) * chunk));
+  });
+  return parts;
+}
+
+// im2col of samples [n0, n1): A (rows of those samples, C_in*k*k), A[(n, h, w), c*k*k + ky*k + kx] =
+// x[n, c, h + ky - r, w + kx - r] or 0 outside the image. x is read through its strides (a channel
+// slice needs no copy).
+template <typename T>
+void im2col(const Tensor& x, const Dims& d, int64_t n0, int64_t n1, T* out) {
+  const int64_t k = d.k1, r = k / 2, kk = k * k, cols = d.C_in * kk;
+  const T* xp = x.const_data_ptr<T>();
+  const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t h = 0; h < d.H; ++h)
+      for (int64_t w = 0; w < d.W; ++w) {
+        T* row = out + (((n - n0) * d.H + h) * d.W + w) * cols;
+        for (int64_t c = 0; c < d.C_in; ++c) {
+          const T* plane = xp + n * sn + c * sc;
+          for (int64_t ky = 0; ky < k; ++ky) {
+            const int64_t hh = h + ky - r;
+            for (int64_t kx = 0; kx < k; ++kx) {
+              const int64_t ww = w + kx - r;
+              const bool inside = hh >= 0 && hh < d.H && ww >= 0 && ww < d.W;
+              *row++ = inside ? plane[hh * sh + ww * sw] : T(0);
+            }
+          }
+        }
+      }
+}
+
+// The adjoint of im2col for samples [n0, n1): dx[n, c, h, w] = sum over taps of
+// dA[(n, h - ky + r, w - kx + r), c*k*k + tap] (a gather: no two writes meet).
+template <typename T>
+void col2im(const T* dA, const Dims& d, int64_t n0, int64_t n1, T* dx) {
+  const int64_t k = d.k1, r = k / 2, kk = k * k, cols = d.C_in * kk;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t c = 0; c < d.C_in; ++c)
+      for (int64_t h = 0; h < d.H; ++h)
+        for (int64_t w = 0; w < d.W; ++w) {
+          T sum = 0;
+          for (int64_t ky = 0; ky < k; ++ky) {
+            const int64_t hp = h - ky + r;
+            if (hp < 0 || hp >= d.H) continue;
+            for (int64_t kx = 0; kx < k; ++kx) {
+              const int64_t wp = w - kx + r;
+              if (wp < 0 || wp >= d.W) continue;
+              sum += dA[(((n - n0) * d.H + hp) * d.W + wp) * cols + c * kk + ky * k + kx];
+            }
+          }
+          dx[((n * d.C_in + c) * d.H + h) * d.W + w] = sum;
+        }
+}
+
+// W3z (H2, k*k*C_out), W3z[c, tap*C_out + o] = w3[o, c, tap]: conv3's weight as one matrix whose
+// product with h2 gives every tap's contribution at once.
+Tensor tap_major(const Tensor& w3) {
+  const int64_t C_out = w3.size(0), H2 = w3.size(1), kk = w3.size(2) * w3.size(3);
+  return w3.reshape({C_out, H2, kk}).permute({1, 2, 0}).reshape({H2, kk * C_out});
+}
+
+// For samples [n0, n1): y[n, o, h, w] = b3[o] + sum over in-bounds taps of
+// Z[(n, h + ky - r, w + kx - r), tap*C_out + o]; acc is scratch of C_out values.
+template <typename T>
+void shifted_sum(const T* Z, const T* bias, const Dims& d, int64_t n0, int64_t n1, T* acc, T* y) {
+  const int64_t k = d.k3, r = k / 2, cols = k * k * d.C_out, plane = d.H * d.W;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t h = 0; h < d.H; ++h)
+      for (int64_t w = 0; w < d.W; ++w) {
+        for (int64_t o = 0; o < d.C_out; ++o) acc[o] = bias ? bias[o] : T(0);
+        for (int64_t ky = 0; ky < k; ++ky) {
+          const int64_t hh = h + ky - r;
+          if (hh < 0 || hh >= d.H) continue;
+          for (int64_t kx = 0; kx < k; ++kx) {
+            const int64_t ww = w + kx - r;
+            if (ww < 0 || ww >= d.W) continue;
+            const T* z = Z + (((n - n0) * d.H + hh) * d.W + ww) * cols + (ky * k + kx) * d.C_out;
+            for (int64_t o = 0; o < d.C_out; ++o) acc[o] += z[o];
+          }
+        }
+        T* out = y + n * d.C_out * plane + h * d.W + w;
+        for (int64_t o = 0; o < d.C_out; ++o) out[o * plane] = acc[o];
+      }
+}
+
+// The adjoint of shifted_sum for samples [n0, n1): G[(n, h, w), tap*C_out + o] =
+// gy[n, o, h - ky + r, w - kx + r] or 0.
+template <typename T>
+void shifted_gather(const T* gy, const Dims& d, int64_t n0, int64_t n1, T* G) {
+  const int64_t k = d.k3, r = k / 2, plane = d.H * d.W;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t h = 0; h < d.H; ++h)
+      for (int64_t w = 0; w < d.W; ++w)
+        for (int64_t ky = 0; ky < k; ++ky) {
+          const int64_t hs = h - ky + r;
+          for (int64_t kx = 0; kx < k; ++kx) {
+            const int64_t ws = w - kx + r;
+            const bool inside = hs >= 0 && hs < d.H && ws >= 0 && ws < d.W;
+            const T* src = gy + n * d.C_out * plane + hs * d.W + ws;
+            for (int64_t o = 0; o < d.C_out; ++o) *G++ = inside ? src[o * plane] : T(0);
+          }
+        }
+}
+
+// t = relu(t + bias) over the rows of a (rows, cols) block; bias may be null.
+template <typename T>
+void bias_relu(T* t, const T* bias, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i, t += cols) {
+    if (bias) {
+      for (int64_t j = 0; j < cols; ++j) t[j] = std::max(t[j] + bias[j], T(0));
+    } else {
+      for (int64_t j = 0; j < cols; ++j) t[j] = std::max(t[j], T(0));
+    }
+  }
+}
+
+// The ReLU's backward from its output, in place: grad *= [activation > 0]; the column sums of
+// the result (this tile's bias gradient) are added to col_sum.
+template <typename T>
+void relu_backward(T* grad, const T* activation, int64_t rows, int64_t cols, T* col_sum) {
+  for (int64_t i = 0; i < rows; ++i, grad += cols, activation += cols)
+    for (int64_t j = 0; j < cols; ++j) {
+      grad[j] = activation[j] > T(0) ? grad[j] : T(0);
+      col_sum[j] += grad[j];
+    }
+}
+
+// out = a @ b into a preallocated (a.rows, b.cols) view.
+void mm_into(Tensor out, const Tensor& a, const Tensor& b) { at::mm_out(out, a, b); }
+
+const Tensor& optional_contiguous(const std::optional<Tensor>& t, Tensor& keep) {
+  if (t) keep = t->contiguous();
+  return keep;
+}
+
+// (y, h1, h2): the output (N, C_out, H, W) and the two hidden activations after their ReLUs,
+// (N*H*W, H1) and (N*H*W, H2), which the backward takes.
+std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tensor& w1,
+                                                    const std::optional<Tensor>& b1, const Tensor& w2,
+                                                    const std::optional<Tensor>& b2, const Tensor& w3,
+                                                    const std::optional<Tensor>& b3) {
+  check_inputs(x, w1, w2, w3);
+  // The products below write into slices of preallocated outputs (mm_out), which autograd
+  // refuses for weights that require grad; this op's autograd is registered separately.
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_bias(b1, "b1", w1);
+  check_bias(b2, "b2", w2);
+  check_bias(b3, "b3", w3);
+  const Dims d = dims_of(x, w1, w3);
+  const int64_t plane = d.H * d.W, H1 = w1.size(0), H2 = w2.size(0);
+  const Tensor w1t = w1.reshape({H1, -1}).t(), w2t = w2.reshape({H2, H1}).t(), w3z = tap_major(w3).contiguous();
+  Tensor y = at::empty({d.N, d.C_out, d.H, d.W}, x.options());
+  Tensor h1 = at::empty({d.positions(), H1}, x.options()), h2 = at::empty({d.positions(), H2}, x.options());
+  Tensor kb1, kb2, kb3;
+  optional_contiguous(b1, kb1), optional_contiguous(b2, kb2), optional_contiguous(b3, kb3);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_conditioner", [&] {
+    using T = scalar_t;
+    for_each_sample_block(d.N, [&](int64_t, int64_t n0, int64_t n1) {
+      const int64_t tile = samples_per_tile(plane);
+      Tensor A1 = at::empty({std::min(n1 - n0, tile) * plane, d.C_in * d.k1 * d.k1}, x.options());
+      Tensor Z = at::empty({A1.size(0), w3z.size(1)}, x.options());
+      std::vector<T> acc(d.C_out);
+      for (int64_t t0 = n0; t0 < n1; t0 += tile) {
+        const int64_t t1 = std::min(n1, t0 + tile), rows = (t1 - t0) * plane;
+        const Tensor A1t = A1.narrow(0, 0, rows), Zt = Z.narrow(0, 0, rows);
+        im2col<T>(x, d, t0, t1, A1t.mutable_data_ptr<T>());
+        Tensor h1t = h1.narrow(0, t0 * plane, rows), h2t = h2.narrow(0, t0 * plane, rows);
+        mm_into(h1t, A1t, w1t);
+        bias_relu<T>(h1t.mutable_data_ptr<T>(), b1 ? kb1.const_data_ptr<T>() : nullptr, rows, H1);
+        mm_into(h2t, h1t, w2t);
+        bias_relu<T>(h2t.mutable_data_ptr<T>(), b2 ? kb2.const_data_ptr<T>() : nullptr, rows, H2);
+        mm_into(Zt, h2t, w3z);
+        shifted_sum<T>(Zt.const_data_ptr<T>(), b3 ? kb3.const_data_ptr<T>() : nullptr, d, t0, t1, acc.data(),
+                       y.mutable_data_ptr<T>());
+      }
+    });
+  });
+  return {y, h1, h2};
+}
+
+// (grad_x, grad_w1, grad_b1, grad_w2, grad_b2, grad_w3, grad_b3).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> conv_conditioner_backward(
+    const Tensor& grad_y, const Tensor& x, const Tensor& h1, const Tensor& h2, const Tensor& w1, const Tensor& w2,
+    const Tensor& w3) {
+  check_inputs(x, w1, w2, w3);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;  // as in the forward
+  const Dims d = dims_of(x, w1, w3);
+  TORCH_CHECK(grad_y.sizes() == at::IntArrayRef({d.N, d.C_out, d.H, d.W}) && grad_y.scalar_type() == x.scalar_type(),
+              "fastgen: grad_y must be (N, C_out, H, W) = (", d.N, ", ", d.C_out, ", ", d.H, ", ", d.W,
+              ") of x's dtype, got ", grad_y.sizes(), " ", grad_y.scalar_type());
+  TORCH_CHECK(h1.sizes() == at::IntArrayRef({d.positions(), w1.size(0)}) &&
+                  h2.sizes() == at::IntArrayRef({d.positions(), w2.size(0)}) && h1.is_contiguous() &&
+                  h2.is_contiguous() && h1.scalar_type() == x.scalar_type() && h2.scalar_type() == x.scalar_type(),
+              "fastgen: h1 and h2 must be the contiguous hidden activations conv_conditioner returned, (N*H*W, H1) "
+              "and (N*H*W, H2), got ", h1.sizes(), " and ", h2.sizes());
+  const int64_t plane = d.H * d.W, H1 = w1.size(0), H2 = w2.size(0), taps3 = d.k3 * d.k3 * d.C_out;
+  const int64_t cols1 = d.C_in * d.k1 * d.k1;
+  const Tensor gy = grad_y.contiguous();
+  const Tensor w1m = w1.reshape({H1, cols1}), w2m = w2.reshape({H2, H1}), w3z = tap_major(w3).contiguous();
+  const int64_t parts = std::min<int64_t>(kParts, std::max<int64_t>(d.N, 1));
+  // Per block: the weight gradients (as the products give them) and the bias gradients.
+  Tensor gw3z = at::empty({parts, H2, taps3}, x.options()), gw2 = at::empty({parts, H2, H1}, x.options());
+  Tensor gw1 = at::empty({parts, H1, cols1}, x.options());
+  Tensor gb1 = at::empty({parts, H1}, x.options()), gb2 = at::empty({parts, H2}, x.options());
+  Tensor gx = at::empty({d.N, d.C_in, d.H, d.W}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_conditioner_backward", [&] {
+    using T = scalar_t;
+    for_each_sample_block(d.N, [&](int64_t part, int64_t n0, int64_t n1) {
+      Tensor gw3p = gw3z.select(0, part), gw2p = gw2.select(0, part), gw1p = gw1.select(0, part);
+      for (Tensor* t : {&gw3p, &gw2p, &gw1p}) t->zero_();
+      T* gb1p = gb1.select(0, part).mutable_data_ptr<T>();
+      T* gb2p = gb2.select(0, part).mutable_data_ptr<T>();
+      std::fill(gb1p, gb1p + H1, T(0));
+      std::fill(gb2p, gb2p + H2, T(0));
+      const int64_t tile = samples_per_tile(plane), tile_rows = std::min(n1 - n0, tile) * plane;
+      Tensor G = at::empty({tile_rows, taps3}, x.options()), A1 = at::empty({tile_rows, cols1}, x.options());
+      Tensor dh2 = at::empty({tile_rows, H2}, x.options()), dh1 = at::empty({tile_rows, H1}, x.options());
+      Tensor dA1 = at::empty({tile_rows, cols1}, x.options());
+      for (int64_t t0 = n0; t0 < n1; t0 += tile) {
+        const int64_t t1 = std::min(n1, t0 + tile), rows = (t1 - t0) * plane;
+        const Tensor h1t = h1.narrow(0, t0 * plane, rows), h2t = h2.narrow(0, t0 * plane, rows);
+        Tensor Gt = G.narrow(0, 0, rows), A1t = A1.narrow(0, 0, rows), dA1t = dA1.narrow(0, 0, rows);
+        Tensor dh2t = dh2.narrow(0, 0, rows), dh1t = dh1.narrow(0, 0, rows);
+        shifted_gather<T>(gy.const_data_ptr<T>(), d, t0, t1, Gt.mutable_data_ptr<T>());
+        gw3p.addmm_(h2t.t(), Gt);
+        mm_into(dh2t, Gt, w3z.t());
+        relu_backward<T>(dh2t.mutable_data_ptr<T>(), h2t.const_data_ptr<T>(), rows, H2, gb2p);
+        gw2p.addmm_(dh2t.t(), h1t);
+        mm_into(dh1t, dh2t, w2m);
+        relu_backward<T>(dh1t.mutable_data_ptr<T>(), h1t.const_data_ptr<T>(), rows, H1, gb1p);
+        im2col<T>(x, d, t0, t1, A1t.mutable_data_ptr<T>());
+        gw1p.addmm_(dh1t.t(), A1t);
+        mm_into(dA1t, dh1t, w1m);
+        col2im<T>(dA1t.const_data_ptr<T>(), d, t0, t1, gx.mutable_data_ptr<T>());
+      }
+    });
+  });
+  // The blocks' partial sums, in block order; dW3z (H2, k3*k3*C_out) back to w3's layout.
+  const auto total = [](const Tensor& t) { return t.size(0) == 1 ? t.select(0, 0) : t.sum(0); };
+  const Tensor grad_w3 =
+      total(gw3z).view({w3.size(1), w3.size(2) * w3.size(3), d.C_out}).permute({2, 0, 1}).contiguous().view(
+          w3.sizes());
+  return {gx, total(gw1).view(w1.sizes()), total(gb1), total(gw2).view(w2.sizes()), total(gb2), grad_w3,
+          gy.sum({0, 2, 3})};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
+  m.impl("conv_conditioner", &conv_conditioner);
+  m.impl("conv_conditioner_backward", &conv_conditioner_backward);
+}
+
+}  // namespace fastgen::cpu
