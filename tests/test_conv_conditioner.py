@@ -113,6 +113,31 @@ def test_without_biases(biases, device):
         _check(_inputs(Case(3, 2, 4, 4, 6, 5, 4), dtype, device, biases=biases), dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_dropout_masks_match_the_reference(dtype, device):
+    tensors = _inputs(Case(5, 2, 4, 3, 6, 5, 4), dtype, device)
+    leaves = _leaves(tensors)
+    y = ops.conv_conditioner(*leaves, dropout=0.3, generator=torch.Generator(device).manual_seed(7))
+    keep = conditioner.dropout_masks(tensors[0], (6, 5), 0.3, torch.Generator(device).manual_seed(7))
+    values = keep[0].unique().tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.7)
+    ref = _leaves([t.cpu() for t in tensors], torch.float64)
+    y_ref = reference.conv_conditioner(*ref, *(k.double().cpu() for k in keep))
+    close(y, y_ref, dtype, "y")
+    grad = torch.randn(y.shape, dtype=dtype, device=device)
+    y.backward(grad)
+    y_ref.backward(grad.double().cpu())
+    for name, actual, expected in zip(NAMES, leaves, ref):
+        close(actual.grad, expected.grad, dtype, f"grad of {name}")
+
+
+@needs_ext
+def test_gradcheck_with_dropout_masks(device):
+    tensors = _leaves(_inputs(Case(2, 2, 3, 4, 4, 3, 2), torch.float64, device))
+    keep = conditioner.dropout_masks(tensors[0], (4, 3), 0.5, torch.Generator(device).manual_seed(1))
+    assert torch.autograd.gradcheck(lambda *a: OPS.conv_conditioner(*a, *keep)[0], tensors)
+
+
 def test_non_contiguous_inputs(device):
     """x as the channel half of a larger tensor (as a coupling passes it), and spatially transposed."""
     case = Case(3, 2, 5, 4, 6, 5, 4)
@@ -163,10 +188,12 @@ def test_gradcheck_five_by_five_kernels(device):
 @pytest.mark.parametrize("biases", [(True, True, True), (False, False, False)], ids=str)
 def test_opcheck(biases, device):
     tensors = _leaves(_inputs(Case(3, 2, 4, 3, 5, 4, 2), torch.float32, device, biases=biases))
-    opcheck(OPS.conv_conditioner.default, tuple(tensors))
-    y, h1, h2 = OPS.conv_conditioner(*tensors)
-    x, w1, _, w2, _, w3, _ = (None if t is None else t.detach() for t in tensors)
-    opcheck(OPS.conv_conditioner_backward.default, (torch.randn_like(y), x, h1.detach(), h2.detach(), w1, w2, w3))
+    for keep in ((None, None), conditioner.dropout_masks(tensors[0], (5, 4), 0.2)):
+        opcheck(OPS.conv_conditioner.default, (*tensors, *keep))
+        y, h1, h2 = OPS.conv_conditioner(*tensors, *keep)
+        x, w1, _, w2, _, w3, _ = (None if t is None else t.detach() for t in tensors)
+        opcheck(OPS.conv_conditioner_backward.default,
+                (torch.randn_like(y), x, h1.detach(), h2.detach(), w1, w2, w3, *keep))
 
 
 def test_torch_compile_fullgraph(device):
@@ -226,18 +253,29 @@ def test_module_starts_as_zero_and_keeps_the_sequential_state_dict():
     torch.testing.assert_close(fused(x), plain(x), rtol=1e-5, atol=1e-5)
 
 
-def test_module_with_dropout_runs_layer_by_layer_while_training():
+def test_module_with_dropout_draws_the_masks_while_training():
     fused = _perturbed(fnn.conv_conditioner(2, 4, hidden_channels=32, dropout=0.5))
     x = torch.randn(4, 2, 4, 4)
     torch.manual_seed(0)
     first = fused(x)
     torch.manual_seed(0)
-    plain = _plain_copy(fused)
-    torch.testing.assert_close(first, plain(x))  # same layers, same dropout draws
-    torch.manual_seed(1)
-    assert not torch.equal(fused(x), first)  # dropout is live
+    keep = conditioner.dropout_masks(x, (32, 32), 0.5)
+    c1, c2, c3 = fused[0], fused[3], fused[6]
+    expected = reference.conv_conditioner(x, c1.weight, c1.bias, c2.weight, c2.bias, c3.weight, c3.bias, *keep)
+    torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(fused(x), first)  # fresh masks each call
     fused.eval()
-    torch.testing.assert_close(fused(x), plain.eval()(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused(x), _plain_copy(fused).eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_module_with_edited_layers_runs_them_one_by_one():
+    fused = _perturbed(fnn.conv_conditioner(2, 4, hidden_channels=8))
+    fused[1] = nn.Tanh()
+    x = torch.randn(3, 2, 4, 4)
+    torch.testing.assert_close(fused(x), _plain_copy(fused)(x))
+    fused = _perturbed(fnn.conv_conditioner(2, 4, hidden_channels=8))
+    fused[2].padding = (1, 1)  # the 1x1 convolution now pads: a (6, 6) output
+    assert fused(x).shape == _plain_copy(fused)(x).shape == (3, 4, 6, 6)
 
 
 def test_module_under_autocast_runs_layer_by_layer():
@@ -257,8 +295,8 @@ W2 = torch.zeros(6, 5, 1, 1)
 W3 = torch.zeros(4, 6, 3, 3)
 
 
-def _call(x=X, w1=W1, b1=None, w2=W2, b2=None, w3=W3, b3=None):
-    return ops.conv_conditioner(x, w1, b1, w2, b2, w3, b3)
+def _call(x=X, w1=W1, b1=None, w2=W2, b2=None, w3=W3, b3=None, dropout=0.0):
+    return ops.conv_conditioner(x, w1, b1, w2, b2, w3, b3, dropout=dropout)
 
 
 @pytest.mark.parametrize(
@@ -282,6 +320,9 @@ def _call(x=X, w1=W1, b1=None, w2=W2, b2=None, w3=W3, b3=None):
         (dict(b2=torch.zeros(6).double()), TypeError, "b2 must have the dtype of x"),
         (dict(b3=torch.zeros(4, 1)), ValueError, r"b3 must have shape \(C_out,\) = \(4,\)"),
         (dict(b3=torch.zeros(4).long()), TypeError, "b3 must have a floating dtype"),
+        (dict(dropout=1.0), ValueError, r"dropout must be a float in \[0, 1\)"),
+        (dict(dropout=-0.1), ValueError, r"dropout must be a float in \[0, 1\)"),
+        (dict(dropout="0.5"), ValueError, r"dropout must be a float in \[0, 1\)"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -290,15 +331,15 @@ def test_bad_input_names_the_argument(kwargs, error, match):
         _call(**kwargs)
 
 
-def _raw(x=X, w1=W1, b1=None, w2=W2, b2=None, w3=W3, b3=None):
-    return OPS.conv_conditioner(x, w1, b1, w2, b2, w3, b3)
+def _raw(x=X, w1=W1, b1=None, w2=W2, b2=None, w3=W3, b3=None, keep1=None, keep2=None):
+    return OPS.conv_conditioner(x, w1, b1, w2, b2, w3, b3, keep1, keep2)
 
 
-def _raw_backward(g=None, x=X, h1=None, h2=None, w1=W1, w2=W2, w3=W3):
+def _raw_backward(g=None, x=X, h1=None, h2=None, w1=W1, w2=W2, w3=W3, keep1=None, keep2=None):
     g = torch.zeros(2, 4, 4, 4) if g is None else g
     h1 = torch.zeros(32, 5) if h1 is None else h1
     h2 = torch.zeros(32, 6) if h2 is None else h2
-    return OPS.conv_conditioner_backward(g, x, h1, h2, w1, w2, w3)
+    return OPS.conv_conditioner_backward(g, x, h1, h2, w1, w2, w3, keep1, keep2)
 
 
 @needs_ext
@@ -317,6 +358,9 @@ def _raw_backward(g=None, x=X, h1=None, h2=None, w1=W1, w2=W2, w3=W3):
         (lambda: _raw_backward(g=torch.zeros(2, 4, 4, 3)), "grad_y must be"),
         (lambda: _raw_backward(h1=torch.zeros(32, 4)), "h1 and h2 must be"),
         (lambda: _raw_backward(h2=torch.zeros(32, 6).double()), "h1 and h2 must be"),
+        (lambda: _raw(keep1=torch.ones(32, 6)), r"keep1 \(a dropout mask\) must be"),
+        (lambda: _raw(keep2=torch.ones(32, 6).double()), r"keep2 \(a dropout mask\) must be"),
+        (lambda: _raw_backward(keep1=torch.ones(5, 32).t()), r"keep1 \(a dropout mask\) must be"),
     ],
 )
 def test_direct_op_calls_are_checked_too(call, match):

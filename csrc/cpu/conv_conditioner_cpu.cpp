@@ -1,5 +1,6 @@
 // conv_conditioner (Glow's coupling network: conv kxk -> ReLU -> conv 1x1 -> ReLU -> conv kxk,
-// "same" padding) and its backward, as one op each on the CPU.
+// "same" padding, optional dropout masks after the ReLUs) and its backward, as one op each on
+// the CPU.
 //
 // Why: a Glow coupling's conditioner runs on tiny images (4x4 and 2x2 at 8x8 input), where
 // oneDNN spends ~1.5 ms per conditioner forward+backward at batch 64 (three convolutions, three
@@ -204,27 +205,54 @@ void shifted_gather(const T* gy, const Dims& d, int64_t n0, int64_t n1, T* G) {
         }
 }
 
-// t = relu(t + bias) over the rows of a (rows, cols) block; bias may be null.
+// t = relu(t + bias) * keep over the rows of a (rows, cols) block; bias and keep (the dropout
+// mask, 0 or 1/(1-p), same layout as t) may be null.
 template <typename T>
-void bias_relu(T* t, const T* bias, int64_t rows, int64_t cols) {
+void bias_relu(T* t, const T* bias, const T* keep, int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i, t += cols) {
     if (bias) {
       for (int64_t j = 0; j < cols; ++j) t[j] = std::max(t[j] + bias[j], T(0));
     } else {
       for (int64_t j = 0; j < cols; ++j) t[j] = std::max(t[j], T(0));
     }
+    if (keep) {
+      for (int64_t j = 0; j < cols; ++j) t[j] *= keep[j];
+      keep += cols;
+    }
   }
 }
 
-// The ReLU's backward from its output, in place: grad *= [activation > 0]; the column sums of
-// the result (this tile's bias gradient) are added to col_sum.
+// The backward of bias_relu from its output, in place: grad = [activation > 0] * keep * grad (a
+// kept unit has keep > 0, so activation > 0 is the ReLU's own test); the column sums of the
+// result (this tile's bias gradient) are added to col_sum.
 template <typename T>
-void relu_backward(T* grad, const T* activation, int64_t rows, int64_t cols, T* col_sum) {
-  for (int64_t i = 0; i < rows; ++i, grad += cols, activation += cols)
+void relu_backward(T* grad, const T* activation, const T* keep, int64_t rows, int64_t cols, T* col_sum) {
+  for (int64_t i = 0; i < rows; ++i, grad += cols, activation += cols) {
+    if (keep) {
+      for (int64_t j = 0; j < cols; ++j) grad[j] *= keep[j];
+      keep += cols;
+    }
     for (int64_t j = 0; j < cols; ++j) {
       grad[j] = activation[j] > T(0) ? grad[j] : T(0);
       col_sum[j] += grad[j];
     }
+  }
+}
+
+// keep1/keep2 must be None or (N*H*W, hidden) of x's dtype and device, contiguous.
+void check_keep(const std::optional<Tensor>& keep, const char* name, const Tensor& x, int64_t positions,
+                int64_t hidden) {
+  if (!keep) return;
+  TORCH_CHECK(keep->sizes() == at::IntArrayRef({positions, hidden}) && keep->scalar_type() == x.scalar_type() &&
+                  keep->device() == x.device() && keep->is_contiguous(),
+              "fastgen: ", name, " (a dropout mask) must be a contiguous (N*H*W, ", hidden, ") = (", positions, ", ",
+              hidden, ") tensor of x's dtype and device, got ", keep->sizes(), " ", keep->scalar_type());
+}
+
+// The rows [row0, row0 + rows) of an optional mask, or null.
+template <typename T>
+const T* keep_rows(const std::optional<Tensor>& keep, int64_t row0, int64_t cols) {
+  return keep ? keep->const_data_ptr<T>() + row0 * cols : nullptr;
 }
 
 // out = a @ b into a preallocated (a.rows, b.cols) view.
@@ -235,12 +263,14 @@ const Tensor& optional_contiguous(const std::optional<Tensor>& t, Tensor& keep) 
   return keep;
 }
 
-// (y, h1, h2): the output (N, C_out, H, W) and the two hidden activations after their ReLUs,
-// (N*H*W, H1) and (N*H*W, H2), which the backward takes.
+// (y, h1, h2): the output (N, C_out, H, W) and the two hidden activations after their ReLUs
+// (and dropout masks), (N*H*W, H1) and (N*H*W, H2), which the backward takes.
 std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tensor& w1,
                                                     const std::optional<Tensor>& b1, const Tensor& w2,
                                                     const std::optional<Tensor>& b2, const Tensor& w3,
-                                                    const std::optional<Tensor>& b3) {
+                                                    const std::optional<Tensor>& b3,
+                                                    const std::optional<Tensor>& keep1,
+                                                    const std::optional<Tensor>& keep2) {
   check_inputs(x, w1, w2, w3);
   // The products below write into slices of preallocated outputs (mm_out), which autograd
   // refuses for weights that require grad; this op's autograd is registered separately.
@@ -250,6 +280,8 @@ std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tenso
   check_bias(b3, "b3", w3);
   const Dims d = dims_of(x, w1, w3);
   const int64_t plane = d.H * d.W, H1 = w1.size(0), H2 = w2.size(0);
+  check_keep(keep1, "keep1", x, d.positions(), H1);
+  check_keep(keep2, "keep2", x, d.positions(), H2);
   const Tensor w1t = w1.reshape({H1, -1}).t(), w2t = w2.reshape({H2, H1}).t(), w3z = tap_major(w3).contiguous();
   Tensor y = at::empty({d.N, d.C_out, d.H, d.W}, x.options());
   Tensor h1 = at::empty({d.positions(), H1}, x.options()), h2 = at::empty({d.positions(), H2}, x.options());
@@ -268,9 +300,11 @@ std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tenso
         im2col<T>(x, d, t0, t1, A1t.mutable_data_ptr<T>());
         Tensor h1t = h1.narrow(0, t0 * plane, rows), h2t = h2.narrow(0, t0 * plane, rows);
         mm_into(h1t, A1t, w1t);
-        bias_relu<T>(h1t.mutable_data_ptr<T>(), b1 ? kb1.const_data_ptr<T>() : nullptr, rows, H1);
+        bias_relu<T>(h1t.mutable_data_ptr<T>(), b1 ? kb1.const_data_ptr<T>() : nullptr,
+                     keep_rows<T>(keep1, t0 * plane, H1), rows, H1);
         mm_into(h2t, h1t, w2t);
-        bias_relu<T>(h2t.mutable_data_ptr<T>(), b2 ? kb2.const_data_ptr<T>() : nullptr, rows, H2);
+        bias_relu<T>(h2t.mutable_data_ptr<T>(), b2 ? kb2.const_data_ptr<T>() : nullptr,
+                     keep_rows<T>(keep2, t0 * plane, H2), rows, H2);
         mm_into(Zt, h2t, w3z);
         shifted_sum<T>(Zt.const_data_ptr<T>(), b3 ? kb3.const_data_ptr<T>() : nullptr, d, t0, t1, acc.data(),
                        y.mutable_data_ptr<T>());
@@ -283,7 +317,7 @@ std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tenso
 // (grad_x, grad_w1, grad_b1, grad_w2, grad_b2, grad_w3, grad_b3).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> conv_conditioner_backward(
     const Tensor& grad_y, const Tensor& x, const Tensor& h1, const Tensor& h2, const Tensor& w1, const Tensor& w2,
-    const Tensor& w3) {
+    const Tensor& w3, const std::optional<Tensor>& keep1, const std::optional<Tensor>& keep2) {
   check_inputs(x, w1, w2, w3);
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // as in the forward
   const Dims d = dims_of(x, w1, w3);
@@ -297,6 +331,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> conv_conditio
               "and (N*H*W, H2), got ", h1.sizes(), " and ", h2.sizes());
   const int64_t plane = d.H * d.W, H1 = w1.size(0), H2 = w2.size(0), taps3 = d.k3 * d.k3 * d.C_out;
   const int64_t cols1 = d.C_in * d.k1 * d.k1;
+  check_keep(keep1, "keep1", x, d.positions(), H1);
+  check_keep(keep2, "keep2", x, d.positions(), H2);
   const Tensor gy = grad_y.contiguous();
   const Tensor w1m = w1.reshape({H1, cols1}), w2m = w2.reshape({H2, H1}), w3z = tap_major(w3).contiguous();
   const int64_t parts = std::min<int64_t>(kParts, std::max<int64_t>(d.N, 1));
@@ -326,10 +362,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> conv_conditio
         shifted_gather<T>(gy.const_data_ptr<T>(), d, t0, t1, Gt.mutable_data_ptr<T>());
         gw3p.addmm_(h2t.t(), Gt);
         mm_into(dh2t, Gt, w3z.t());
-        relu_backward<T>(dh2t.mutable_data_ptr<T>(), h2t.const_data_ptr<T>(), rows, H2, gb2p);
+        relu_backward<T>(dh2t.mutable_data_ptr<T>(), h2t.const_data_ptr<T>(), keep_rows<T>(keep2, t0 * plane, H2),
+                         rows, H2, gb2p);
         gw2p.addmm_(dh2t.t(), h1t);
         mm_into(dh1t, dh2t, w2m);
-        relu_backward<T>(dh1t.mutable_data_ptr<T>(), h1t.const_data_ptr<T>(), rows, H1, gb1p);
+        relu_backward<T>(dh1t.mutable_data_ptr<T>(), h1t.const_data_ptr<T>(), keep_rows<T>(keep1, t0 * plane, H1),
+                         rows, H1, gb1p);
         im2col<T>(x, d, t0, t1, A1t.mutable_data_ptr<T>());
         gw1p.addmm_(dh1t.t(), A1t);
         mm_into(dA1t, dh1t, w1m);

@@ -40,15 +40,28 @@ def _dropout(p: float) -> list[nn.Module]:
     return [nn.Dropout(p)] if p > 0 else []
 
 
+# The layer sequences ConvConditioner builds (without and with dropout), which the op computes.
+_FUSABLE_LAYOUTS = ([nn.Conv2d, nn.ReLU, nn.Conv2d, nn.ReLU, nn.Conv2d],
+                    [nn.Conv2d, nn.ReLU, nn.Dropout, nn.Conv2d, nn.ReLU, nn.Dropout, nn.Conv2d])
+
+
+def _same_padded(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` is a plain square odd-kernel convolution with "same" zero padding."""
+    k = conv.kernel_size
+    return (k[0] == k[1] and k[0] % 2 == 1 and conv.padding == (k[0] // 2, k[0] // 2) and conv.stride == (1, 1)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros")
+
+
 class ConvConditioner(nn.Sequential):
     """Glow's conditioner network, conv 3x3 -> ReLU -> conv 1x1 -> ReLU -> conv 3x3 (with
     optional dropout after each ReLU), run as one fused op.
 
     An ``nn.Sequential`` of those layers (same parameter names as the plain Sequential, so state
     dicts carry over), whose forward calls :func:`fastgen.ops.conv_conditioner` with the three
-    convolutions' parameters: on the CPU one kernel forward and one backward instead of six
-    library convolutions. It runs layer by layer instead while dropout is active (training with
-    ``dropout > 0``) and under autocast (whose per-layer dtype choices the op does not make).
+    convolutions' parameters (and, while training, the dropout probability): on the CPU one
+    kernel forward and one backward instead of six library convolutions. It runs layer by layer
+    instead under autocast (whose per-layer dtype choices the op does not make) or when its
+    layers were edited into something else.
 
     Shapes
     ------
@@ -62,12 +75,25 @@ class ConvConditioner(nn.Sequential):
             nn.Conv2d(hidden_channels, hidden_channels, 1), nn.ReLU(), *_dropout(dropout),
             nn.Conv2d(hidden_channels, out_channels, 3, padding=1))
 
+    def _fused_dropout(self) -> float | None:
+        """The dropout probability to hand the op (0 in eval mode), or None if the layers are no
+        longer the ones this class builds (then they run one by one)."""
+        if [type(m) for m in self] not in _FUSABLE_LAYOUTS:
+            return None
+        convs = [m for m in self if isinstance(m, nn.Conv2d)]
+        if not all(_same_padded(c) for c in convs) or convs[1].kernel_size != (1, 1):
+            return None
+        drops = {m.p for m in self if isinstance(m, nn.Dropout)}
+        if len(drops) > 1:
+            return None
+        return drops.pop() if drops and self.training else 0.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dropout = self.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in self)
-        if dropout or torch.is_autocast_enabled(x.device.type):
+        dropout = self._fused_dropout()
+        if dropout is None or torch.is_autocast_enabled(x.device.type):
             return super().forward(x)
         c1, c2, c3 = (m for m in self if isinstance(m, nn.Conv2d))
-        return ops.conv_conditioner(x, c1.weight, c1.bias, c2.weight, c2.bias, c3.weight, c3.bias)
+        return ops.conv_conditioner(x, c1.weight, c1.bias, c2.weight, c2.bias, c3.weight, c3.bias, dropout=dropout)
 
 
 def conv_conditioner(in_channels: int, out_channels: int, hidden_channels: int = 64,

@@ -108,9 +108,18 @@ def unsqueeze2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 
 
 def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor,
-                     b2: torch.Tensor | None, w3: torch.Tensor, b3: torch.Tensor | None) -> torch.Tensor:
+                     b2: torch.Tensor | None, w3: torch.Tensor, b3: torch.Tensor | None,
+                     keep1: torch.Tensor | None = None, keep2: torch.Tensor | None = None) -> torch.Tensor:
     """Glow's coupling network: conv k1 x k1 -> ReLU -> conv 1x1 -> ReLU -> conv k3 x k3, each with
-    "same" padding (odd kernels)."""
-    h = F.relu(F.conv2d(x, w1, b1, padding=w1.shape[-1] // 2))
-    h = F.relu(F.conv2d(h, w2, b2))
+    "same" padding (odd kernels). ``keep1``/``keep2``: dropout masks multiplying the ReLUs' outputs,
+    (N*H*W, hidden) with rows in (n, h, w) order (the op's layout), or None."""
+
+    def masked(h: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        if keep is None:
+            return h
+        n, c, height, width = h.shape
+        return h * keep.reshape(n, height, width, c).permute(0, 3, 1, 2)
+
+    h = masked(F.relu(F.conv2d(x, w1, b1, padding=w1.shape[-1] // 2)), keep1)
+    h = masked(F.relu(F.conv2d(h, w2, b2)), keep2)
     return F.conv2d(h, w3, b3, padding=w3.shape[-1] // 2)
