@@ -137,22 +137,22 @@ std::tuple<Tensor, Tensor> invertible_conv1x1_autograd(const Tensor& x, const Te
 // ---------------------------------------------------------------- conv_conditioner
 using Opt = std::optional<Tensor>;
 using ConditionerSig = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Opt&, const Tensor&,
-                                                          const Opt&, const Tensor&, const Opt&, const Opt&,
-                                                          const Opt&);
+                                                          const Opt&, const Tensor&, const Opt&, double, const Opt&);
 using ConditionerBackwardSig = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>(
-    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-    const Opt&, const Opt&);
+    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, double,
+    const Opt&);
 
 struct ConvConditioner : torch::autograd::Function<ConvConditioner> {
   static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w1, const Opt& b1,
-                               const Tensor& w2, const Opt& b2, const Tensor& w3, const Opt& b3, const Opt& keep1,
-                               const Opt& keep2) {
+                               const Tensor& w2, const Opt& b2, const Tensor& w3, const Opt& b3, double dropout,
+                               const Opt& seed) {
     at::AutoDispatchBelowADInplaceOrView below;
     static const auto kernel = op<ConditionerSig>("fastgen::conv_conditioner");
-    auto [y, h1, h2] = kernel.call(x, w1, b1, w2, b2, w3, b3, keep1, keep2);
-    // h1 and h2 are outputs, so saving them keeps no reference cycle; absent masks save as
-    // undefined tensors.
-    ctx->save_for_backward({x, h1, h2, w1, w2, w3, keep1.value_or(Tensor()), keep2.value_or(Tensor())});
+    auto [y, h1, h2] = kernel.call(x, w1, b1, w2, b2, w3, b3, dropout, seed);
+    // h1 and h2 are outputs, so saving them keeps no reference cycle; an absent seed saves as an
+    // undefined tensor.
+    ctx->save_for_backward({x, h1, h2, w1, w2, w3, seed.value_or(Tensor())});
+    ctx->saved_data["dropout"] = dropout;
     ctx->saved_data["b1"] = b1.has_value();
     ctx->saved_data["b2"] = b2.has_value();
     ctx->saved_data["b3"] = b3.has_value();
@@ -163,22 +163,22 @@ struct ConvConditioner : torch::autograd::Function<ConvConditioner> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto kernel = op<ConditionerBackwardSig>("fastgen::conv_conditioner_backward");
     const auto s = ctx->get_saved_variables();
-    const auto mask = [](const Tensor& t) { return t.defined() ? Opt(t) : Opt(); };
+    const Opt seed = s[6].defined() ? Opt(s[6]) : Opt();
     auto [gx, gw1, gb1, gw2, gb2, gw3, gb3] =
-        kernel.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], mask(s[6]), mask(s[7]));
+        kernel.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], ctx->saved_data["dropout"].toDouble(), seed);
     // The kernel sums the gradient of every bias; a missing one gets none.
     const auto bias_grad = [&](const char* name, const Tensor& g) {
       return ctx->saved_data[name].toBool() ? g : Tensor();
     };
-    // The masks are random draws, not learned: no gradient.
+    // dropout and seed get no gradient.
     return {gx, gw1, bias_grad("b1", gb1), gw2, bias_grad("b2", gb2), gw3, bias_grad("b3", gb3), Tensor(), Tensor()};
   }
 };
 
 std::tuple<Tensor, Tensor, Tensor> conv_conditioner_autograd(const Tensor& x, const Tensor& w1, const Opt& b1,
                                                              const Tensor& w2, const Opt& b2, const Tensor& w3,
-                                                             const Opt& b3, const Opt& keep1, const Opt& keep2) {
-  const auto out = ConvConditioner::apply(x, w1, b1, w2, b2, w3, b3, keep1, keep2);
+                                                             const Opt& b3, double dropout, const Opt& seed) {
+  const auto out = ConvConditioner::apply(x, w1, b1, w2, b2, w3, b3, dropout, seed);
   return {out[0], out[1], out[2]};
 }
 

@@ -153,16 +153,16 @@ TORCH_LIBRARY(fastgen, m) {
       " bool reverse, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
   // conv_conditioner: Glow's coupling network on x (N, C_in, H, W): conv w1 (H1, C_in, k1, k1)
   // -> ReLU -> conv w2 (H2, H1, 1, 1) -> ReLU -> conv w3 (C_out, H2, k3, k3), odd k1, k3, "same"
-  // padding, biases (H1,), (H2,), (C_out,) or None; keep1 (N*H*W, H1) and keep2 (N*H*W, H2), dropout
-  // masks (0 or 1/(1-p), rows in (n, h, w) order) multiplying the ReLUs' outputs, or None ->
+  // padding, biases (H1,), (H2,), (C_out,) or None; dropout p in [0, 1) after each ReLU, its masks
+  // drawn from fastgen's stream keyed by seed (0-dim int64 on x's device, needed when p > 0) ->
   // (y (N, C_out, H, W), h1 (N*H*W, H1), h2 (N*H*W, H2)); h1 and h2, the hidden activations after
-  // their ReLUs and masks in (n, h, w) row order, are what the backward takes.
+  // their ReLUs and dropout in (n, h, w) row order, are what the backward takes.
   m.def(
       "conv_conditioner(Tensor x, Tensor w1, Tensor? b1, Tensor w2, Tensor? b2, Tensor w3, Tensor? b3,"
-      " Tensor? keep1, Tensor? keep2) -> (Tensor, Tensor, Tensor)");
+      " float dropout, Tensor? seed) -> (Tensor, Tensor, Tensor)");
   // (grad_x, grad_w1, grad_b1, grad_w2, grad_b2, grad_w3, grad_b3) of conv_conditioner; the bias
-  // gradients are always computed (sums over N, H, W).
+  // gradients are always computed (sums over N, H, W); the masks are drawn again from the seed.
   m.def(
       "conv_conditioner_backward(Tensor grad_y, Tensor x, Tensor h1, Tensor h2, Tensor w1, Tensor w2,"
-      " Tensor w3, Tensor? keep1, Tensor? keep2) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      " Tensor w3, float dropout, Tensor? seed) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -113,14 +113,20 @@ def test_without_biases(biases, device):
         _check(_inputs(Case(3, 2, 4, 4, 6, 5, 4), dtype, device, biases=biases), dtype)
 
 
+def _seed_and_masks(x, hidden, dropout, seed=7):
+    """The seed ops.conv_conditioner draws from a generator seeded with ``seed``, and its masks."""
+    drawn = ops.draw_seed(x.device, torch.Generator(x.device).manual_seed(seed))
+    positions = x.shape[0] * x.shape[2] * x.shape[3]
+    return drawn, reference.conditioner_dropout_masks(int(drawn), positions, hidden, dropout, x.dtype, x.device)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_dropout_masks_match_the_reference(dtype, device):
-    tensors = _inputs(Case(5, 2, 4, 3, 6, 5, 4), dtype, device)
+@pytest.mark.parametrize("case", [Case(5, 2, 4, 3, 6, 5, 4), Case(3, 1, 2, 2, 7, 3, 2), SHAPES[0]], ids=str)
+def test_dropout_matches_the_reference_with_the_same_masks(case, dtype, device):
+    tensors = _inputs(case, dtype, device)
     leaves = _leaves(tensors)
     y = ops.conv_conditioner(*leaves, dropout=0.3, generator=torch.Generator(device).manual_seed(7))
-    keep = conditioner.dropout_masks(tensors[0], (6, 5), 0.3, torch.Generator(device).manual_seed(7))
-    values = keep[0].unique().tolist()
-    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.7)
+    _, keep = _seed_and_masks(tensors[0], (case.h1, case.h2), 0.3)
     ref = _leaves([t.cpu() for t in tensors], torch.float64)
     y_ref = reference.conv_conditioner(*ref, *(k.double().cpu() for k in keep))
     close(y, y_ref, dtype, "y")
@@ -131,11 +137,31 @@ def test_dropout_masks_match_the_reference(dtype, device):
         close(actual.grad, expected.grad, dtype, f"grad of {name}")
 
 
+def test_dropout_masks_drop_the_asked_fraction():
+    keep1, keep2 = reference.conditioner_dropout_masks(-12345, 1000, (64, 33), 0.3)
+    for keep in (keep1, keep2):
+        values = keep.unique().tolist()
+        assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.7)
+        assert (keep == 0).float().mean().item() == pytest.approx(0.3, abs=0.01)
+    assert not torch.equal(keep1[:, :33], keep2)  # one stream, not the same draws twice
+    other = reference.conditioner_dropout_masks(-12344, 1000, (64, 33), 0.3)[0]
+    assert (other != keep1).float().mean().item() > 0.3
+
+
+def test_dropout_draws_a_new_seed_per_call():
+    tensors = _inputs(Case(4, 2, 4, 4, 16, 16, 4))
+    torch.manual_seed(0)
+    first = ops.conv_conditioner(*tensors, dropout=0.5)
+    assert not torch.equal(ops.conv_conditioner(*tensors, dropout=0.5), first)
+    torch.manual_seed(0)
+    assert torch.equal(ops.conv_conditioner(*tensors, dropout=0.5), first)  # torch.manual_seed reproduces
+
+
 @needs_ext
-def test_gradcheck_with_dropout_masks(device):
+def test_gradcheck_with_dropout(device):
     tensors = _leaves(_inputs(Case(2, 2, 3, 4, 4, 3, 2), torch.float64, device))
-    keep = conditioner.dropout_masks(tensors[0], (4, 3), 0.5, torch.Generator(device).manual_seed(1))
-    assert torch.autograd.gradcheck(lambda *a: OPS.conv_conditioner(*a, *keep)[0], tensors)
+    seed = torch.tensor(99, device=device)
+    assert torch.autograd.gradcheck(lambda *a: OPS.conv_conditioner(*a, 0.5, seed)[0], tensors)
 
 
 def test_non_contiguous_inputs(device):
@@ -188,12 +214,12 @@ def test_gradcheck_five_by_five_kernels(device):
 @pytest.mark.parametrize("biases", [(True, True, True), (False, False, False)], ids=str)
 def test_opcheck(biases, device):
     tensors = _leaves(_inputs(Case(3, 2, 4, 3, 5, 4, 2), torch.float32, device, biases=biases))
-    for keep in ((None, None), conditioner.dropout_masks(tensors[0], (5, 4), 0.2)):
-        opcheck(OPS.conv_conditioner.default, (*tensors, *keep))
-        y, h1, h2 = OPS.conv_conditioner(*tensors, *keep)
+    for dropout, seed in ((0.0, None), (0.2, torch.tensor(5, device=device))):
+        opcheck(OPS.conv_conditioner.default, (*tensors, dropout, seed))
+        y, h1, h2 = OPS.conv_conditioner(*tensors, dropout, seed)
         x, w1, _, w2, _, w3, _ = (None if t is None else t.detach() for t in tensors)
         opcheck(OPS.conv_conditioner_backward.default,
-                (torch.randn_like(y), x, h1.detach(), h2.detach(), w1, w2, w3, *keep))
+                (torch.randn_like(y), x, h1.detach(), h2.detach(), w1, w2, w3, dropout, seed))
 
 
 def test_torch_compile_fullgraph(device):
@@ -259,7 +285,8 @@ def test_module_with_dropout_draws_the_masks_while_training():
     torch.manual_seed(0)
     first = fused(x)
     torch.manual_seed(0)
-    keep = conditioner.dropout_masks(x, (32, 32), 0.5)
+    seed = ops.draw_seed(x.device)
+    keep = reference.conditioner_dropout_masks(int(seed), 4 * 16, (32, 32), 0.5)
     c1, c2, c3 = fused[0], fused[3], fused[6]
     expected = reference.conv_conditioner(x, c1.weight, c1.bias, c2.weight, c2.bias, c3.weight, c3.bias, *keep)
     torch.testing.assert_close(first, expected, rtol=1e-5, atol=1e-5)
@@ -331,15 +358,15 @@ def test_bad_input_names_the_argument(kwargs, error, match):
         _call(**kwargs)
 
 
-def _raw(x=X, w1=W1, b1=None, w2=W2, b2=None, w3=W3, b3=None, keep1=None, keep2=None):
-    return OPS.conv_conditioner(x, w1, b1, w2, b2, w3, b3, keep1, keep2)
+def _raw(x=X, w1=W1, b1=None, w2=W2, b2=None, w3=W3, b3=None, dropout=0.0, seed=None):
+    return OPS.conv_conditioner(x, w1, b1, w2, b2, w3, b3, dropout, seed)
 
 
-def _raw_backward(g=None, x=X, h1=None, h2=None, w1=W1, w2=W2, w3=W3, keep1=None, keep2=None):
+def _raw_backward(g=None, x=X, h1=None, h2=None, w1=W1, w2=W2, w3=W3, dropout=0.0, seed=None):
     g = torch.zeros(2, 4, 4, 4) if g is None else g
     h1 = torch.zeros(32, 5) if h1 is None else h1
     h2 = torch.zeros(32, 6) if h2 is None else h2
-    return OPS.conv_conditioner_backward(g, x, h1, h2, w1, w2, w3, keep1, keep2)
+    return OPS.conv_conditioner_backward(g, x, h1, h2, w1, w2, w3, dropout, seed)
 
 
 @needs_ext
@@ -358,9 +385,12 @@ def _raw_backward(g=None, x=X, h1=None, h2=None, w1=W1, w2=W2, w3=W3, keep1=None
         (lambda: _raw_backward(g=torch.zeros(2, 4, 4, 3)), "grad_y must be"),
         (lambda: _raw_backward(h1=torch.zeros(32, 4)), "h1 and h2 must be"),
         (lambda: _raw_backward(h2=torch.zeros(32, 6).double()), "h1 and h2 must be"),
-        (lambda: _raw(keep1=torch.ones(32, 6)), r"keep1 \(a dropout mask\) must be"),
-        (lambda: _raw(keep2=torch.ones(32, 6).double()), r"keep2 \(a dropout mask\) must be"),
-        (lambda: _raw_backward(keep1=torch.ones(5, 32).t()), r"keep1 \(a dropout mask\) must be"),
+        (lambda: _raw(dropout=1.0, seed=torch.tensor(1)), r"dropout must be in \[0, 1\)"),
+        (lambda: _raw(dropout=-0.5), r"dropout must be in \[0, 1\)"),
+        (lambda: _raw(dropout=0.5), "seed must be a 0-dim int64 tensor"),
+        (lambda: _raw(dropout=0.5, seed=torch.tensor([1])), "seed must be a 0-dim int64 tensor"),
+        (lambda: _raw(dropout=0.5, seed=torch.tensor(1.0)), "seed must be a 0-dim int64 tensor"),
+        (lambda: _raw_backward(dropout=0.5), "seed must be a 0-dim int64 tensor"),
     ],
 )
 def test_direct_op_calls_are_checked_too(call, match):

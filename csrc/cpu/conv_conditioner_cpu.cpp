@@ -1,6 +1,5 @@
 // conv_conditioner (Glow's coupling network: conv kxk -> ReLU -> conv 1x1 -> ReLU -> conv kxk,
-// "same" padding, optional dropout masks after the ReLUs) and its backward, as one op each on
-// the CPU.
+// "same" padding, optional dropout after the ReLUs) and its backward, as one op each on the CPU.
 //
 // Why: a Glow coupling's conditioner runs on tiny images (4x4 and 2x2 at 8x8 input), where
 // oneDNN spends ~1.5 ms per conditioner forward+backward at batch 64 (three convolutions, three
@@ -27,7 +26,10 @@
 #include <ATen/ops/sum.h>
 #include <torch/library.h>
 
+#include "dropout_mask.h"
+
 #include <algorithm>
+#include <cmath>
 #include <optional>
 #include <vector>
 #include <tuple>
@@ -205,8 +207,8 @@ void shifted_gather(const T* gy, const Dims& d, int64_t n0, int64_t n1, T* G) {
         }
 }
 
-// t = relu(t + bias) * keep over the rows of a (rows, cols) block; bias and keep (the dropout
-// mask, 0 or 1/(1-p), same layout as t) may be null.
+// t = relu(t + bias) * keep over the rows of a (rows, cols) block; bias and keep (the tile's
+// dropout mask, 0 or 1/(1-p), laid out as t) may be null.
 template <typename T>
 void bias_relu(T* t, const T* bias, const T* keep, int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i, t += cols) {
@@ -239,20 +241,41 @@ void relu_backward(T* grad, const T* activation, const T* keep, int64_t rows, in
   }
 }
 
-// keep1/keep2 must be None or (N*H*W, hidden) of x's dtype and device, contiguous.
-void check_keep(const std::optional<Tensor>& keep, const char* name, const Tensor& x, int64_t positions,
-                int64_t hidden) {
-  if (!keep) return;
-  TORCH_CHECK(keep->sizes() == at::IntArrayRef({positions, hidden}) && keep->scalar_type() == x.scalar_type() &&
-                  keep->device() == x.device() && keep->is_contiguous(),
-              "fastgen: ", name, " (a dropout mask) must be a contiguous (N*H*W, ", hidden, ") = (", positions, ", ",
-              hidden, ") tensor of x's dtype and device, got ", keep->sizes(), " ", keep->scalar_type());
-}
+// The dropout of one call: p in [0, 1), and when p > 0 the seed of its masks (a 0-dim int64
+// tensor on x's device). Mask 1 is elements [0, P*H1) of the stream, mask 2 the next P*H2.
+struct Dropout {
+  bool on = false;
+  uint64_t seed = 0;
+  uint32_t threshold = 0;
+  double kept = 1.0;
+  int64_t mask2_offset = 0;
 
-// The rows [row0, row0 + rows) of an optional mask, or null.
-template <typename T>
-const T* keep_rows(const std::optional<Tensor>& keep, int64_t row0, int64_t cols) {
-  return keep ? keep->const_data_ptr<T>() + row0 * cols : nullptr;
+  // The mask of hidden layer `layer` (1 or 2, `cols` units) for rows [row0, row0 + rows) into
+  // buf, or null when there is no dropout.
+  template <typename T>
+  const T* rows(int layer, int64_t row0, int64_t rows, int64_t cols, std::vector<T>& buf,
+                std::vector<uint32_t>& bits) const {
+    if (!on) return nullptr;
+    buf.resize(rows * cols);
+    const int64_t begin = (layer == 2 ? mask2_offset : 0) + row0 * cols;
+    dropout_keep<T>(seed, begin, rows * cols, threshold, static_cast<T>(kept), buf.data(), bits);
+    return buf.data();
+  }
+};
+
+Dropout dropout_of(double p, const std::optional<Tensor>& seed, const Tensor& x, int64_t positions, int64_t H1) {
+  TORCH_CHECK(std::isfinite(p) && p >= 0.0 && p < 1.0, "fastgen: dropout must be in [0, 1), got ", p);
+  Dropout d;
+  if (p == 0.0) return d;
+  TORCH_CHECK(seed.has_value() && seed->dim() == 0 && seed->scalar_type() == at::kLong &&
+                  seed->device() == x.device(),
+              "fastgen: seed must be a 0-dim int64 tensor on x's device when dropout > 0");
+  d.on = true;
+  d.seed = static_cast<uint64_t>(seed->item<int64_t>());
+  d.threshold = dropout_threshold(p);
+  d.kept = 1.0 / (1.0 - p);
+  d.mask2_offset = positions * H1;
+  return d;
 }
 
 // out = a @ b into a preallocated (a.rows, b.cols) view.
@@ -268,9 +291,8 @@ const Tensor& optional_contiguous(const std::optional<Tensor>& t, Tensor& keep) 
 std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tensor& w1,
                                                     const std::optional<Tensor>& b1, const Tensor& w2,
                                                     const std::optional<Tensor>& b2, const Tensor& w3,
-                                                    const std::optional<Tensor>& b3,
-                                                    const std::optional<Tensor>& keep1,
-                                                    const std::optional<Tensor>& keep2) {
+                                                    const std::optional<Tensor>& b3, double dropout,
+                                                    const std::optional<Tensor>& seed) {
   check_inputs(x, w1, w2, w3);
   // The products below write into slices of preallocated outputs (mm_out), which autograd
   // refuses for weights that require grad; this op's autograd is registered separately.
@@ -280,8 +302,7 @@ std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tenso
   check_bias(b3, "b3", w3);
   const Dims d = dims_of(x, w1, w3);
   const int64_t plane = d.H * d.W, H1 = w1.size(0), H2 = w2.size(0);
-  check_keep(keep1, "keep1", x, d.positions(), H1);
-  check_keep(keep2, "keep2", x, d.positions(), H2);
+  const Dropout drop = dropout_of(dropout, seed, x, d.positions(), H1);
   const Tensor w1t = w1.reshape({H1, -1}).t(), w2t = w2.reshape({H2, H1}).t(), w3z = tap_major(w3).contiguous();
   Tensor y = at::empty({d.N, d.C_out, d.H, d.W}, x.options());
   Tensor h1 = at::empty({d.positions(), H1}, x.options()), h2 = at::empty({d.positions(), H2}, x.options());
@@ -293,7 +314,8 @@ std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tenso
       const int64_t tile = samples_per_tile(plane);
       Tensor A1 = at::empty({std::min(n1 - n0, tile) * plane, d.C_in * d.k1 * d.k1}, x.options());
       Tensor Z = at::empty({A1.size(0), w3z.size(1)}, x.options());
-      std::vector<T> acc(d.C_out);
+      std::vector<T> acc(d.C_out), keep;
+      std::vector<uint32_t> bits;
       for (int64_t t0 = n0; t0 < n1; t0 += tile) {
         const int64_t t1 = std::min(n1, t0 + tile), rows = (t1 - t0) * plane;
         const Tensor A1t = A1.narrow(0, 0, rows), Zt = Z.narrow(0, 0, rows);
@@ -301,10 +323,10 @@ std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tenso
         Tensor h1t = h1.narrow(0, t0 * plane, rows), h2t = h2.narrow(0, t0 * plane, rows);
         mm_into(h1t, A1t, w1t);
         bias_relu<T>(h1t.mutable_data_ptr<T>(), b1 ? kb1.const_data_ptr<T>() : nullptr,
-                     keep_rows<T>(keep1, t0 * plane, H1), rows, H1);
+                     drop.rows<T>(1, t0 * plane, rows, H1, keep, bits), rows, H1);
         mm_into(h2t, h1t, w2t);
         bias_relu<T>(h2t.mutable_data_ptr<T>(), b2 ? kb2.const_data_ptr<T>() : nullptr,
-                     keep_rows<T>(keep2, t0 * plane, H2), rows, H2);
+                     drop.rows<T>(2, t0 * plane, rows, H2, keep, bits), rows, H2);
         mm_into(Zt, h2t, w3z);
         shifted_sum<T>(Zt.const_data_ptr<T>(), b3 ? kb3.const_data_ptr<T>() : nullptr, d, t0, t1, acc.data(),
                        y.mutable_data_ptr<T>());
@@ -317,7 +339,7 @@ std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tenso
 // (grad_x, grad_w1, grad_b1, grad_w2, grad_b2, grad_w3, grad_b3).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> conv_conditioner_backward(
     const Tensor& grad_y, const Tensor& x, const Tensor& h1, const Tensor& h2, const Tensor& w1, const Tensor& w2,
-    const Tensor& w3, const std::optional<Tensor>& keep1, const std::optional<Tensor>& keep2) {
+    const Tensor& w3, double dropout, const std::optional<Tensor>& seed) {
   check_inputs(x, w1, w2, w3);
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // as in the forward
   const Dims d = dims_of(x, w1, w3);
@@ -331,8 +353,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> conv_conditio
               "and (N*H*W, H2), got ", h1.sizes(), " and ", h2.sizes());
   const int64_t plane = d.H * d.W, H1 = w1.size(0), H2 = w2.size(0), taps3 = d.k3 * d.k3 * d.C_out;
   const int64_t cols1 = d.C_in * d.k1 * d.k1;
-  check_keep(keep1, "keep1", x, d.positions(), H1);
-  check_keep(keep2, "keep2", x, d.positions(), H2);
+  const Dropout drop = dropout_of(dropout, seed, x, d.positions(), H1);
   const Tensor gy = grad_y.contiguous();
   const Tensor w1m = w1.reshape({H1, cols1}), w2m = w2.reshape({H2, H1}), w3z = tap_major(w3).contiguous();
   const int64_t parts = std::min<int64_t>(kParts, std::max<int64_t>(d.N, 1));
@@ -354,6 +375,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> conv_conditio
       Tensor G = at::empty({tile_rows, taps3}, x.options()), A1 = at::empty({tile_rows, cols1}, x.options());
       Tensor dh2 = at::empty({tile_rows, H2}, x.options()), dh1 = at::empty({tile_rows, H1}, x.options());
       Tensor dA1 = at::empty({tile_rows, cols1}, x.options());
+      std::vector<T> keep;
+      std::vector<uint32_t> bits;
       for (int64_t t0 = n0; t0 < n1; t0 += tile) {
         const int64_t t1 = std::min(n1, t0 + tile), rows = (t1 - t0) * plane;
         const Tensor h1t = h1.narrow(0, t0 * plane, rows), h2t = h2.narrow(0, t0 * plane, rows);
@@ -362,12 +385,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> conv_conditio
         shifted_gather<T>(gy.const_data_ptr<T>(), d, t0, t1, Gt.mutable_data_ptr<T>());
         gw3p.addmm_(h2t.t(), Gt);
         mm_into(dh2t, Gt, w3z.t());
-        relu_backward<T>(dh2t.mutable_data_ptr<T>(), h2t.const_data_ptr<T>(), keep_rows<T>(keep2, t0 * plane, H2),
-                         rows, H2, gb2p);
+        relu_backward<T>(dh2t.mutable_data_ptr<T>(), h2t.const_data_ptr<T>(),
+                         drop.rows<T>(2, t0 * plane, rows, H2, keep, bits), rows, H2, gb2p);
         gw2p.addmm_(dh2t.t(), h1t);
         mm_into(dh1t, dh2t, w2m);
-        relu_backward<T>(dh1t.mutable_data_ptr<T>(), h1t.const_data_ptr<T>(), keep_rows<T>(keep1, t0 * plane, H1),
-                         rows, H1, gb1p);
+        relu_backward<T>(dh1t.mutable_data_ptr<T>(), h1t.const_data_ptr<T>(),
+                         drop.rows<T>(1, t0 * plane, rows, H1, keep, bits), rows, H1, gb1p);
         im2col<T>(x, d, t0, t1, A1t.mutable_data_ptr<T>());
         gw1p.addmm_(dh1t.t(), A1t);
         mm_into(dA1t, dh1t, w1m);

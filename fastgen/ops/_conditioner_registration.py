@@ -17,14 +17,14 @@ CONDITIONER_OPS = ["conv_conditioner", "conv_conditioner_backward"]
 
 def _register_fakes() -> None:
     @torch.library.register_fake("fastgen::conv_conditioner")
-    def _(x, w1, b1, w2, b2, w3, b3, keep1, keep2):
+    def _(x, w1, b1, w2, b2, w3, b3, dropout, seed):
         n, _, h, w = x.shape
         positions = n * h * w
         return (x.new_empty((n, w3.shape[0], h, w)), x.new_empty((positions, w1.shape[0])),
                 x.new_empty((positions, w2.shape[0])))
 
     @torch.library.register_fake("fastgen::conv_conditioner_backward")
-    def _(grad_y, x, h1, h2, w1, w2, w3, keep1, keep2):
+    def _(grad_y, x, h1, h2, w1, w2, w3, dropout, seed):
         def like(t):
             return torch.empty_like(t, memory_format=torch.contiguous_format)
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 
 from fastgen import reference
-from fastgen.ops._checks import check_bias, check_rank, check_same
+from fastgen.ops._checks import check_bias, check_generator, check_rank, check_same
 from fastgen.ops._dispatch import use_kernel
+from fastgen.ops.gaussian import draw_seed
 
 # The dtypes of the CPU kernel.
 KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -57,17 +58,6 @@ def _check_dropout(dropout: object) -> float:
     return float(dropout)
 
 
-def dropout_masks(x: torch.Tensor, hidden: tuple[int, int], dropout: float,
-                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two dropout masks conv_conditioner applies, ``keep_i`` (N*H*W, hidden[i]) in (n, h, w)
-    row order: 0 where a uniform draw is below ``dropout``, else 1 / (1 - dropout); keep1 is
-    drawn first. (Uniforms and a comparison: twice as fast as ``bernoulli_`` on the CPU.)"""
-    positions = x.shape[0] * x.shape[2] * x.shape[3]
-    scale = 1.0 / (1.0 - dropout)
-    return tuple((torch.rand(positions, h, dtype=x.dtype, device=x.device, generator=generator) >= dropout)
-                 .to(x.dtype).mul_(scale) for h in hidden)
-
-
 def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor,
                      b2: torch.Tensor | None, w3: torch.Tensor, b3: torch.Tensor | None, *, dropout: float = 0.0,
                      generator: torch.Generator | None = None) -> torch.Tensor:
@@ -91,9 +81,11 @@ def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
         Last convolution (odd k3, "same" padding).
     dropout : float in [0, 1)
         Probability of zeroing each hidden unit after each ReLU (kept units scaled by
-        1 / (1 - dropout)); 0 (default) for none. Masks: :func:`dropout_masks`.
+        1 / (1 - dropout)); 0 (default) for none. The masks come from fastgen's counter-based
+        stream keyed by one seed per call (drawn inside the kernel, and again in the backward,
+        never stored): :func:`fastgen.reference.conditioner_dropout_masks` gives them.
     generator : torch.Generator, optional
-        Source of the dropout masks.
+        Source of that seed (default: torch's generator of x's device).
 
     Returns
     -------
@@ -104,7 +96,12 @@ def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
     if x.dtype not in KERNEL_DTYPES:
         args = [None if t is None else t.float() for t in (x, w1, b1, w2, b2, w3, b3)]
         return conv_conditioner(*args, dropout=dropout, generator=generator).to(x.dtype)
-    keep = dropout_masks(x, (w1.shape[0], w2.shape[0]), dropout, generator) if dropout > 0 else (None, None)
+    seed = draw_seed(x.device, check_generator(generator)) if dropout > 0 else None
     if not use_kernel("conv_conditioner", x) or x.shape[2] * x.shape[3] > KERNEL_MAX_PLANE:
+        keep = (None, None)
+        if seed is not None:
+            positions = x.shape[0] * x.shape[2] * x.shape[3]
+            keep = reference.conditioner_dropout_masks(int(seed), positions, (w1.shape[0], w2.shape[0]), dropout,
+                                                       x.dtype, x.device)
         return reference.conv_conditioner(x, w1, b1, w2, b2, w3, b3, *keep)
-    return torch.ops.fastgen.conv_conditioner(x, w1, b1, w2, b2, w3, b3, *keep)[0]
+    return torch.ops.fastgen.conv_conditioner(x, w1, b1, w2, b2, w3, b3, dropout, seed)[0]

@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from fastgen.reference.gaussian import philox4x32_10
+
 # How the raw conditioner output r becomes the log-scale s of y = x * exp(s) + t:
 #   "tanh_clamp": s = clamp * tanh(r / clamp)  (soft clamp, |s| < clamp; FrEIA/zuko style)
 #   "sigmoid":    s = log(sigmoid(r + 2))       (Glow: scale in (0, 1), 0.88 at r = 0)
@@ -123,3 +125,21 @@ def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
     h = masked(F.relu(F.conv2d(x, w1, b1, padding=w1.shape[-1] // 2)), keep1)
     h = masked(F.relu(F.conv2d(h, w2, b2)), keep2)
     return F.conv2d(h, w3, b3, padding=w3.shape[-1] // 2)
+
+
+def conditioner_dropout_masks(seed: int, positions: int, hidden: tuple[int, int], dropout: float,
+                              dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dropout masks conv_conditioner draws from ``seed``: (keep1 (positions, H1), keep2
+    (positions, H2)), rows in (n, h, w) order, 0 or 1 / (1 - dropout).
+
+    Both masks are one stream, keep1 then keep2, flattened row-major: element e takes output
+    e % 4 of Philox4x32-10 at counter e // 4 (key ``seed``, fastgen's noise generator) and is
+    kept when those 32 bits are >= floor(dropout * 2^32).
+    """
+    h1, h2 = hidden
+    total = positions * (h1 + h2)
+    bits = torch.stack(philox4x32_10(torch.arange((total + 3) // 4, dtype=torch.int64), seed), dim=1)
+    kept = (bits.reshape(-1)[:total] >= math.floor(dropout * 2.0 ** 32)).to(dtype)
+    kept = (kept * torch.tensor(1.0 / (1.0 - dropout), dtype=dtype)).to(device)
+    return kept[:positions * h1].view(positions, h1), kept[positions * h1:].view(positions, h2)
