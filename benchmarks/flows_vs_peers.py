@@ -56,7 +56,7 @@ from fastgen.data import dequantize, load_images
 from fastgen.models import Glow
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "cpu-2core-20261130" / "flows_vs_peers.md"
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "cpu-2core-20261201" / "flows_vs_peers.md"
 INSTALL = "pip install --no-deps normflows==1.7.3 nflows==0.14"
 TARGET = 1.5  # the target: fastgen's Glow training step >= 1.5x the faster peer's
 
@@ -64,7 +64,7 @@ TARGET = 1.5  # the issue's target: fastgen's Glow training step >= 1.5x the fas
 DATA_SHAPE = (1, 8, 8)
 LEVELS = 17  # intensity levels of the digits
 NUM_LEVELS, STEPS, HIDDEN, BATCH = 2, 8, 64, 64
-FLOW_OPS = ("affine_coupling", "additive_coupling", "actnorm", "invertible_conv1x1")
+FLOW_OPS = ("affine_coupling", "additive_coupling", "actnorm", "invertible_conv1x1", "conv_conditioner")
 
 # Equivalence.worst_relative() must stay under these.
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}

@@ -97,7 +97,7 @@ def _check(tensors, dtype, seed=1):
 def test_kernels_and_compiled_autograd_registered():
     assert "cpu" in _dispatch.KERNEL_DEVICES["conv_conditioner"]
     assert "cpu" in _dispatch.KERNEL_DEVICES["conv_conditioner_backward"]
-    for name in ("conv_conditioner", "actnorm", "affine_coupling", "invertible_conv1x1"):
+    for name in ("conv_conditioner", "actnorm", "affine_coupling", "additive_coupling", "invertible_conv1x1"):
         assert _ext.has_compiled_autograd(name), name
 
 

@@ -11,8 +11,7 @@
 #include <cmath>
 #include <vector>
 
-#include "fastgen/philox.h"
-#include "noise_tile.h"  // philox_blocks (portable), philox_avx2.h
+#include "noise_tile.h"  // philox_block_bits
 
 namespace fastgen::cpu {
 
@@ -26,13 +25,8 @@ void dropout_keep(uint64_t seed, int64_t begin, int64_t count, uint32_t threshol
   if (count <= 0) return;
   const int64_t first_block = begin / 4, blocks = (begin + count + 3) / 4 - first_block;
   bits.resize(4 * blocks);
-  uint32_t* out[4] = {bits.data(), bits.data() + blocks, bits.data() + 2 * blocks, bits.data() + 3 * blocks};
-  int64_t done = 0;
-#ifdef FASTGEN_HAS_PHILOX_AVX2
-  if (cpu_has_avx2()) done = philox_blocks_avx2(out[0], out[1], out[2], out[3], seed, first_block, blocks);
-#endif
-  philox_blocks(out[0] + done, out[1] + done, out[2] + done, out[3] + done, seed,
-                static_cast<uint64_t>(first_block + done), blocks - done);
+  uint32_t* const out[4] = {bits.data(), bits.data() + blocks, bits.data() + 2 * blocks, bits.data() + 3 * blocks};
+  philox_block_bits(out, seed, first_block, blocks);
   for (int64_t i = 0; i < count; ++i) {
     const int64_t e = begin + i, k = e / 4 - first_block;
     keep[i] = out[e % 4][k] >= threshold ? kept : T(0);

@@ -45,6 +45,17 @@ FASTGEN_CPU_CLONES void box_muller_blocks(const uint32_t* __restrict bits0, cons
   }
 }
 
+// out[j][k] = output j of Philox at counter first_block + k, k < blocks: the AVX2 version where
+// the CPU has it, the portable loop for the rest.
+inline void philox_block_bits(uint32_t* const out[4], uint64_t seed, int64_t first_block, int64_t blocks) {
+  int64_t done = 0;
+#ifdef FASTGEN_HAS_PHILOX_AVX2
+  if (cpu_has_avx2()) done = philox_blocks_avx2(out[0], out[1], out[2], out[3], seed, first_block, blocks);
+#endif
+  philox_blocks(out[0] + done, out[1] + done, out[2] + done, out[3] + done, seed,
+                static_cast<uint64_t>(first_block + done), blocks - done);
+}
+
 template <typename acc_t>
 class NoiseTile {
  public:
@@ -58,12 +69,7 @@ class NoiseTile {
     const int64_t blocks = (begin + count + 3) / 4 - first_block;
     uint32_t* bits[4];
     for (int j = 0; j < 4; ++j) bits[j] = bits_.data() + j * kMaxBlocks;
-    int64_t done = 0;
-#ifdef FASTGEN_HAS_PHILOX_AVX2
-    if (cpu_has_avx2()) done = philox_blocks_avx2(bits[0], bits[1], bits[2], bits[3], seed, first_block, blocks);
-#endif
-    philox_blocks(bits[0] + done, bits[1] + done, bits[2] + done, bits[3] + done, seed,
-                  static_cast<uint64_t>(first_block + done), blocks - done);
+    philox_block_bits(bits, seed, first_block, blocks);
     box_muller_blocks(bits[0], bits[1], bits[2], bits[3], values_.data(), blocks);
     return values_.data() + (begin - 4 * first_block);
   }

@@ -64,29 +64,15 @@ def _register_fakes() -> None:
 
 
 # ---------------------------------------------------------------- autograd
-# affine_coupling, actnorm and invertible_conv1x1 have their autograd in C++
-# (csrc/flow_autograd.cpp: the Python wrapper cost more than these kernels on Glow-sized tensors);
-# additive_coupling's backward is the identity (and a negation), left to Python.
-COMPILED_AUTOGRAD = ("affine_coupling", "actnorm", "invertible_conv1x1")
-
-
-def _additive_backward(ctx, grad_y):
-    (reverse,) = ctx.options
-    return grad_y, (-grad_y if reverse else grad_y), None
-
-
-def _register_autograd() -> None:
-    def save_additive(ctx, inputs, output):
-        ctx.options = [inputs[2]]
-
-    torch.library.register_autograd("fastgen::additive_coupling", _additive_backward, setup_context=save_additive)
+# Every flow op has its autograd in C++ (csrc/flow_autograd.cpp): on Glow-sized tensors the
+# Python wrapper of torch.library.register_autograd cost more than these kernels.
+COMPILED_AUTOGRAD = ("affine_coupling", "additive_coupling", "actnorm", "invertible_conv1x1")
 
 
 def register() -> None:
     ready = _ext.check_ops(FLOW_OPS, COMPILED_AUTOGRAD)
     if ready:
         _register_fakes()
-        _register_autograd()
         _dispatch.register_triton_for_cuda({name: TRITON_MODULE for name in TRITON_OPS})
     # A stale extension (an op or its C++ autograd missing): the whole family runs the reference.
     _dispatch.record_kernels(FLOW_OPS if ready else [])
