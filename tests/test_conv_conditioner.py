@@ -315,6 +315,23 @@ def test_module_under_autocast_runs_layer_by_layer():
     torch.testing.assert_close(y_fused, y_plain)
 
 
+def test_glow_with_fused_conditioners_compiles_fullgraph():
+    """A whole Glow, dropout live in train mode: no graph break, and the eval output unchanged."""
+    from fastgen.models import Glow
+
+    torch.manual_seed(0)
+    model = Glow((1, 8, 8), levels=17, num_levels=2, steps_per_level=1, hidden_channels=8, dropout=0.2)
+    x = torch.rand(4, 1, 8, 8)
+    model.log_prob(x)  # ActNorm's data-dependent initialisation
+    model.eval()
+    compiled = torch.compile(model.log_prob, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), model.log_prob(x), rtol=1e-4, atol=1e-3)
+    model.train()
+    loss = torch.compile(lambda v: model.log_prob(v).mean(), fullgraph=True, backend="aot_eager")(x)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 # ---------------------------------------------------------------- bad input
 X = torch.zeros(2, 3, 4, 4)
 W1 = torch.zeros(5, 3, 3, 3)
@@ -410,9 +427,13 @@ def test_large_images_run_the_reference(monkeypatch):
 
 
 @needs_ext
-def test_an_op_without_compiled_autograd_counts_as_a_stale_build():
+def test_an_op_without_compiled_autograd_counts_as_a_stale_build(monkeypatch):
     # wavenet_layer_step has no autograd at all, so the check reports it as missing.
+    monkeypatch.delenv("FASTGEN_REQUIRE_EXT", raising=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert not _ext.check_ops(["wavenet_layer_step"], ("wavenet_layer_step",))
     assert any("wavenet_layer_step (its C++ autograd)" in str(w.message) for w in caught)
+    monkeypatch.setenv("FASTGEN_REQUIRE_EXT", "1")
+    with pytest.raises(ImportError, match="wavenet_layer_step \\(its C\\+\\+ autograd\\)"):
+        _ext.check_ops(["wavenet_layer_step"], ("wavenet_layer_step",))
