@@ -158,9 +158,10 @@ def test_dropout_draws_a_new_seed_per_call():
 
 
 @needs_ext
-def test_gradcheck_with_dropout(device):
-    tensors = _leaves(_inputs(Case(2, 2, 3, 4, 4, 3, 2), torch.float64, device))
-    seed = torch.tensor(99, device=device)
+def test_gradcheck_with_dropout():
+    # The raw op has a CPU kernel only (CUDA runs the reference through ops.conv_conditioner).
+    tensors = _leaves(_inputs(Case(2, 2, 3, 4, 4, 3, 2), torch.float64))
+    seed = torch.tensor(99)
     assert torch.autograd.gradcheck(lambda *a: OPS.conv_conditioner(*a, 0.5, seed)[0], tensors)
 
 
@@ -212,9 +213,10 @@ def test_gradcheck_five_by_five_kernels(device):
 
 @needs_ext
 @pytest.mark.parametrize("biases", [(True, True, True), (False, False, False)], ids=str)
-def test_opcheck(biases, device):
-    tensors = _leaves(_inputs(Case(3, 2, 4, 3, 5, 4, 2), torch.float32, device, biases=biases))
-    for dropout, seed in ((0.0, None), (0.2, torch.tensor(5, device=device))):
+def test_opcheck(biases):
+    # CPU only: the raw op has no CUDA kernel (ops.conv_conditioner runs the reference there).
+    tensors = _leaves(_inputs(Case(3, 2, 4, 3, 5, 4, 2), torch.float32, biases=biases))
+    for dropout, seed in ((0.0, None), (0.2, torch.tensor(5))):
         opcheck(OPS.conv_conditioner.default, (*tensors, dropout, seed))
         y, h1, h2 = OPS.conv_conditioner(*tensors, dropout, seed)
         x, w1, _, w2, _, w3, _ = (None if t is None else t.detach() for t in tensors)
