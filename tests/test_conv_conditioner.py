@@ -55,9 +55,9 @@ SHAPES = [
 
 @pytest.fixture(autouse=True)
 def kernel_at_every_size(monkeypatch):
-    """ops.conv_conditioner hands images larger than KERNEL_MAX_PLANE to the reference (faster
+    """ops.conv_conditioner hands inputs wider than KERNEL_MAX_CHANNELS to the reference (faster
     there); these tests hold the kernel to every size."""
-    monkeypatch.setattr(conditioner, "KERNEL_MAX_PLANE", 10 ** 9)
+    monkeypatch.setattr(conditioner, "KERNEL_MAX_CHANNELS", 10 ** 9)
 
 
 def _inputs(case: Case, dtype=torch.float32, device="cpu", seed=0, biases=(True, True, True)):
@@ -417,15 +417,15 @@ def test_direct_op_calls_are_checked_too(call, match):
         call()
 
 
-def test_large_images_run_the_reference(monkeypatch):
-    monkeypatch.setattr(conditioner, "KERNEL_MAX_PLANE", 16)
+def test_wide_inputs_run_the_reference(monkeypatch):
+    monkeypatch.setattr(conditioner, "KERNEL_MAX_CHANNELS", 2)
     calls, original = [], reference.conv_conditioner
     monkeypatch.setattr(conditioner.reference, "conv_conditioner",
                         lambda *args: calls.append(args[0].shape) or original(*args))
-    for hw in (4, 5):
-        tensors = _inputs(Case(2, 2, hw, hw, 4, 4, 2))
+    for c_in in (2, 3):
+        tensors = _inputs(Case(2, c_in, 4, 4, 4, 4, 2))
         torch.testing.assert_close(ops.conv_conditioner(*tensors), original(*tensors), rtol=1e-5, atol=1e-5)
-    assert calls == [torch.Size([2, 2, 5, 5])]
+    assert calls == [torch.Size([2, 3, 4, 4])]
 
 
 @needs_ext

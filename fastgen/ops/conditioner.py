@@ -3,9 +3,9 @@
 A Glow coupling runs this network on small images (4x4 and 2x2 for 8x8 digits), where three
 library convolutions and their backwards cost more in per-call setup than in arithmetic; the
 CPU kernel does each product as one GEMM over all positions (see
-``csrc/cpu/conv_conditioner_cpu.cpp``). It runs for images of up to ``KERNEL_MAX_PLANE`` pixels,
-where it is measured faster; larger images, and CUDA tensors, run the reference (oneDNN or
-cuDNN convolutions, the fast path there). float16/bfloat16 are computed in float32 and the
+``csrc/cpu/conv_conditioner_cpu.cpp``). It runs for inputs of up to ``KERNEL_MAX_CHANNELS``
+channels, where it is measured faster; wider inputs, and CUDA tensors, run the reference (oneDNN
+or cuDNN convolutions, the fast path there). float16/bfloat16 are computed in float32 and the
 output rounded once, as the flow ops do.
 """
 
@@ -20,11 +20,12 @@ from fastgen.ops.gaussian import draw_seed
 
 # The dtypes of the CPU kernel.
 KERNEL_DTYPES = (torch.float32, torch.float64)
-# The largest image (H * W) the CPU kernel takes; larger ones run the reference (oneDNN). The
-# kernel's gain is the per-call cost of six library convolutions, which larger images amortise.
-# Measured forward+backward on 2 cores, batch 64, 64 hidden channels, kernel / eager: 1.3-2.4x at
-# 4x4 and 2x2, 0.8-1.8x at 8x8 (by channel count, on a noisy machine), 0.8-1.0x at 16x16.
-KERNEL_MAX_PLANE = 16
+# The most input channels the CPU kernel takes; wider inputs run the reference (oneDNN). Measured
+# forward+backward on 2 cores, batch 64 (16 at 32x32), in interleaved rounds, kernel / eager:
+# C_in 1-6: 1.2-2.3x from 2x2 to 32x32 images and 64 to 512 hidden channels; C_in 12: 0.93x at
+# 8x8, 1.13x with 512 hidden; C_in 24: 0.80-1.02x. (Its gain is the six library convolutions'
+# per-call cost; oneDNN's direct convolutions catch up as the channel count grows.)
+KERNEL_MAX_CHANNELS = 8
 
 
 def _check_weight(w: object, name: str, x: torch.Tensor, in_channels: int, layout: str, *, one_by_one: bool
@@ -72,7 +73,7 @@ def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
     x : Tensor (N, C_in, H, W)
         float32/float64 (float16/bfloat16 computed in float32). May be a channel slice of a
         larger tensor (read in place by the CPU kernel). The CPU kernel runs when
-        H * W <= ``KERNEL_MAX_PLANE`` (16), else the reference.
+        C_in <= ``KERNEL_MAX_CHANNELS`` (8), else the reference.
     w1, b1 : Tensor (H1, C_in, k1, k1), Tensor (H1,) or None
         First convolution (odd k1, "same" padding).
     w2, b2 : Tensor (H2, H1, 1, 1), Tensor (H2,) or None
@@ -97,7 +98,7 @@ def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
         args = [None if t is None else t.float() for t in (x, w1, b1, w2, b2, w3, b3)]
         return conv_conditioner(*args, dropout=dropout, generator=generator).to(x.dtype)
     seed = draw_seed(x.device, check_generator(generator)) if dropout > 0 else None
-    if not use_kernel("conv_conditioner", x) or x.shape[2] * x.shape[3] > KERNEL_MAX_PLANE:
+    if not use_kernel("conv_conditioner", x) or x.shape[1] > KERNEL_MAX_CHANNELS:
         keep = (None, None)
         if seed is not None:
             positions = x.shape[0] * x.shape[2] * x.shape[3]

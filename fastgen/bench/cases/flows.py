@@ -12,8 +12,9 @@ compiled, float32 on a 2-thread CPU at these flow-sized shapes. The invertible 1
 is a small GEMM (C x C times C x H W per sample), where eager already runs BLAS; the additive
 coupling is a single add in eager too: for those two the gain can only come from fewer ops.
 The conditioner (conv3x3 -> ReLU -> conv1x1 -> ReLU -> conv3x3, 64 hidden channels) is timed at
-the two level sizes of the 8x8-digit Glow and with more channels at 4x4: the image sizes where
-its CPU kernel runs (larger ones go to oneDNN, see ``fastgen.ops.conditioner``).
+the two level sizes of the 8x8-digit Glow, at 4x4 with more channels and at RealNVP's first 8x8
+scale (its CPU kernel takes up to 8 input channels; wider inputs go to oneDNN, see
+``fastgen.ops.conditioner``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ CPU_SHAPES = (
     ("conv_conditioner", (64, 2, 4, 4), None),
     ("conv_conditioner", (64, 4, 2, 2), None),
     ("conv_conditioner", (64, 6, 4, 4), None),
+    ("conv_conditioner", (64, 1, 8, 8), None),
 )
 CONDITIONER_HIDDEN = 64
 GPU_SHAPES = CPU_SHAPES + (
