@@ -177,6 +177,17 @@ def test_non_contiguous_inputs(device):
     _check([transposed, *weights], torch.float64)
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_inference_mode(dropout, device):
+    """Under torch.inference_mode the kernel's outputs are inference tensors (its worker threads
+    must not send them through autograd's kernels)."""
+    tensors = _inputs(Case(6, 2, 4, 4, 16, 8, 4), torch.float32, device)
+    expected = ops.conv_conditioner(*tensors, dropout=dropout, generator=torch.Generator(device).manual_seed(3))
+    with torch.inference_mode():
+        actual = ops.conv_conditioner(*tensors, dropout=dropout, generator=torch.Generator(device).manual_seed(3))
+    torch.testing.assert_close(actual, expected)
+
+
 def test_empty_batch(device):
     _check(_inputs(Case(0, 2, 4, 4, 6, 5, 4), torch.float32, device), torch.float32)
 

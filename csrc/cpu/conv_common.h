@@ -15,7 +15,8 @@ inline at::ScalarType acc_type(at::ScalarType dtype) { return at::toOpMathType(d
 
 // The kernels run ATen GEMMs inside at::parallel_for worker threads, whose thread-local
 // dispatch state is the default one: exclude autograd there explicitly (the inputs may require
-// grad; the op's own autograd is registered from Python).
+// grad, or, under inference mode, be inference tensors that autograd's kernels refuse to write in
+// place; the op's own autograd is registered separately).
 struct BelowAutograd {
   c10::impl::ExcludeDispatchKeyGuard guard{c10::autograd_dispatch_keyset_with_ADInplaceOrView};
 };

@@ -20,12 +20,12 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <torch/library.h>
 
+#include "conv_common.h"
 #include "dropout_mask.h"
 
 #include <algorithm>
@@ -102,6 +102,7 @@ int64_t for_each_sample_block(int64_t samples, const Fn& fn) {
   const int64_t parts = std::min<int64_t>(kParts, std::max<int64_t>(samples, 1));
   const int64_t chunk = (samples + parts - 1) / parts;
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    BelowAutograd below_in_worker;  // a worker thread's dispatch state is the default one
     for (int64_t part = begin; part < end; ++part)
       fn(part, std::min(samples, part * chunk), std::min(samples, (part + 1) * chunk));
   });
@@ -296,7 +297,7 @@ std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tenso
   check_inputs(x, w1, w2, w3);
   // The products below write into slices of preallocated outputs (mm_out), which autograd
   // refuses for weights that require grad; this op's autograd is registered separately.
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  BelowAutograd below;
   check_bias(b1, "b1", w1);
   check_bias(b2, "b2", w2);
   check_bias(b3, "b3", w3);
@@ -341,7 +342,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> conv_conditio
     const Tensor& grad_y, const Tensor& x, const Tensor& h1, const Tensor& h2, const Tensor& w1, const Tensor& w2,
     const Tensor& w3, double dropout, const std::optional<Tensor>& seed) {
   check_inputs(x, w1, w2, w3);
-  at::AutoDispatchBelowADInplaceOrView below_autograd;  // as in the forward
+  BelowAutograd below;  // as in the forward
   const Dims d = dims_of(x, w1, w3);
   TORCH_CHECK(grad_y.sizes() == at::IntArrayRef({d.N, d.C_out, d.H, d.W}) && grad_y.scalar_type() == x.scalar_type(),
               "fastgen: grad_y must be (N, C_out, H, W) = (", d.N, ", ", d.C_out, ", ", d.H, ", ", d.W,
