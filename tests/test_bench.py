@@ -383,5 +383,20 @@ def test_format_seconds():
 def test_step_cases_registered():
     cases = collect_cases(CaseSpec(device=torch.device("cpu")), ["steps"])
     assert {c.op for c in cases} == {"wavenet_layer_step", "gated_pixelcnn_vertical_step",
-                                     "gated_pixelcnn_horizontal_step"}
-    assert all(c.mode == FORWARD and c.check_implementations for c in cases)  # no gradient; checked on copies
+                                     "gated_pixelcnn_horizontal_step", "wavenet_generate", "pixelcnn_generate_row"}
+    assert all(c.mode == FORWARD for c in cases)  # no gradient
+    # The ops that update a state in place are checked on copies of it.
+    assert all(c.check_implementations for c in cases if c.op != "pixelcnn_generate_row")
+
+
+def test_fused_sampler_cases_agree_with_the_reference_loop():
+    """The harness's spot-check of the two fused samplers at their benchmark sizes: the same codes
+    as the loop of reference steps (float32; a tie at a CDF boundary would show as a FAIL)."""
+    cases = [c for c in collect_cases(CaseSpec(device=torch.device("cpu")), ["steps"])
+             if c.op == "pixelcnn_generate_row" or (c.op == "wavenet_generate" and " b1 " in c.shape)]
+    assert {c.op for c in cases} == {"wavenet_generate", "pixelcnn_generate_row"}
+    for case in cases:
+        torch.manual_seed(0)
+        inputs = case.make_inputs(torch.device("cpu"))
+        results = harness.check_case(case, inputs, case.implementations)
+        assert results == {EAGER: "ref", FASTGEN: "ok"}, (case.label, results)

@@ -6,6 +6,11 @@ gate and the in-place state update, each a separate op; ``compiled`` is torch.co
 work per call is tiny, so these cases measure per-call overhead as much as arithmetic: the
 time a sampler spends per layer and per generated value.
 
+The two fused samplers are timed the same way against the loop of reference steps they replace:
+``wavenet_generate`` (a whole 2 x 15-layer WaveNet for 64 steps per call) and
+``pixelcnn_generate_row`` (one 28-pixel row of a 15-layer PixelCNN per call). They have no
+``compiled`` row: torch.compile of a Python loop over every step and layer unrolls it.
+
 The ops update their state in place, so every timed call sees a different state; the
 correctness check runs each implementation on its own copy of the state.
 """
@@ -27,6 +32,12 @@ WAVENET_BATCHES = (1, 16)
 PIXELCNN_BATCH, PIXELCNN_WIDTH = 16, 28
 C_RES, C_GATE, C_SKIP, DILATION = 64, 128, 256, 16384
 C_PIX = 64
+# The fused samplers: WaveNet 2 stacks x 15 layers (dilations 1 .. 16384, kernel 2), 256 mu-law
+# levels, head width = skip channels, GENERATE_STEPS steps per call; PixelCNN 15 layers (7-wide
+# first, then 3), 256 levels, head width 2 * C_PIX, one row per call.
+WAVENET_DILATIONS = [2 ** i for i in range(15)] * 2
+GENERATE_STEPS, LEVELS = 64, 256
+PIXELCNN_KERNELS = (7,) + (3,) * 14
 
 
 def eager_wavenet_step(x, state, position, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip):
@@ -129,10 +140,90 @@ def _horizontal_case(dtype: torch.dtype) -> BenchCase:
                  fastgen_horizontal_step, n * (c * 4 + 2 * c) + macs, 2 * n * macs)
 
 
+def eager_wavenet_generate(states, first, uniforms, embedding, wd, bd, wr, br, ws, bs, dilations, wh, bh, wo, bo):
+    return reference_steps.wavenet_generate(states, first, uniforms, embedding, wd, bd, wr, br, ws, bs,
+                                            [None] * len(states), dilations, wh, bh, wo, bo)
+
+
+def fastgen_wavenet_generate(states, first, uniforms, embedding, wd, bd, wr, br, ws, bs, dilations, wh, bh, wo, bo):
+    return ops.wavenet_generate(states, first, uniforms, embedding, wd, bd, wr, br, ws, bs, dilations, wh, bh, wo, bo)
+
+
+def eager_generate_row(links, uniforms, w_h, b_h, w_res, b_res, masks, wh, bh, wo, bo):
+    return reference_steps.pixelcnn_generate_row(links, uniforms, w_h, b_h, w_res, b_res, masks, None,
+                                                 [None] * len(links), wh, bh, wo, bo, LEVELS)
+
+
+def fastgen_generate_row(links, uniforms, w_h, b_h, w_res, b_res, masks, wh, bh, wo, bo):
+    return ops.pixelcnn_generate_row(links, uniforms, w_h, b_h, w_res, b_res, masks, wh, bh, wo, bo, levels=LEVELS)
+
+
+def _on_copied_states(fn: Callable) -> Callable:
+    """``fn`` run on copies of its ring buffers (argument 0, a list), for the correctness check."""
+
+    def run(states, *args):
+        return fn([s.clone() for s in states], *args)
+
+    return run
+
+
+def _generate_case(n: int, dtype: torch.dtype) -> BenchCase:
+    half, layers = C_GATE // 2, len(WAVENET_DILATIONS)
+
+    def make(device):
+        def per_layer(*shape):
+            return [_weight(device, dtype, *shape) for _ in range(layers)]
+
+        def biases(size):
+            return [_bias(device, dtype, size) for _ in range(layers)]
+
+        states = [torch.zeros(n, d, C_RES, device=device, dtype=dtype) for d in WAVENET_DILATIONS]
+        return (states, torch.zeros(n, C_RES, device=device, dtype=dtype),
+                torch.rand(n, GENERATE_STEPS, device=device).to(dtype), _weight(device, dtype, LEVELS, C_RES),
+                per_layer(C_GATE, C_RES, 2), biases(C_GATE), per_layer(C_RES, half), biases(C_RES),
+                per_layer(C_SKIP, half), biases(C_SKIP), WAVENET_DILATIONS,
+                _weight(device, dtype, C_SKIP, C_SKIP), _bias(device, dtype, C_SKIP),
+                _weight(device, dtype, LEVELS, C_SKIP), _bias(device, dtype, LEVELS))
+
+    layer_macs = C_GATE * C_RES * 2 + (C_RES + C_SKIP) * half
+    head_macs = C_SKIP * C_SKIP + LEVELS * C_SKIP
+    params = layers * (layer_macs + C_GATE + C_RES + C_SKIP) + head_macs + LEVELS * C_RES
+    taps = GENERATE_STEPS * n * layers * 2 * C_RES  # each step reads one past input and writes one
+    element = torch.empty((), dtype=dtype).element_size()
+    implementations = {EAGER: eager_wavenet_generate, FASTGEN: fastgen_wavenet_generate}
+    return BenchCase(op="wavenet_generate", shape=f"2x15 layers {C_RES}/{C_GATE}/{C_SKIP} b{n} {GENERATE_STEPS} steps",
+                     dtype=dtype, mode=FORWARD, make_inputs=make, implementations=implementations,
+                     bytes_moved=(params + taps) * element, compile_from=None,
+                     check_implementations={k: _on_copied_states(f) for k, f in implementations.items()},
+                     flops=2 * GENERATE_STEPS * n * (layers * layer_macs + head_macs))
+
+
+def _row_case(dtype: torch.dtype) -> BenchCase:
+    n, c, w = PIXELCNN_BATCH, C_PIX, PIXELCNN_WIDTH
+
+    def make(device):
+        w_h = [_weight(device, dtype, 2 * c, 1 if i == 0 else c, 1, k // 2 + 1) for i, k in enumerate(PIXELCNN_KERNELS)]
+        return ([torch.randn(n, 2 * c, w, device=device).to(dtype) for _ in PIXELCNN_KERNELS],
+                torch.rand(n, 1, w, device=device).to(dtype), w_h, [_bias(device, dtype, 2 * c) for _ in w_h],
+                [_weight(device, dtype, c, c) for _ in w_h], [_bias(device, dtype, c) for _ in w_h],
+                ["A"] + ["B"] * (len(w_h) - 1), _weight(device, dtype, 2 * c, c), _bias(device, dtype, 2 * c),
+                _weight(device, dtype, LEVELS, 2 * c), _bias(device, dtype, LEVELS))
+
+    taps = sum(2 * c * (1 if i == 0 else c) * (k // 2 + 1) for i, k in enumerate(PIXELCNN_KERNELS))
+    macs = taps + len(PIXELCNN_KERNELS) * c * c + 2 * c * c + LEVELS * 2 * c  # per pixel: layers, residuals, head
+    links = len(PIXELCNN_KERNELS) * n * 2 * c * w
+    element = torch.empty((), dtype=dtype).element_size()
+    return BenchCase(op="pixelcnn_generate_row", shape=f"15 layers x {c} b{n} row of {w}", dtype=dtype,
+                     mode=FORWARD, make_inputs=make,
+                     implementations={EAGER: eager_generate_row, FASTGEN: fastgen_generate_row},
+                     bytes_moved=(macs + links) * element, compile_from=None, flops=2 * n * w * macs)
+
+
 @register_cases("steps")
 def step_cases(spec: CaseSpec) -> list[BenchCase]:
-    """wavenet_layer_step at batch 1 and 16 (64/128/256 channels, dilation 16384) and the two
-    Gated PixelCNN steps at batch 16 (64 channels, rows of 28); float32 (``--dtype`` to change).
+    """wavenet_layer_step at batch 1 and 16 (64/128/256 channels, dilation 16384), the two
+    Gated PixelCNN steps at batch 16 (64 channels, rows of 28), the fused WaveNet decoder at
+    batch 1 and 16 and the fused PixelCNN row at batch 16; float32 (``--dtype`` to change).
     ``--quick``: the batch-1 WaveNet step only."""
     dtypes = spec.dtypes or (torch.float32,)
     cases = []
@@ -140,4 +231,5 @@ def step_cases(spec: CaseSpec) -> list[BenchCase]:
         cases += [_wavenet_case(n, dtype) for n in (WAVENET_BATCHES[:1] if spec.quick else WAVENET_BATCHES)]
         if not spec.quick:
             cases += [_vertical_case(dtype), _horizontal_case(dtype)]
+            cases += [_generate_case(n, dtype) for n in WAVENET_BATCHES] + [_row_case(dtype)]
     return cases
