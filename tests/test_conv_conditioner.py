@@ -168,7 +168,7 @@ def test_gradcheck_with_dropout():
 def test_non_contiguous_inputs(device):
     """x as the channel half of a larger tensor (as a coupling passes it), and spatially transposed."""
     case = Case(3, 2, 5, 4, 6, 5, 4)
-    x, *weights = _inputs(case, torch.float64, device)
+    _, *weights = _inputs(case, torch.float64, device)
     wide = torch.randn(3, 5, 5, 4, dtype=torch.float64, device=device)
     half = wide[:, 1:3]
     assert not half.is_contiguous()
@@ -306,6 +306,16 @@ def test_module_with_dropout_draws_the_masks_while_training():
     assert not torch.equal(fused(x), first)  # fresh masks each call
     fused.eval()
     torch.testing.assert_close(fused(x), _plain_copy(fused).eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_module_with_dropout_where_the_kernel_does_not_run_uses_nn_dropout(monkeypatch):
+    fused = _perturbed(fnn.conv_conditioner(3, 4, hidden_channels=16, dropout=0.5))
+    monkeypatch.setattr(conditioner, "KERNEL_MAX_CHANNELS", 2)  # 3 input channels: the reference
+    x = torch.randn(4, 3, 4, 4)
+    torch.manual_seed(5)
+    actual = fused(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(actual, _plain_copy(fused)(x))  # nn.Dropout's draws
 
 
 def test_module_with_edited_layers_runs_them_one_by_one():

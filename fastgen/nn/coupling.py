@@ -20,6 +20,7 @@ from torch import nn
 
 from fastgen import ops
 from fastgen.ops._dispatch import accumulation_dtype
+from fastgen.ops.conditioner import kernel_runs
 from fastgen.reference.flows import SCALE_MAPS
 
 MASKS = ("channel", "checkerboard")
@@ -60,8 +61,9 @@ class ConvConditioner(nn.Sequential):
     dicts carry over), whose forward calls :func:`fastgen.ops.conv_conditioner` with the three
     convolutions' parameters (and, while training, the dropout probability): on the CPU one
     kernel forward and one backward instead of six library convolutions. It runs layer by layer
-    instead under autocast (whose per-layer dtype choices the op does not make) or when its
-    layers were edited into something else.
+    instead under autocast (whose per-layer dtype choices the op does not make), when its layers
+    were edited into something else, and with live dropout where the op's kernel does not run
+    (CUDA, wide inputs), so that nn.Dropout draws the masks on the device.
 
     Shapes
     ------
@@ -91,6 +93,8 @@ class ConvConditioner(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dropout = self._fused_dropout()
         if dropout is None or torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        if dropout > 0 and not kernel_runs(x):  # the op's reference would draw its masks on the host
             return super().forward(x)
         c1, c2, c3 = (m for m in self if isinstance(m, nn.Conv2d))
         return ops.conv_conditioner(x, c1.weight, c1.bias, c2.weight, c2.bias, c3.weight, c3.bias, dropout=dropout)

@@ -53,6 +53,11 @@ def check_conv_conditioner(x: object, w1: object, b1: object, w2: object, b2: ob
         check_bias(bias, weight.shape[0], x, name)
 
 
+def kernel_runs(x: torch.Tensor) -> bool:
+    """Whether :func:`conv_conditioner` runs the compiled kernel for ``x`` (else the reference)."""
+    return use_kernel("conv_conditioner", x) and x.shape[1] <= KERNEL_MAX_CHANNELS
+
+
 def _check_dropout(dropout: object) -> float:
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
@@ -84,7 +89,9 @@ def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
         Probability of zeroing each hidden unit after each ReLU (kept units scaled by
         1 / (1 - dropout)); 0 (default) for none. The masks come from fastgen's counter-based
         stream keyed by one seed per call (drawn inside the kernel, and again in the backward,
-        never stored): :func:`fastgen.reference.conditioner_dropout_masks` gives them.
+        never stored): :func:`fastgen.reference.conditioner_dropout_masks` gives them. Where the
+        reference runs, it builds those masks on the host (a slow path; ``ConvConditioner`` uses
+        ``nn.Dropout`` there instead).
     generator : torch.Generator, optional
         Source of that seed (default: torch's generator of x's device).
 
@@ -98,7 +105,7 @@ def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
         args = [None if t is None else t.float() for t in (x, w1, b1, w2, b2, w3, b3)]
         return conv_conditioner(*args, dropout=dropout, generator=generator).to(x.dtype)
     seed = draw_seed(x.device, check_generator(generator)) if dropout > 0 else None
-    if not use_kernel("conv_conditioner", x) or x.shape[1] > KERNEL_MAX_CHANNELS:
+    if not kernel_runs(x):
         keep = (None, None)
         if seed is not None:
             positions = x.shape[0] * x.shape[2] * x.shape[3]
