@@ -65,21 +65,21 @@ inline acc_t rounded(acc_t v) {
 }
 
 // Every product's inner dimension is split into kParts fixed parts (the gate channels for the
-// residual and skip products, the skip rows for the hidden layer, the hidden units for the
-// logits), summed part 0 + part 1 afterwards. A team of kParts threads computes one part each
-// and meets once per layer (plus twice for the head); a thread alone computes both parts in
-// turn. The arithmetic is the same either way: results do not depend on the thread count.
+// residual and skip products, the hidden units for the logits), summed part 0 + part 1
+// afterwards; the head's hidden layer is split by its outputs instead, the same units each part
+// then takes for the logits. A team of kParts threads computes one part each and meets once per
+// layer (plus once for the head); a thread alone computes both parts in turn. The arithmetic is
+// the same either way: results do not depend on the thread count.
 constexpr int kParts = 2;
 
 // One set of partial products of a block of B samples: part p's share of each split product.
 template <typename acc_t>
 struct Partials {
-  std::vector<acc_t> res[kParts], skip[kParts], hidden[kParts], logits[kParts];
-  Partials(int64_t B, int64_t R, int64_t S, int64_t H, int64_t levels) {
+  std::vector<acc_t> res[kParts], skip[kParts], logits[kParts];
+  Partials(int64_t B, int64_t R, int64_t S, int64_t levels) {
     constexpr int64_t pad = 16;  // parts written by different threads never share a cache line
     for (int p = 0; p < kParts; ++p) {
-      res[p].resize(B * R + pad), skip[p].resize(B * S + pad), hidden[p].resize(B * H + pad);
-      logits[p].resize(B * levels + pad);
+      res[p].resize(B * R + pad), skip[p].resize(B * S + pad), logits[p].resize(B * levels + pad);
     }
   }
 };
@@ -90,8 +90,8 @@ template <typename acc_t>
 struct TeamShared {
   Partials<acc_t> phase[2];
   SpinBarrier barrier;
-  TeamShared(int team, int64_t B, int64_t R, int64_t S, int64_t H, int64_t levels)
-      : phase{Partials<acc_t>(B, R, S, H, levels), Partials<acc_t>(B, R, S, H, levels)}, barrier(team) {}
+  TeamShared(int team, int64_t B, int64_t R, int64_t S, int64_t levels)
+      : phase{Partials<acc_t>(B, R, S, levels), Partials<acc_t>(B, R, S, levels)}, barrier(team) {}
 };
 
 // Rows [r0, r1) of M that part (or thread) `index` of `count` takes.
@@ -190,21 +190,21 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
       for (int64_t i = 0; i < B * R; ++i) x[i] = rounded<w_t>(x[i] + (out.res[0][i] + out.res[1][i]));
       if (last) sum_parts<w_t>(out.skip[0], out.skip[1], B * S, skips.data());
     }
+    // The head, split by hidden units: part p computes hidden units [h0, h1) over every skip
+    // channel (each thread holds the summed skips), then those units' share of the logits, so
+    // the head needs one meeting, not two.
     Partials<acc_t>* out = &sh.phase[phase & 1];
     for (int64_t i = 0; i < B * S; ++i) relu_skips[i] = std::max(skips[i], acc_t(0));
     for (int part = tid; part < kParts; part += team) {
-      int64_t s0, s1;
-      row_range(S, part, kParts, s0, s1);
-      matvec_t_block(wh + s0 * H, relu_skips.data() + s0, S, B, H, s1 - s0, 0, H, part == 0 ? bh : nullptr, false,
-                     out->hidden[part].data(), H);
-    }
-    meet();  // the hidden layer's parts written
-    sum_parts<w_t>(out->hidden[0], out->hidden[1], B * H, relu_hidden.data());
-    for (acc_t& v : relu_hidden) v = std::max(v, acc_t(0));
-    out = &sh.phase[phase & 1];
-    for (int part = tid; part < kParts; part += team) {
       int64_t h0, h1;
       row_range(H, part, kParts, h0, h1);
+      matvec_t_block(wh, relu_skips.data(), S, B, H, S, h0, h1, bh, false, relu_hidden.data(), H);
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t j = h0; j < h1; ++j) {
+          acc_t& v = relu_hidden[b * H + j];
+          v = std::max(rounded<w_t>(v), acc_t(0));
+        }
+      }
       matvec_t_block(wo + h0 * levels, relu_hidden.data() + h0, H, B, levels, h1 - h0, 0, levels,
                      part == 0 ? bo : nullptr, false, out->logits[part].data(), levels);
     }
@@ -236,7 +236,7 @@ void generate_all(const std::vector<LayerView<w_t>>& views, int64_t N, const w_t
   };
   if (blocks >= threads || threads < kParts) {
     at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-      TeamShared<acc_t> sh(1, kSampleBlock, R, S, H, levels);
+      TeamShared<acc_t> sh(1, kSampleBlock, R, S, levels);
       for (int64_t blk = b0; blk < b1; ++blk) run(blk, sh, 0, 1);
     });
     return;
@@ -249,7 +249,7 @@ void generate_all(const std::vector<LayerView<w_t>>& views, int64_t N, const w_t
     const int granted = omp_get_num_threads(), team = granted >= kParts ? kParts : 1, used = granted / team * team;
 #pragma omp single
     for (int i = 0; i < used / team; ++i) {
-      shared.push_back(std::make_unique<TeamShared<acc_t>>(team, kSampleBlock, R, S, H, levels));
+      shared.push_back(std::make_unique<TeamShared<acc_t>>(team, kSampleBlock, R, S, levels));
     }
     const int me = omp_get_thread_num();
     for (int64_t blk = me / team; me < used && blk < blocks; blk += used / team) {
