@@ -14,9 +14,10 @@
 // and backward the adjoints: G[p, tap*C_out + o] = gy[n, o, p - s_tap] (shifted gather), then
 // dW3z = h2^T G, dh2 = (G W3z^T) * [h2 > 0], dW2 = dh2^T h1, dh1 = (dh2 W2) * [h1 > 0],
 // dW1 = dh1^T A1, dx = col2im(dh1 W1) written as a gather (no atomics).
-// P = N*H*W rows of every matrix are (n, h, w) in that order. The GEMMs go to BLAS through ATen,
-// each thread running the whole chain on its own block of samples (see kParts). float32 and float64 only (the Python
-// wrapper runs the reference for other dtypes).
+// P = N*H*W rows of every matrix are (n, h, w) in that order (conditioner_layout.h moves the data
+// between that layout and NCHW). The GEMMs go to BLAS through ATen, each thread running the whole
+// chain on its own block of samples (see kParts). float32 and float64 only (the Python wrapper
+// computes float16/bfloat16 in float32).
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -25,6 +26,7 @@
 #include <ATen/ops/sum.h>
 #include <torch/library.h>
 
+#include "conditioner_layout.h"
 #include "conv_common.h"
 #include "dropout_mask.h"
 
@@ -73,16 +75,6 @@ void check_inputs(const Tensor& x, const Tensor& w1, const Tensor& w2, const Ten
   check_weight(w3, "w3", x, w2.size(0), true, "(C_out, H2, k3, k3)");
 }
 
-// The sizes every loop needs.
-struct Dims {
-  int64_t N, C_in, H, W, k1, k3, C_out;
-  int64_t positions() const { return N * H * W; }
-};
-
-Dims dims_of(const Tensor& x, const Tensor& w1, const Tensor& w3) {
-  return {x.size(0), x.size(1), x.size(2), x.size(3), w1.size(2), w3.size(2), w3.size(0)};
-}
-
 // The samples are cut into kParts fixed blocks, one per thread, and each block runs the whole
 // forward (or backward) on its own rows: BLAS does not thread products this small (a
 // 1024 x 64 x 64 product takes as long on two threads as on one), one parallel region per op
@@ -107,105 +99,6 @@ int64_t for_each_sample_block(int64_t samples, const Fn& fn) {
       fn(part, std::min(samples, part * chunk), std::min(samples, (part + 1) * chunk));
   });
   return parts;
-}
-
-// im2col of samples [n0, n1): A (rows of those samples, C_in*k*k), A[(n, h, w), c*k*k + ky*k + kx] =
-// x[n, c, h + ky - r, w + kx - r] or 0 outside the image. x is read through its strides (a channel
-// slice needs no copy).
-template <typename T>
-void im2col(const Tensor& x, const Dims& d, int64_t n0, int64_t n1, T* out) {
-  const int64_t k = d.k1, r = k / 2, kk = k * k, cols = d.C_in * kk;
-  const T* xp = x.const_data_ptr<T>();
-  const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t h = 0; h < d.H; ++h)
-      for (int64_t w = 0; w < d.W; ++w) {
-        T* row = out + (((n - n0) * d.H + h) * d.W + w) * cols;
-        for (int64_t c = 0; c < d.C_in; ++c) {
-          const T* plane = xp + n * sn + c * sc;
-          for (int64_t ky = 0; ky < k; ++ky) {
-            const int64_t hh = h + ky - r;
-            for (int64_t kx = 0; kx < k; ++kx) {
-              const int64_t ww = w + kx - r;
-              const bool inside = hh >= 0 && hh < d.H && ww >= 0 && ww < d.W;
-              *row++ = inside ? plane[hh * sh + ww * sw] : T(0);
-            }
-          }
-        }
-      }
-}
-
-// The adjoint of im2col for samples [n0, n1): dx[n, c, h, w] = sum over taps of
-// dA[(n, h - ky + r, w - kx + r), c*k*k + tap] (a gather: no two writes meet).
-template <typename T>
-void col2im(const T* dA, const Dims& d, int64_t n0, int64_t n1, T* dx) {
-  const int64_t k = d.k1, r = k / 2, kk = k * k, cols = d.C_in * kk;
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t c = 0; c < d.C_in; ++c)
-      for (int64_t h = 0; h < d.H; ++h)
-        for (int64_t w = 0; w < d.W; ++w) {
-          T sum = 0;
-          for (int64_t ky = 0; ky < k; ++ky) {
-            const int64_t hp = h - ky + r;
-            if (hp < 0 || hp >= d.H) continue;
-            for (int64_t kx = 0; kx < k; ++kx) {
-              const int64_t wp = w - kx + r;
-              if (wp < 0 || wp >= d.W) continue;
-              sum += dA[(((n - n0) * d.H + hp) * d.W + wp) * cols + c * kk + ky * k + kx];
-            }
-          }
-          dx[((n * d.C_in + c) * d.H + h) * d.W + w] = sum;
-        }
-}
-
-// W3z (H2, k*k*C_out), W3z[c, tap*C_out + o] = w3[o, c, tap]: conv3's weight as one matrix whose
-// product with h2 gives every tap's contribution at once.
-Tensor tap_major(const Tensor& w3) {
-  const int64_t C_out = w3.size(0), H2 = w3.size(1), kk = w3.size(2) * w3.size(3);
-  return w3.reshape({C_out, H2, kk}).permute({1, 2, 0}).reshape({H2, kk * C_out});
-}
-
-// For samples [n0, n1): y[n, o, h, w] = b3[o] + sum over in-bounds taps of
-// Z[(n, h + ky - r, w + kx - r), tap*C_out + o]; acc is scratch of C_out values.
-template <typename T>
-void shifted_sum(const T* Z, const T* bias, const Dims& d, int64_t n0, int64_t n1, T* acc, T* y) {
-  const int64_t k = d.k3, r = k / 2, cols = k * k * d.C_out, plane = d.H * d.W;
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t h = 0; h < d.H; ++h)
-      for (int64_t w = 0; w < d.W; ++w) {
-        for (int64_t o = 0; o < d.C_out; ++o) acc[o] = bias ? bias[o] : T(0);
-        for (int64_t ky = 0; ky < k; ++ky) {
-          const int64_t hh = h + ky - r;
-          if (hh < 0 || hh >= d.H) continue;
-          for (int64_t kx = 0; kx < k; ++kx) {
-            const int64_t ww = w + kx - r;
-            if (ww < 0 || ww >= d.W) continue;
-            const T* z = Z + (((n - n0) * d.H + hh) * d.W + ww) * cols + (ky * k + kx) * d.C_out;
-            for (int64_t o = 0; o < d.C_out; ++o) acc[o] += z[o];
-          }
-        }
-        T* out = y + n * d.C_out * plane + h * d.W + w;
-        for (int64_t o = 0; o < d.C_out; ++o) out[o * plane] = acc[o];
-      }
-}
-
-// The adjoint of shifted_sum for samples [n0, n1): G[(n, h, w), tap*C_out + o] =
-// gy[n, o, h - ky + r, w - kx + r] or 0.
-template <typename T>
-void shifted_gather(const T* gy, const Dims& d, int64_t n0, int64_t n1, T* G) {
-  const int64_t k = d.k3, r = k / 2, plane = d.H * d.W;
-  for (int64_t n = n0; n < n1; ++n)
-    for (int64_t h = 0; h < d.H; ++h)
-      for (int64_t w = 0; w < d.W; ++w)
-        for (int64_t ky = 0; ky < k; ++ky) {
-          const int64_t hs = h - ky + r;
-          for (int64_t kx = 0; kx < k; ++kx) {
-            const int64_t ws = w - kx + r;
-            const bool inside = hs >= 0 && hs < d.H && ws >= 0 && ws < d.W;
-            const T* src = gy + n * d.C_out * plane + hs * d.W + ws;
-            for (int64_t o = 0; o < d.C_out; ++o) *G++ = inside ? src[o * plane] : T(0);
-          }
-        }
 }
 
 // t = relu(t + bias) * keep over the rows of a (rows, cols) block; bias and keep (the tile's
@@ -301,7 +194,7 @@ std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tenso
   check_bias(b1, "b1", w1);
   check_bias(b2, "b2", w2);
   check_bias(b3, "b3", w3);
-  const Dims d = dims_of(x, w1, w3);
+  const ConditionerDims d = dims_of(x, w1, w3);
   const int64_t plane = d.H * d.W, H1 = w1.size(0), H2 = w2.size(0);
   const Dropout drop = dropout_of(dropout, seed, x, d.positions(), H1);
   const Tensor w1t = w1.reshape({H1, -1}).t(), w2t = w2.reshape({H2, H1}).t(), w3z = tap_major(w3).contiguous();
@@ -343,7 +236,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> conv_conditio
     const Tensor& w3, double dropout, const std::optional<Tensor>& seed) {
   check_inputs(x, w1, w2, w3);
   BelowAutograd below;  // as in the forward
-  const Dims d = dims_of(x, w1, w3);
+  const ConditionerDims d = dims_of(x, w1, w3);
   TORCH_CHECK(grad_y.sizes() == at::IntArrayRef({d.N, d.C_out, d.H, d.W}) && grad_y.scalar_type() == x.scalar_type(),
               "fastgen: grad_y must be (N, C_out, H, W) = (", d.N, ", ", d.C_out, ", ", d.H, ", ", d.W,
               ") of x's dtype, got ", grad_y.sizes(), " ", grad_y.scalar_type());
