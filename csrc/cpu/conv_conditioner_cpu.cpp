@@ -26,6 +26,7 @@
 #include <ATen/ops/sum.h>
 #include <torch/library.h>
 
+#include "../conv_checks.h"
 #include "conditioner_layout.h"
 #include "conv_common.h"
 #include "dropout_mask.h"
@@ -44,9 +45,7 @@ using at::Tensor;
 void check_weight(const Tensor& w, const char* name, const Tensor& x, int64_t in_channels, bool square_odd,
                   const char* layout) {
   TORCH_CHECK(w.dim() == 4, "fastgen: ", name, " must be 4-D ", layout, ", got shape ", w.sizes());
-  TORCH_CHECK(w.scalar_type() == x.scalar_type() && w.device() == x.device(), "fastgen: ", name,
-              " must have the dtype and device of x (", x.scalar_type(), ", ", x.device(), "), got ",
-              w.scalar_type(), ", ", w.device());
+  check_like_x(w, name, x);
   TORCH_CHECK(w.size(0) >= 1 && w.size(1) == in_channels, "fastgen: ", name, " must have shape ", layout,
               " with ", in_channels, " input channels (dim 1), got ", w.sizes());
   if (square_odd) {
@@ -55,14 +54,6 @@ void check_weight(const Tensor& w, const char* name, const Tensor& x, int64_t in
   } else {
     TORCH_CHECK(w.size(2) == 1 && w.size(3) == 1, "fastgen: ", name, " must be a 1x1 kernel, got ", w.sizes());
   }
-}
-
-void check_bias(const std::optional<Tensor>& b, const char* name, const Tensor& w) {
-  if (!b) return;
-  TORCH_CHECK(b->dim() == 1 && b->size(0) == w.size(0), "fastgen: ", name, " must have shape (", w.size(0),
-              ",), got ", b->sizes());
-  TORCH_CHECK(b->scalar_type() == w.scalar_type() && b->device() == w.device(), "fastgen: ", name,
-              " must have the dtype and device of x");
 }
 
 void check_inputs(const Tensor& x, const Tensor& w1, const Tensor& w2, const Tensor& w3) {
@@ -88,17 +79,19 @@ constexpr int64_t kTileRows = 512;
 
 int64_t samples_per_tile(int64_t plane) { return std::max<int64_t>(1, kTileRows / std::max<int64_t>(plane, 1)); }
 
-// fn(part, first_sample, end_sample) for each block of samples, in parallel.
+// How many blocks `samples` samples are cut into (one when there are fewer than kParts).
+int64_t sample_blocks(int64_t samples) { return std::min<int64_t>(kParts, std::max<int64_t>(samples, 1)); }
+
+// fn(part, first_sample, end_sample) for each of the sample_blocks(samples) blocks, in parallel.
 template <typename Fn>
-int64_t for_each_sample_block(int64_t samples, const Fn& fn) {
-  const int64_t parts = std::min<int64_t>(kParts, std::max<int64_t>(samples, 1));
+void for_each_sample_block(int64_t samples, const Fn& fn) {
+  const int64_t parts = sample_blocks(samples);
   const int64_t chunk = (samples + parts - 1) / parts;
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     BelowAutograd below_in_worker;  // a worker thread's dispatch state is the default one
     for (int64_t part = begin; part < end; ++part)
       fn(part, std::min(samples, part * chunk), std::min(samples, (part + 1) * chunk));
   });
-  return parts;
 }
 
 // t = relu(t + bias) * keep over the rows of a (rows, cols) block; bias and keep (the tile's
@@ -175,9 +168,13 @@ Dropout dropout_of(double p, const std::optional<Tensor>& seed, const Tensor& x,
 // out = a @ b into a preallocated (a.rows, b.cols) view.
 void mm_into(Tensor out, const Tensor& a, const Tensor& b) { at::mm_out(out, a, b); }
 
-const Tensor& optional_contiguous(const std::optional<Tensor>& t, Tensor& keep) {
-  if (t) keep = t->contiguous();
-  return keep;
+// A contiguous copy (or view) of an optional bias, undefined when there is none.
+Tensor contiguous_or_undefined(const std::optional<Tensor>& t) { return t ? t->contiguous() : Tensor(); }
+
+// The data of a tensor that may be undefined (a missing bias), or null.
+template <typename T>
+const T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
 // (y, h1, h2): the output (N, C_out, H, W) and the two hidden activations after their ReLUs
@@ -191,17 +188,17 @@ std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tenso
   // The products below write into slices of preallocated outputs (mm_out), which autograd
   // refuses for weights that require grad; this op's autograd is registered separately.
   BelowAutograd below;
-  check_bias(b1, "b1", w1);
-  check_bias(b2, "b2", w2);
-  check_bias(b3, "b3", w3);
+  check_wavenet_bias(b1, "b1", w1.size(0), x);
+  check_wavenet_bias(b2, "b2", w2.size(0), x);
+  check_wavenet_bias(b3, "b3", w3.size(0), x);
   const ConditionerDims d = dims_of(x, w1, w3);
   const int64_t plane = d.H * d.W, H1 = w1.size(0), H2 = w2.size(0);
   const Dropout drop = dropout_of(dropout, seed, x, d.positions(), H1);
   const Tensor w1t = w1.reshape({H1, -1}).t(), w2t = w2.reshape({H2, H1}).t(), w3z = tap_major(w3).contiguous();
   Tensor y = at::empty({d.N, d.C_out, d.H, d.W}, x.options());
   Tensor h1 = at::empty({d.positions(), H1}, x.options()), h2 = at::empty({d.positions(), H2}, x.options());
-  Tensor kb1, kb2, kb3;
-  optional_contiguous(b1, kb1), optional_contiguous(b2, kb2), optional_contiguous(b3, kb3);
+  const Tensor kb1 = contiguous_or_undefined(b1), kb2 = contiguous_or_undefined(b2),
+               kb3 = contiguous_or_undefined(b3);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_conditioner", [&] {
     using T = scalar_t;
     for_each_sample_block(d.N, [&](int64_t, int64_t n0, int64_t n1) {
@@ -216,13 +213,13 @@ std::tuple<Tensor, Tensor, Tensor> conv_conditioner(const Tensor& x, const Tenso
         im2col<T>(x, d, t0, t1, A1t.mutable_data_ptr<T>());
         Tensor h1t = h1.narrow(0, t0 * plane, rows), h2t = h2.narrow(0, t0 * plane, rows);
         mm_into(h1t, A1t, w1t);
-        bias_relu<T>(h1t.mutable_data_ptr<T>(), b1 ? kb1.const_data_ptr<T>() : nullptr,
+        bias_relu<T>(h1t.mutable_data_ptr<T>(), data_or_null<T>(kb1),
                      drop.rows<T>(1, t0 * plane, rows, H1, keep, bits), rows, H1);
         mm_into(h2t, h1t, w2t);
-        bias_relu<T>(h2t.mutable_data_ptr<T>(), b2 ? kb2.const_data_ptr<T>() : nullptr,
+        bias_relu<T>(h2t.mutable_data_ptr<T>(), data_or_null<T>(kb2),
                      drop.rows<T>(2, t0 * plane, rows, H2, keep, bits), rows, H2);
         mm_into(Zt, h2t, w3z);
-        shifted_sum<T>(Zt.const_data_ptr<T>(), b3 ? kb3.const_data_ptr<T>() : nullptr, d, t0, t1, acc.data(),
+        shifted_sum<T>(Zt.const_data_ptr<T>(), data_or_null<T>(kb3), d, t0, t1, acc.data(),
                        y.mutable_data_ptr<T>());
       }
     });
@@ -250,7 +247,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> conv_conditio
   const Dropout drop = dropout_of(dropout, seed, x, d.positions(), H1);
   const Tensor gy = grad_y.contiguous();
   const Tensor w1m = w1.reshape({H1, cols1}), w2m = w2.reshape({H2, H1}), w3z = tap_major(w3).contiguous();
-  const int64_t parts = std::min<int64_t>(kParts, std::max<int64_t>(d.N, 1));
+  const int64_t parts = sample_blocks(d.N);
   // Per block: the weight gradients (as the products give them) and the bias gradients.
   Tensor gw3z = at::empty({parts, H2, taps3}, x.options()), gw2 = at::empty({parts, H2, H1}, x.options());
   Tensor gw1 = at::empty({parts, H1, cols1}, x.options());

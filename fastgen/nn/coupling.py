@@ -92,9 +92,9 @@ class ConvConditioner(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dropout = self._fused_dropout()
-        if dropout is None or torch.is_autocast_enabled(x.device.type):
-            return super().forward(x)
-        if dropout > 0 and not kernel_runs(x):  # the op's reference would draw its masks on the host
+        # Under autocast, and with dropout where the kernel does not run (the op's reference would
+        # draw its masks on the host), the layers run one by one.
+        if dropout is None or torch.is_autocast_enabled(x.device.type) or (dropout > 0 and not kernel_runs(x)):
             return super().forward(x)
         c1, c2, c3 = (m for m in self if isinstance(m, nn.Conv2d))
         return ops.conv_conditioner(x, c1.weight, c1.bias, c2.weight, c2.bias, c3.weight, c3.bias, dropout=dropout)

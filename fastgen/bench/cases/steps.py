@@ -67,11 +67,13 @@ def fastgen_horizontal_step(state, x, link, w_h, b_h, w_res, b_res):
 
 
 def _on_a_copy(fn: Callable, state_index: int) -> Callable:
-    """``fn`` run on a copy of its state argument (for the correctness check)."""
+    """``fn`` run on a copy of its state argument, a tensor or a list of them (for the
+    correctness check)."""
 
     def run(*args):
         args = list(args)
-        args[state_index] = args[state_index].clone()
+        state = args[state_index]
+        args[state_index] = [s.clone() for s in state] if isinstance(state, list) else state.clone()
         return fn(*args)
 
     return run
@@ -89,12 +91,15 @@ def _bias(device, dtype, size):
 
 
 def _case(op: str, label: str, dtype: torch.dtype, make_inputs, eager, fastgen, elements: int, flops: int,
-          state_index: int = 0) -> BenchCase:
+          state_index: int | None = 0, compiled: bool = True) -> BenchCase:
+    """A forward case; ``state_index``: the argument updated in place (None: none), which the
+    correctness check copies; ``compiled``: whether to add torch.compile of eager."""
     element = torch.empty((), dtype=dtype).element_size()
+    checks = None if state_index is None else {EAGER: _on_a_copy(eager, state_index),
+                                               FASTGEN: _on_a_copy(fastgen, state_index)}
     return BenchCase(op=op, shape=label, dtype=dtype, mode=FORWARD, make_inputs=make_inputs,
                      implementations={EAGER: eager, FASTGEN: fastgen}, bytes_moved=elements * element,
-                     check_implementations={EAGER: _on_a_copy(eager, state_index),
-                                            FASTGEN: _on_a_copy(fastgen, state_index)}, flops=flops)
+                     check_implementations=checks, flops=flops, compile_from=EAGER if compiled else None)
 
 
 def _wavenet_case(n: int, dtype: torch.dtype) -> BenchCase:
@@ -158,15 +163,6 @@ def fastgen_generate_row(links, uniforms, w_h, b_h, w_res, b_res, masks, wh, bh,
     return ops.pixelcnn_generate_row(links, uniforms, w_h, b_h, w_res, b_res, masks, wh, bh, wo, bo, levels=LEVELS)
 
 
-def _on_copied_states(fn: Callable) -> Callable:
-    """``fn`` run on copies of its ring buffers (argument 0, a list), for the correctness check."""
-
-    def run(states, *args):
-        return fn([s.clone() for s in states], *args)
-
-    return run
-
-
 def _generate_case(n: int, dtype: torch.dtype) -> BenchCase:
     half, layers = C_GATE // 2, len(WAVENET_DILATIONS)
 
@@ -189,13 +185,9 @@ def _generate_case(n: int, dtype: torch.dtype) -> BenchCase:
     head_macs = C_SKIP * C_SKIP + LEVELS * C_SKIP
     params = layers * (layer_macs + C_GATE + C_RES + C_SKIP) + head_macs + LEVELS * C_RES
     taps = GENERATE_STEPS * n * layers * 2 * C_RES  # each step reads one past input and writes one
-    element = torch.empty((), dtype=dtype).element_size()
-    implementations = {EAGER: eager_wavenet_generate, FASTGEN: fastgen_wavenet_generate}
-    return BenchCase(op="wavenet_generate", shape=f"2x15 layers {C_RES}/{C_GATE}/{C_SKIP} b{n} {GENERATE_STEPS} steps",
-                     dtype=dtype, mode=FORWARD, make_inputs=make, implementations=implementations,
-                     bytes_moved=(params + taps) * element, compile_from=None,
-                     check_implementations={k: _on_copied_states(f) for k, f in implementations.items()},
-                     flops=2 * GENERATE_STEPS * n * (layers * layer_macs + head_macs))
+    return _case("wavenet_generate", f"2x15 layers {C_RES}/{C_GATE}/{C_SKIP} b{n} {GENERATE_STEPS} steps", dtype,
+                 make, eager_wavenet_generate, fastgen_wavenet_generate, params + taps,
+                 2 * GENERATE_STEPS * n * (layers * layer_macs + head_macs), state_index=0, compiled=False)
 
 
 def _row_case(dtype: torch.dtype) -> BenchCase:
@@ -212,11 +204,8 @@ def _row_case(dtype: torch.dtype) -> BenchCase:
     taps = sum(2 * c * (1 if i == 0 else c) * (k // 2 + 1) for i, k in enumerate(PIXELCNN_KERNELS))
     macs = taps + len(PIXELCNN_KERNELS) * c * c + 2 * c * c + LEVELS * 2 * c  # per pixel: layers, residuals, head
     links = len(PIXELCNN_KERNELS) * n * 2 * c * w
-    element = torch.empty((), dtype=dtype).element_size()
-    return BenchCase(op="pixelcnn_generate_row", shape=f"15 layers x {c} b{n} row of {w}", dtype=dtype,
-                     mode=FORWARD, make_inputs=make,
-                     implementations={EAGER: eager_generate_row, FASTGEN: fastgen_generate_row},
-                     bytes_moved=(macs + links) * element, compile_from=None, flops=2 * n * w * macs)
+    return _case("pixelcnn_generate_row", f"15 layers x {c} b{n} row of {w}", dtype, make, eager_generate_row,
+                 fastgen_generate_row, macs + links, 2 * n * w * macs, state_index=None, compiled=False)
 
 
 @register_cases("steps")
