@@ -28,6 +28,7 @@ the same values as the cached run. Prints a markdown table and writes results.js
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import json
@@ -39,6 +40,7 @@ import torch
 
 import fastgen
 from fastgen.models import PixelCNN, WaveNet
+from fastgen.ops._step_registration import cuda_decoder_built
 
 SAMPLE_RATE = 16000
 
@@ -76,7 +78,12 @@ def wavenet_rows(batches: tuple[int, ...], wave_steps: int, naive_steps: int) ->
         steps_s, step_codes = _timed(lambda: model.sample(n, wave_steps // 4, uniforms=u[:, :wave_steps // 4],
                                                           fused=False))
         steps_per_step = steps_s / (wave_steps // 4)
-        graph_per_step = None
+        graph_per_step = triton_per_step = None
+        if DEVICE.type == "cuda" and cuda_decoder_built():  # the Triton decoder, for comparison
+            with _triton_decoder():
+                triton_s, triton_codes = min((_timed(lambda: model.sample(n, wave_steps, uniforms=u))
+                                              for _ in range(2)), key=lambda timed: timed[0])
+            triton_per_step = triton_s / wave_steps
         if DEVICE.type == "cuda":  # the step loop captured in a CUDA graph
             model.sample(n, 4, uniforms=u[:, :4], cuda_graph=True)
             graph_s, _ = _timed(lambda: model.sample(n, wave_steps, uniforms=u, cuda_graph=True))
@@ -93,6 +100,9 @@ def wavenet_rows(batches: tuple[int, ...], wave_steps: int, naive_steps: int) ->
             "step_ops_samples_per_s": n / steps_per_step,
             "cuda_graph_samples_per_s": None if graph_per_step is None else n / graph_per_step,
             "real_time_factor_cuda_graph": graph_per_step * SAMPLE_RATE if graph_per_step and n == 1 else None,
+            "triton_decoder_samples_per_s": None if triton_per_step is None else n / triton_per_step,
+            "real_time_factor_triton_decoder": triton_per_step * SAMPLE_RATE if triton_per_step and n == 1 else None,
+            "triton_decoder_equal_fused": None if triton_per_step is None else bool(torch.equal(triton_codes, codes)),
             "naive_samples_per_s": n / naive_per_step, "speedup": naive_per_step / cached_per_step,
             "real_time_factor": cached_per_step * SAMPLE_RATE if n == 1 else None,
             "real_time_factor_step_ops": steps_per_step * SAMPLE_RATE if n == 1 else None,
@@ -103,6 +113,26 @@ def wavenet_rows(batches: tuple[int, ...], wave_steps: int, naive_steps: int) ->
         })
         print(rows[-1], flush=True)
     return rows
+
+
+@contextlib.contextmanager
+def _triton_decoder():
+    """WaveNet.sample's fused path on the persistent Triton decoder instead of the CUDA one."""
+    from fastgen.models import wavenet as wavenet_module
+    from fastgen.triton_kernels import wavenet_decoder
+
+    def triton_generate(states, first_input, uniforms, embedding, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip,
+                        dilations, w_hidden, b_hidden, w_out, b_out, *, cond=None, w_cond=None, start=0):
+        return wavenet_decoder.wavenet_generate(
+            states, first_input, uniforms, embedding, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip,
+            w_cond or [None] * len(states), dilations, w_hidden, b_hidden, w_out, b_out, cond, start)
+
+    original = wavenet_module.wavenet_generate
+    wavenet_module.wavenet_generate = triton_generate
+    try:
+        yield
+    finally:
+        wavenet_module.wavenet_generate = original
 
 
 @torch.no_grad()
@@ -210,6 +240,13 @@ def _markdown(wave: list[dict], pixel: list[dict], env: dict) -> str:
         lines.append(f"| {r['batch']} | {r['naive_samples_per_s']:.3g} | {r['step_ops_samples_per_s']:.4g} | "
                      f"{r['cached_samples_per_s']:.4g} | {r['speedup']:.0f}x | {rtf} | {same} |")
     for r in wave:
+        if r.get("triton_decoder_samples_per_s"):
+            rtf = r["real_time_factor_triton_decoder"]
+            lines.append(f"\nBatch {r['batch']}, the fused column is the CUDA decoder; the persistent Triton decoder: "
+                         f"{r['triton_decoder_samples_per_s']:.4g} samples/s" + (f", real-time factor {rtf:.3f}" if rtf
+                                                                                  else "")
+                         + f", same codes as the CUDA decoder: {r['triton_decoder_equal_fused']}")
+    for r in wave:
         if r.get("cuda_graph_samples_per_s"):
             rtf = r["real_time_factor_cuda_graph"]
             lines.append(f"\nBatch {r['batch']}, step loop in a CUDA graph: {r['cuda_graph_samples_per_s']:.4g} samples/s"
@@ -238,8 +275,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small step counts (a smoke run)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (the fused WaveNet decoder is CPU-only: "
-                        "on a GPU cached sampling uses the step ops)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (on cuda the fused WaveNet decoder is the "
+                        "persistent CUDA kernel where built, also timed against the Triton one, else Triton)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu-2core-20261130/autoregressive_sampling"))
     args = parser.parse_args()
     global DEVICE

@@ -6,8 +6,9 @@
 #   bash scripts/gpu_check.sh [OUT_DIR]
 #
 # It keeps going after a failing step so the report shows every result; the exit code is
-# non-zero if any step failed. The steps run most-valuable first (build, the CUDA and Triton
-# tests, the GPU benchmarks, then the CPU-only tests CI also runs), and with
+# non-zero if any step failed. The steps run most-valuable first (build, the compiled CUDA
+# kernels' tests, the sampling benchmark, the CUDA and Triton tests, the GPU benchmarks, then the
+# CPU-only tests CI also runs), and with
 # FASTGEN_GPU_CHECK_BUDGET_S=N the whole script stops after about N seconds: a step that would
 # run past it is cut off (exit 124) and later steps are skipped, so a time-boxed GPU lease
 # still brings back a report. FASTGEN_CUDA_ARCHS=9.0 builds for Hopper only (faster).
@@ -49,14 +50,18 @@ step "fastgen info" info.txt "$python" -m fastgen info
 # Triton JIT-compiles per test: spread them over processes when pytest-xdist is there.
 parallel=""
 if "$python" -c "import xdist" 2>/dev/null; then parallel="-n 8"; fi
+# The compiled CUDA kernels first (seconds), then the sampling benchmark that times the CUDA
+# WaveNet decoder against the Triton one and the step ops: the checks nothing else can make.
+step "compiled CUDA kernels" tests_compiled_cuda.log env FASTGEN_REQUIRE_EXT=1 "$python" -m pytest -q -rs \
+  tests/test_wavenet_decoder_cuda.py tests/test_gaussian_cuda.py
+step "autoregressive sampling (cuda)" sampling_cuda.log \
+  "$python" benchmarks/autoregressive_sampling.py --device cuda --out "$out/autoregressive_sampling"
 step "tests on CUDA and Triton" tests_cuda.log env FASTGEN_REQUIRE_EXT=1 "$python" -m pytest -q -rs $parallel -k "cuda or triton"
 families="steps flows masked_conv wavenet pixelcnn gaussian conv"  # the newest first: the budget may end the list
 for family in $families; do
   step "benchmarks ($family, cuda)" "bench_cuda_$family.log" \
     "$python" -m fastgen bench --device cuda --ops "$family" --no-progress --out "$out/bench-cuda-$family"
 done
-step "autoregressive sampling (cuda)" sampling_cuda.log \
-  "$python" benchmarks/autoregressive_sampling.py --device cuda --out "$out/autoregressive_sampling"
 step "rest of the test suite" tests_rest.log env FASTGEN_REQUIRE_EXT=1 "$python" -m pytest -q -rs -k "not (cuda or triton)"
 step "nvcc compile check" nvcc_check.log bash scripts/nvcc_check.sh
 step "benchmarks (cpu, quick)" bench_cpu.log "$python" -m fastgen bench --quick --device cpu --no-progress --out "$out/bench-cpu"
@@ -70,7 +75,7 @@ step "benchmarks (cpu, quick)" bench_cpu.log "$python" -m fastgen bench --quick 
   echo
   cat "$out/steps.md"
   echo
-  for log in tests_cuda.log tests_rest.log; do
+  for log in tests_compiled_cuda.log tests_cuda.log tests_rest.log; do
     echo "## Tests: $log"
     echo '```'
     tail -n 25 "$out/$log" 2>/dev/null

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Compile-check every kernels/**/*.cu with nvcc alone: no torch, no GPU, so it runs in CI.
+# Compile-check every kernels/**/*.cu with nvcc alone: no torch, no GPU, so it runs in CI; then
+# parse the torch glue of csrc/cuda/ with the host compiler (below).
 #
 # Each file is compiled to a throwaway object for every arch in FASTGEN_CUDA_ARCHS (default
 # "80;90"; "8.0;9.0" and "80,90" are accepted too), with warnings as errors (nvcc's and the host
@@ -59,8 +60,38 @@ for src in "${sources[@]}"; do
   fi
 done
 
+# The torch glue of csrc/cuda/ is compiled only where torch has CUDA; parse it here with the host
+# compiler against this torch's headers (CPU wheels ship c10/cuda and ATen/cuda headers, less one
+# generated file, stubbed) and the CUDA toolkit's, so its errors show before a GPU machine does.
+glue=(csrc/cuda/*.cpp)
+torch_include="$(python -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))' \
+  2>/dev/null || true)"
+cuda_include=""
+for dir in "${CUDA_HOME:-/nonexistent}/include" /usr/local/cuda/include "$(dirname "$(command -v nvcc)")/../include"; do
+  if [[ -f "$dir/cuda_runtime.h" ]]; then cuda_include="$dir"; break; fi
+done
+if [[ -n "$torch_include" && -n "$cuda_include" && -e "${glue[0]}" ]]; then
+  mkdir -p "$tmp/stub/c10/cuda/impl"
+  echo '#pragma once' >"$tmp/stub/c10/cuda/impl/cuda_cmake_macros.h"
+  python_include="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  for src in "${glue[@]}"; do
+    start=$SECONDS
+    if g++ -fsyntax-only -std=c++17 -w -DFASTGEN_WITH_CUDA -I"$torch_include" \
+        -I"$torch_include/torch/csrc/api/include" -I"$cuda_include" -I"$tmp/stub" -I"$python_include" \
+        -Ikernels/include "$src" >"$tmp/log" 2>&1; then
+      echo "ok    $src (host compiler, syntax only; $((SECONDS - start))s)"
+    else
+      echo "FAIL  $src"
+      sed 's/^/      /' "$tmp/log"
+      failed=1
+    fi
+  done
+else
+  echo "skip  csrc/cuda/*.cpp (no torch or CUDA headers to parse the glue against)"
+fi
+
 if [[ $failed -ne 0 ]]; then
   echo "nvcc check failed" >&2
   exit 1
 fi
-echo "nvcc check passed (${#sources[@]} files)"
+echo "nvcc check passed (${#sources[@]} .cu files, ${#glue[@]} glue files)"

@@ -236,8 +236,9 @@ class WaveNet(nn.Module):
             For "cached": run the whole network for every step inside one kernel call
             (:func:`fastgen.ops.wavenet_generate`) instead of one step-op call per layer and
             step. None (default): fused where it is available (categorical output; the C++
-            kernel on the CPU, the persistent Triton decoder on CUDA for channel counts up to
-            1024), else the step ops, with a log line saying why.
+            kernel on the CPU; on CUDA the persistent CUDA decoder in builds with CUDA, where its
+            running vectors fit in shared memory, else the persistent Triton decoder for channel
+            counts up to 1024), else the step ops, with a log line saying why.
             True where it is not available raises.
         cuda_graph : bool
             On a CUDA device, with the step ops: capture one whole step (every layer, the head,
@@ -314,7 +315,8 @@ class WaveNet(nn.Module):
                 "residual": first["w_dilated"].shape[1], "gate": first["w_dilated"].shape[0] // 2,
                 "skip": first["w_skip"].shape[0], "hidden": self.head_hidden.weight.shape[0],
                 "levels": self.head_out.weight.shape[0],
-                "cond": 0 if first["w_cond"] is None else first["w_cond"].shape[1]})
+                "cond": 0 if first["w_cond"] is None else first["w_cond"].shape[1],
+                "layers": len(self.layers), "kernel_size": first["w_dilated"].shape[2]}, u.dtype)
 
     def _sample_fused(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         n = u.shape[0]

@@ -55,8 +55,8 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 def register_triton_for_cuda(modules: dict[str, str]) -> None:
     """Register Triton kernels as the CUDA implementation of the ops without a compiled one.
 
-    ``modules`` maps op name -> module of ``fastgen.triton_kernels`` holding a function of that
-    name. Checked per op, so a compiled CUDA kernel, once written, takes over by itself. Without
+    ``modules`` maps op name -> module holding a function of that name (in
+    ``fastgen.triton_kernels``, or the Python side of a compiled kernel that needs one). Checked per op, so a compiled CUDA kernel, once written, takes over by itself. Without
     a GPU nothing is registered; without Triton the reference runs on CUDA tensors.
     """
     if not torch.cuda.is_available():

@@ -3,7 +3,9 @@
 The step ops update their ``state`` argument in place (declared ``Tensor(a!)`` in the schema)
 and have no autograd: they are for sampling, and their Python wrappers refuse inputs that
 require grad. wavenet_generate (the fused decoder) has a C++ CPU kernel and, on CUDA, the
-persistent Triton decoder (fastgen/triton_kernels/wavenet_decoder.py); pixelcnn_generate_row (a
+persistent CUDA decoder (kernels/wavenet/, via fastgen/ops/_wavenet_decoder_cuda.py) in builds
+with CUDA, else the persistent Triton decoder (fastgen/triton_kernels/wavenet_decoder.py);
+pixelcnn_generate_row (a
 whole PixelCNN image row) a C++ CPU kernel and a Triton row kernel (pixelcnn_rows.py) for
 standard layer stacks. gated_pixelcnn_vertical_step
 is ATen code (a small convolution and a GEMM), compiled for CUDA too in CUDA builds; the two
@@ -49,8 +51,16 @@ def _register_fakes() -> None:
         return new_input.new_empty((new_input.shape[0], w_h.shape[0] // 2))
 
 
+def cuda_decoder_built() -> bool:
+    """Whether this build has the compiled persistent CUDA decoder (CUDA builds only)."""
+    return _ext.has_op("wavenet_decoder_cuda")
+
+
 def register() -> None:
     if _ext.check_ops(STEP_OPS):
         _register_fakes()
-        _dispatch.register_triton_for_cuda(TRITON_OPS)
+        gpu_modules = dict(TRITON_OPS)
+        if cuda_decoder_built():
+            gpu_modules["wavenet_generate"] = "fastgen.ops._wavenet_decoder_cuda"
+        _dispatch.register_triton_for_cuda(gpu_modules)
     _dispatch.record_kernels(STEP_OPS)

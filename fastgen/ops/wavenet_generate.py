@@ -3,8 +3,9 @@
 Sampling with :func:`wavenet_layer_step` from Python costs one op dispatch per layer and per
 sample, more than the arithmetic of a batch-1 step. ``wavenet_generate`` keeps the loop over
 steps and layers, the output head and the categorical draw inside one kernel call: a C++
-kernel on the CPU, and on CUDA the persistent Triton decoder (one program per sample runs every
-step and layer; ``decoder_limits`` says which sizes it takes). It continues from the given ring buffers (``states``,
+kernel on the CPU, and on CUDA a persistent decoder, one block per sample running every step and
+layer: the CUDA kernel of kernels/wavenet/ in builds with CUDA (weights in shared memory as far
+as they fit), else the Triton kernel (``decoder_limits`` says which sizes each takes). It continues from the given ring buffers (``states``,
 updated in place) and position ``start``, so generation can be split over several calls.
 
 Sampling op: no gradient; categorical output. float32 and float64; float16/bfloat16 models keep
@@ -22,15 +23,30 @@ from fastgen.ops.wavenet_step import check_no_grad
 from fastgen.reference import steps as reference_steps
 
 
-def decoder_limits(device: torch.device, channels: dict[str, int]) -> str | None:
+def decoder_limits(device: torch.device, channels: dict[str, int], dtype: torch.dtype = torch.float32
+                   ) -> str | None:
     """Why wavenet_generate's kernel on ``device`` cannot run a model with these channel counts
-    (keys residual, gate, skip, hidden, levels, cond), or None when it can. The CPU kernel takes
-    any size; the persistent Triton decoder on CUDA holds each channel vector in registers."""
+    (keys residual, gate, skip, hidden, levels, cond; layers and kernel_size, default 1 and 2),
+    or None when it can. The CPU kernel takes any size. On CUDA, the compiled decoder needs its
+    running vectors (all layers' taps, the skips, hidden units and logits; in float32, float64
+    for float64 models) in one block's shared memory; the Triton decoder holds each channel
+    vector in registers (at most 1024 wide)."""
     if device.type != "cuda":
         return None
+    from fastgen.ops._step_registration import cuda_decoder_built
+
+    if cuda_decoder_built():
+        from fastgen.ops import _wavenet_decoder_cuda as cuda_decoder
+
+        shape = cuda_decoder.Shape(
+            layers=channels.get("layers", 1), kernel_size=channels.get("kernel_size", 2),
+            residual=channels["residual"], gate=channels["gate"], skip=channels["skip"], hidden=channels["hidden"],
+            levels=channels["levels"], cond=channels.get("cond", 0))
+        return cuda_decoder.why_not(device, shape, dtype)
     from fastgen.triton_kernels import wavenet_decoder  # only where CUDA (and so Triton) is in use
 
-    return wavenet_decoder.why_not(channels)
+    return wavenet_decoder.why_not({key: channels[key] for key in
+                                    ("residual", "gate", "skip", "hidden", "levels", "cond") if key in channels})
 
 
 def wavenet_generate(

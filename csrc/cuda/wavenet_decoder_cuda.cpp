@@ -1,0 +1,96 @@
+// The persistent WaveNet decoder's torch glue (CUDA builds only): the internal op
+// fastgen::wavenet_decoder_cuda, called by the CUDA implementation of wavenet_generate
+// (fastgen/ops/_wavenet_decoder_cuda.py), which packs the weights and plans the shared memory.
+// Here: argument checks, device guard, the ring pointers and dilations on the device, the launch
+// on the current stream (kernels/wavenet/).
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/tensor.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <vector>
+
+#include "../../kernels/wavenet/wavenet_decoder_kernels.h"
+
+namespace {
+
+namespace fk = fastgen::cuda;
+using at::Tensor;
+
+fk::DecoderDType decoder_dtype(const Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return fk::DecoderDType::kFloat32;
+    case at::kHalf: return fk::DecoderDType::kFloat16;
+    case at::kBFloat16: return fk::DecoderDType::kBFloat16;
+    case at::kDouble: return fk::DecoderDType::kFloat64;
+    default:
+      TORCH_CHECK(false, "fastgen: wavenet_decoder_cuda: first_input must be float32, float16, bfloat16 or "
+                  "float64, got ", t.scalar_type());
+  }
+}
+
+void check_tensor(const Tensor& t, const char* name, const Tensor& like, at::IntArrayRef shape) {
+  TORCH_CHECK(t.is_cuda() && t.device() == like.device(), "fastgen: wavenet_decoder_cuda: ", name,
+              " must be on ", like.device(), ", got ", t.device());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), "fastgen: wavenet_decoder_cuda: ", name, " must be ",
+              like.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK(t.sizes() == shape, "fastgen: wavenet_decoder_cuda: ", name, " must have shape ", shape, ", got ",
+              t.sizes());
+  TORCH_CHECK(t.is_contiguous(), "fastgen: wavenet_decoder_cuda: ", name, " must be contiguous");
+}
+
+// shape: layers, K, R, G, S, H, levels, C_cond (fastgen::decoder::Shape).
+Tensor wavenet_decoder_cuda(at::TensorList states, const Tensor& first_input, const Tensor& uniforms,
+                            const Tensor& embedding, const Tensor& weights, const std::optional<Tensor>& cond,
+                            at::IntArrayRef dilations, at::IntArrayRef shape, int64_t start, int64_t resident_elems,
+                            int64_t threads) {
+  TORCH_CHECK(shape.size() == 8, "fastgen: wavenet_decoder_cuda: shape must have 8 entries, got ", shape.size());
+  const fastgen::decoder::Shape s{shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], shape[7]};
+  TORCH_CHECK(first_input.is_cuda(), "fastgen: wavenet_decoder_cuda: first_input must be a CUDA tensor");
+  const auto dtype = decoder_dtype(first_input);
+  const int64_t n = first_input.size(0), steps = uniforms.size(1);
+  TORCH_CHECK(static_cast<int64_t>(states.size()) == s.layers && static_cast<int64_t>(dilations.size()) == s.layers,
+              "fastgen: wavenet_decoder_cuda: states and dilations must have one entry per layer (", s.layers, ")");
+  check_tensor(first_input, "first_input", first_input, {n, s.residual});
+  check_tensor(uniforms, "uniforms", first_input, {n, steps});
+  check_tensor(embedding, "embedding", first_input, {s.levels, s.residual});
+  check_tensor(weights, "weights", first_input, {fastgen::decoder::weight_elems(s)});
+  TORCH_CHECK(cond.has_value() == (s.cond > 0), "fastgen: wavenet_decoder_cuda: cond must be given exactly when "
+              "shape's C_cond > 0");
+  if (cond.has_value()) check_tensor(*cond, "cond", first_input, {n, steps, s.cond});
+  std::vector<int64_t> ring_addresses;
+  for (int64_t l = 0; l < s.layers; ++l) {
+    TORCH_CHECK(dilations[l] >= 1, "fastgen: wavenet_decoder_cuda: dilations must be >= 1, got ", dilations[l]);
+    check_tensor(states[l], "states[l]", first_input, {n, dilations[l] * (s.kernel_size - 1), s.residual});
+    ring_addresses.push_back(reinterpret_cast<int64_t>(states[l].data_ptr()));
+  }
+  const c10::cuda::CUDAGuard guard(first_input.device());
+  // Small host-to-device copies (pageable, so synchronous: before the launch that reads them).
+  const Tensor rings = at::tensor(ring_addresses, at::kLong).to(first_input.device());
+  const Tensor dilation_tensor = at::tensor(dilations.vec(), at::kLong).to(first_input.device());
+  Tensor codes = at::empty({n, steps}, first_input.options().dtype(at::kLong));
+  const fk::DecoderBuffers buffers{reinterpret_cast<void* const*>(rings.data_ptr<int64_t>()),
+                                   dilation_tensor.data_ptr<int64_t>(), first_input.data_ptr(), uniforms.data_ptr(),
+                                   embedding.data_ptr(), weights.data_ptr(),
+                                   cond.has_value() ? cond->data_ptr() : nullptr, codes.data_ptr<int64_t>()};
+  const cudaError_t status =
+      fk::launch_wavenet_decoder(dtype, buffers, s, n, steps, start, resident_elems, static_cast<int>(threads),
+                                 c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(status == cudaSuccess, "fastgen: wavenet_decoder_cuda: launch failed: ", cudaGetErrorString(status),
+              " (", fk::wavenet_decoder_smem_bytes(dtype, s, resident_elems), " bytes of shared memory, ", threads,
+              " threads)");
+  return codes;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fastgen, m) {
+  m.def("wavenet_decoder_cuda(Tensor(a!)[] states, Tensor first_input, Tensor uniforms, Tensor embedding, "
+        "Tensor weights, Tensor? cond, int[] dilations, int[] shape, int start, int resident_elems, int threads) "
+        "-> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(fastgen, CUDA, m) { m.impl("wavenet_decoder_cuda", &wavenet_decoder_cuda); }

@@ -1,0 +1,40 @@
+// Host launcher of the persistent WaveNet decoder (wavenet_decoder.cu): a whole categorical
+// WaveNet generating T steps for N samples in one launch, one CUDA block per sample. Torch-free
+// (raw pointers, cudaStream_t) so nvcc compiles it on machines whose torch has no CUDA; the
+// torch glue is csrc/cuda/wavenet_decoder_cuda.cpp.
+#pragma once
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wavenet_decoder_layout.h"
+
+namespace fastgen {
+namespace cuda {
+
+enum class DecoderDType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
+
+// Device pointers, every tensor dense and of the model's dtype unless said otherwise.
+struct DecoderBuffers {
+  void* const* rings;         // device array of `layers` pointers, ring l: (N, dilation_l * (K - 1), R)
+  const int64_t* dilations;   // device, per layer
+  const void* first_input;    // (N, R)
+  const void* uniforms;       // (N, T)
+  const void* embedding;      // (levels, R)
+  const void* weights;        // packed as in wavenet_decoder_layout.h
+  const void* cond;           // (N, T, C_cond), or nullptr when shape.cond == 0
+  int64_t* codes;             // (N, T) int64, written
+};
+
+// Shared memory one block needs with the first `resident_elems` packed weights on chip.
+size_t wavenet_decoder_smem_bytes(DecoderDType dtype, const decoder::Shape& shape, int64_t resident_elems);
+
+// Enqueues the generation of `steps` codes per sample from position `start` on `stream`; the
+// rings are read and updated in place. `threads`: a multiple of 32 in [32, 1024]. Returns
+// cudaErrorInvalidValue for bad sizes (nothing launched), else cudaGetLastError().
+cudaError_t launch_wavenet_decoder(DecoderDType dtype, const DecoderBuffers& buffers, const decoder::Shape& shape,
+                                   int64_t batch, int64_t steps, int64_t start, int64_t resident_elems,
+                                   int threads, cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace fastgen
