@@ -154,6 +154,26 @@ def test_pixelcnn_step_kernels_match_reference(dtype):
     torch.testing.assert_close(got, want, rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@pytest.mark.parametrize("width,taps", [(1, 5), (6, 3), (2, 7)])
+@pytest.mark.parametrize("biases,with_cond", [(True, True), (False, True), (False, False)])
+def test_vertical_step_kernel_edges(width, taps, biases, with_cond):
+    """Rows narrower than the kernel, each bias missing, conditioning without b_v: the
+    reference's outputs and shifted state."""
+    g = torch.Generator().manual_seed(width * 10 + taps)
+    r = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    c_in, c, k = 3, 2, taps // 2
+    args = dict(w_v=r(2 * c, c_in, k + 1, taps), b_v=r(2 * c) if biases else None, w_v2h=r(2 * c, 2 * c),
+                b_v2h=r(2 * c) if biases else None, cond=r(2, 4) if with_cond else None,
+                w_cond_v=r(2 * c, 4) if with_cond else None)
+    state, row = r(2, c_in, k + 1, width), r(2, c_in, width)
+    mine, theirs = state.clone(), state.clone()
+    got = ops.gated_pixelcnn_vertical_step(mine, row, **args)
+    want = reference_steps.gated_pixelcnn_vertical_step(theirs, row, *args.values())
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.equal(mine, theirs)
+
+
 def test_mask_a_never_reads_its_current_pixel_tap():
     layers = _pixelcnn_layers(2, 3, (3,))
     p, _ = layers[0]

@@ -10,27 +10,18 @@
 // is one contiguous dot product (mask "A" uses a compact copy of the kept taps, tiny: mask "A"
 // is the first layer, whose C_in is the image's channels).
 //
-// gated_pixelcnn_vertical_step (one row of one layer) is a small convolution over the cached
-// rows and a 1x1 link, so it is written with ATen ops (oneDNN / cuBLAS do the GEMMs) and also
-// registered for CUDA in CUDA builds.
+// gated_pixelcnn_vertical_step is in pixelcnn_vertical_step_cpu.cpp.
 //
 // float16/bfloat16 are computed in float32; float64 in float64.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/conv2d.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/matmul.h>
-#include <ATen/ops/mm.h>
-#include <ATen/ops/sigmoid.h>
-#include <ATen/ops/tanh.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "../step_checks.h"
@@ -95,36 +86,10 @@ Tensor gated_pixelcnn_horizontal_step(Tensor state, const Tensor& new_input, con
   return out;
 }
 
-std::tuple<Tensor, Tensor> gated_pixelcnn_vertical_step(Tensor state, const Tensor& new_row, const Tensor& w_v,
-                                                        const OptTensor& b_v, const Tensor& w_v2h,
-                                                        const OptTensor& b_v2h, const OptTensor& cond,
-                                                        const OptTensor& w_cond_v) {
-  check_pixelcnn_vertical_step_inputs(state, new_row, w_v, b_v, w_v2h, b_v2h, cond, w_cond_v);
-  const int64_t rows = state.size(2), k = w_v.size(3) / 2, two_c = w_v.size(0), C = two_c / 2;
-  // Move the cached rows up one (in increasing order, so each copy reads a row not yet overwritten).
-  for (int64_t r = 0; r + 1 < rows; ++r) state.select(2, r).copy_(state.select(2, r + 1));
-  state.select(2, rows - 1).copy_(new_row);
-  const at::ScalarType acc = acc_type(new_row.scalar_type());
-  const OptTensor b_v_acc = b_v.has_value() ? OptTensor(b_v->to(acc)) : OptTensor();
-  // (N, 2C, 1, W) -> (N, 2C, W): the last row's pre-activation, columns padded by k each side.
-  const std::vector<int64_t> stride{1, 1}, padding{0, k};
-  Tensor v_pre = at::conv2d(state.to(acc), w_v.to(acc), b_v_acc, stride, padding).select(2, 0);
-  if (cond.has_value()) v_pre = v_pre + at::mm(cond->to(acc), w_cond_v->to(acc).t()).unsqueeze(2);
-  const Tensor v_out = at::tanh(v_pre.narrow(1, 0, C)) * at::sigmoid(v_pre.narrow(1, C, C));
-  Tensor link = at::matmul(w_v2h.to(acc), v_pre);
-  if (b_v2h.has_value()) link = link + b_v2h->to(acc).unsqueeze(1);
-  return {v_out.to(new_row.scalar_type()), link.to(new_row.scalar_type())};
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastgen, CPU, m) {
   m.impl("gated_pixelcnn_horizontal_step", &gated_pixelcnn_horizontal_step);
-  m.impl("gated_pixelcnn_vertical_step", &gated_pixelcnn_vertical_step);
 }
-
-#ifdef FASTGEN_WITH_CUDA
-TORCH_LIBRARY_IMPL(fastgen, CUDA, m) { m.impl("gated_pixelcnn_vertical_step", &gated_pixelcnn_vertical_step); }
-#endif
 
 }  // namespace fastgen::cpu
