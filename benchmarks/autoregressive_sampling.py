@@ -32,6 +32,7 @@ import contextlib
 import copy
 import datetime
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ from fastgen.models import PixelCNN, WaveNet
 from fastgen.ops._step_registration import cuda_decoder_built
 
 SAMPLE_RATE = 16000
+CLUSTER_SIZES = (8, 16)  # blocks per sample tried for the cluster decoder on sm_90+ GPUs
 
 
 DEVICE = torch.device("cpu")
@@ -84,6 +86,16 @@ def wavenet_rows(batches: tuple[int, ...], wave_steps: int, naive_steps: int) ->
                 triton_s, triton_codes = min((_timed(lambda: model.sample(n, wave_steps, uniforms=u))
                                               for _ in range(2)), key=lambda timed: timed[0])
             triton_per_step = triton_s / wave_steps
+        cluster_rates = {}
+        if DEVICE.type == "cuda" and cuda_decoder_built() and torch.cuda.get_device_capability(DEVICE)[0] >= 9:
+            for blocks in CLUSTER_SIZES:  # the cluster decoder (opt-in: FASTGEN_DECODER_CLUSTER)
+                with _environment("FASTGEN_DECODER_CLUSTER", str(blocks)):
+                    model.sample(n, 8, uniforms=u[:, :8])
+                    cluster_s, cluster_codes = min((_timed(lambda: model.sample(n, wave_steps, uniforms=u))
+                                                    for _ in range(2)), key=lambda timed: timed[0])
+                cluster_rates[blocks] = {"samples_per_s": n * wave_steps / cluster_s,
+                                         "real_time_factor": cluster_s / wave_steps * SAMPLE_RATE if n == 1 else None,
+                                         "equal_fused": bool(torch.equal(cluster_codes, codes))}
         if DEVICE.type == "cuda":  # the step loop captured in a CUDA graph
             model.sample(n, 4, uniforms=u[:, :4], cuda_graph=True)
             graph_s, _ = _timed(lambda: model.sample(n, wave_steps, uniforms=u, cuda_graph=True))
@@ -103,6 +115,7 @@ def wavenet_rows(batches: tuple[int, ...], wave_steps: int, naive_steps: int) ->
             "triton_decoder_samples_per_s": None if triton_per_step is None else n / triton_per_step,
             "real_time_factor_triton_decoder": triton_per_step * SAMPLE_RATE if triton_per_step and n == 1 else None,
             "triton_decoder_equal_fused": None if triton_per_step is None else bool(torch.equal(triton_codes, codes)),
+            "cluster_decoder": cluster_rates,
             "naive_samples_per_s": n / naive_per_step, "speedup": naive_per_step / cached_per_step,
             "real_time_factor": cached_per_step * SAMPLE_RATE if n == 1 else None,
             "real_time_factor_step_ops": steps_per_step * SAMPLE_RATE if n == 1 else None,
@@ -113,6 +126,20 @@ def wavenet_rows(batches: tuple[int, ...], wave_steps: int, naive_steps: int) ->
         })
         print(rows[-1], flush=True)
     return rows
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str):
+    """The environment variable ``name`` set to ``value`` inside the block."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
 
 
 @contextlib.contextmanager
@@ -246,6 +273,13 @@ def _markdown(wave: list[dict], pixel: list[dict], env: dict) -> str:
                          f"{r['triton_decoder_samples_per_s']:.4g} samples/s" + (f", real-time factor {rtf:.3f}" if rtf
                                                                                   else "")
                          + f", same codes as the CUDA decoder: {r['triton_decoder_equal_fused']}")
+    for r in wave:
+        for blocks, c in (r.get("cluster_decoder") or {}).items():
+            rtf = c["real_time_factor"]
+            lines.append(f"\nBatch {r['batch']}, the CUDA decoder over clusters of {blocks} blocks "
+                         f"(FASTGEN_DECODER_CLUSTER={blocks}): {c['samples_per_s']:.4g} samples/s"
+                         + (f", real-time factor {rtf:.3f}" if rtf else "")
+                         + f", same codes as one block per sample: {c['equal_fused']}")
     for r in wave:
         if r.get("cuda_graph_samples_per_s"):
             rtf = r["real_time_factor_cuda_graph"]

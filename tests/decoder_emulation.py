@@ -33,6 +33,11 @@ def build(directory: Path) -> ctypes.CDLL | None:
     lib.emulate_wavenet_decoder.restype = ctypes.c_int
     lib.wavenet_decoder_smem_bytes.argtypes = [p, i64, i64, i64]
     lib.wavenet_decoder_smem_bytes.restype = i64
+    lib.emulate_wavenet_decoder_cluster.argtypes = [ctypes.c_int, p, p, p, p, p, p, p, p, i64, i64, i64, p,
+                                                    ctypes.c_int, i64, i64, ctypes.c_int]
+    lib.emulate_wavenet_decoder_cluster.restype = ctypes.c_int
+    lib.wavenet_decoder_cluster_smem_bytes.argtypes = [p, i64, i64, i64, i64, ctypes.c_int]
+    lib.wavenet_decoder_cluster_smem_bytes.restype = i64
     return lib
 
 
@@ -40,27 +45,50 @@ def dims(shape: cuda_decoder.Shape) -> torch.Tensor:
     return torch.tensor(shape.as_list(), dtype=torch.int64)
 
 
-def generate(lib: ctypes.CDLL, states, first_input, uniforms, embedding, w_dilated, b_dilated, w_res, b_res, w_skip,
-             b_skip, dilations, w_hidden, b_hidden, w_out, b_out, *, cond=None, w_cond=None, start=0,
-             resident_elems=None, threads=64) -> torch.Tensor:
-    """wavenet_generate's codes from the emulated kernel (float32 or float64 CPU tensors); the
-    states are updated in place. ``resident_elems`` defaults to every weight in shared memory."""
-    w_cond = w_cond or [None] * len(states)
-    shape = cuda_decoder.shape_of(states, w_dilated, w_skip, w_hidden, w_out, cond)
-    weights = cuda_decoder.pack_weights(shape, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip, w_cond,
-                                        w_hidden, b_hidden, w_out, b_out)
-    resident = shape.weight_elems() if resident_elems is None else resident_elems
-    n, steps = uniforms.shape
-    codes = torch.full((n, steps), -1, dtype=torch.int64)
-    cond_steps = None if cond is None else cond.transpose(1, 2).contiguous()
-    rings = torch.tensor([s.data_ptr() for s in states], dtype=torch.int64)
-    dilation_tensor = torch.tensor(list(dilations), dtype=torch.int64)
-    sizes = dims(shape)
-    keep = [first_input.contiguous(), uniforms.contiguous(), embedding.contiguous(), weights]  # alive for the call
-    assert all(s.is_contiguous() for s in states)
-    status = lib.emulate_wavenet_decoder(
-        int(first_input.dtype == torch.float64), rings.data_ptr(), dilation_tensor.data_ptr(),
-        *(t.data_ptr() for t in keep), None if cond_steps is None else cond_steps.data_ptr(), codes.data_ptr(),
-        n, steps, start, resident, sizes.data_ptr(), threads)
+class _Call:
+    """A wavenet_generate call's tensors in the kernels' form, kept alive while the kernel runs."""
+
+    def __init__(self, states, first_input, uniforms, embedding, w_dilated, b_dilated, w_res, b_res, w_skip,
+                 b_skip, dilations, w_hidden, b_hidden, w_out, b_out, cond, w_cond):
+        assert all(s.is_contiguous() for s in states)
+        w_cond = w_cond or [None] * len(states)
+        self.shape = cuda_decoder.shape_of(states, w_dilated, w_skip, w_hidden, w_out, cond)
+        self.weights = cuda_decoder.pack_weights(self.shape, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip,
+                                                 w_cond, w_hidden, b_hidden, w_out, b_out)
+        self.n, self.steps = uniforms.shape
+        self.codes = torch.full((self.n, self.steps), -1, dtype=torch.int64)
+        self.cond = None if cond is None else cond.transpose(1, 2).contiguous()
+        self.rings = torch.tensor([s.data_ptr() for s in states], dtype=torch.int64)
+        self.dilations = torch.tensor(list(dilations), dtype=torch.int64)
+        self.sizes = dims(self.shape)
+        self.tensors = [first_input.contiguous(), uniforms.contiguous(), embedding.contiguous(), self.weights]
+        self.double = int(first_input.dtype == torch.float64)
+
+    def pointers(self):
+        """double flag, rings, dilations, first_input, uniforms, embedding, weights, cond, codes, N, T."""
+        return (self.double, self.rings.data_ptr(), self.dilations.data_ptr(), *(t.data_ptr() for t in self.tensors),
+                None if self.cond is None else self.cond.data_ptr(), self.codes.data_ptr(), self.n, self.steps)
+
+
+def generate(lib: ctypes.CDLL, *args, cond=None, w_cond=None, start=0, resident_elems=None,
+             threads=64) -> torch.Tensor:
+    """wavenet_generate's codes from the emulated one-block-per-sample kernel (float32 or float64
+    CPU tensors; positional arguments as ops.wavenet_generate's); the states are updated in place.
+    ``resident_elems`` defaults to every weight in shared memory."""
+    call = _Call(*args, cond, w_cond)
+    resident = call.shape.weight_elems() if resident_elems is None else resident_elems
+    status = lib.emulate_wavenet_decoder(*call.pointers(), start, resident, call.sizes.data_ptr(), threads)
     assert status == 0
-    return codes
+    return call.codes
+
+
+def generate_cluster(lib: ctypes.CDLL, *args, cond=None, w_cond=None, start=0, cluster=2, resident_layers=None,
+                     head_resident=True, threads=32) -> torch.Tensor:
+    """The same from the emulated cluster kernel: ``cluster`` blocks per sample, the first
+    ``resident_layers`` layers' slices (default: all) and the head's in shared memory."""
+    call = _Call(*args, cond, w_cond)
+    layers = call.shape.layers if resident_layers is None else resident_layers
+    status = lib.emulate_wavenet_decoder_cluster(*call.pointers(), start, call.sizes.data_ptr(), threads, cluster,
+                                                 layers, int(head_resident))
+    assert status == 0
+    return call.codes

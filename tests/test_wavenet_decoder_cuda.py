@@ -1,15 +1,17 @@
-"""The persistent CUDA WaveNet decoder (kernels/wavenet/, wavenet_generate on CUDA builds).
+"""The persistent CUDA WaveNet decoders (kernels/wavenet/, wavenet_generate on CUDA builds): one
+block per sample, and a thread-block cluster per sample (FASTGEN_DECODER_CLUSTER).
 
-Everywhere: its block program runs on the CPU in an emulation (tests/decoder_emulation.py: the
-kernel's own source, a thread per CUDA thread, real barriers) against the reference loop of step
-ops, with every split of the weights between shared and global memory; its weight packing and
-shared-memory plan are checked directly. With a GPU and a CUDA build, the compiled kernel runs
+Everywhere: their block programs run on the CPU in an emulation (tests/decoder_emulation.py: the
+kernels' own source, a thread per CUDA thread, real barriers, each block's shared memory
+addressable by the others) against the reference loop of step ops, with every split of the
+weights between shared and global memory; the weight packing and shared-memory plans are
+checked directly. With a GPU and a CUDA build, the compiled kernel runs
 against the CPU kernel and the model's step-op sampler.
 """
 
 import pytest
 import torch
-from decoder_emulation import build, dims
+from decoder_emulation import build, dims, generate_cluster
 from decoder_emulation import generate as emulate
 from step_cases import clone_states, generate_args, on_device
 
@@ -98,6 +100,43 @@ def test_emulated_draw_at_the_ends_of_the_unit_interval(lib):
     assert got[0, 1] == 39 and got[0, 0] == 0
 
 
+@pytest.mark.parametrize("cluster,cond_channels,k,resident_layers,head", [
+    (2, 0, 2, None, True), (3, 3, 2, 2, False), (5, 0, 3, 0, False), (4, 2, 1, None, True)])
+def test_emulated_cluster_kernel_matches_the_reference_float64(lib, cluster, cond_channels, k, resident_layers,
+                                                               head):
+    """Clusters with more blocks than some matrices have rows (a gate of 3 units over 4 or 5
+    blocks), every layer's slice on chip or some or none, the head's or not."""
+    args, kwargs = generate_args(n=2, steps=6, cond_channels=cond_channels, k=k)
+    mine = clone_states(args)
+    got = generate_cluster(lib, *mine, **kwargs, cluster=cluster, resident_layers=resident_layers,
+                           head_resident=head)
+    want, ref_states = _reference(args, kwargs)
+    assert torch.equal(got, want)
+    for a, b in zip(mine[0], ref_states):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_emulated_cluster_kernel_float32_wide_channels(lib):
+    args, kwargs = generate_args(n=1, steps=5, dtype=torch.float32, sizes=(40, 2 * 19, 70, 36, 33))
+    args = args[:13] + (args[13] * 0.1,) + args[14:]
+    mine = clone_states(args)
+    got = generate_cluster(lib, *mine, **kwargs, cluster=3, threads=64)
+    want, ref_states = _reference(args, kwargs)
+    assert torch.equal(got, want)
+    for a, b in zip(mine[0], ref_states):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_emulated_cluster_kernel_continues_from_its_states(lib):
+    args, _ = generate_args(n=1, steps=8)
+    whole = generate_cluster(lib, *clone_states(args), cluster=2)
+    split = clone_states(args)
+    first = generate_cluster(lib, split[0], split[1], split[2][:, :3], *split[3:], cluster=2)
+    second = generate_cluster(lib, split[0], split[3][first[:, -1]], split[2][:, 3:].contiguous(), *split[3:],
+                              start=3, cluster=2)
+    assert torch.equal(torch.cat([first, second], 1), whole)
+
+
 def test_packed_weights_follow_the_kernel_layout():
     args, kwargs = generate_args(n=1, steps=1, cond_channels=3, k=3)
     (_, _, _, _, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip, _, w_hidden, b_hidden, w_out, b_out) = args
@@ -132,6 +171,39 @@ def test_python_plan_mirrors_the_kernel_layout(lib, dtype, acc_bytes, scalar_byt
             sizes = dims(shape)
             assert cuda_decoder.smem_bytes(shape, acc_bytes, scalar_bytes, resident) == \
                 lib.wavenet_decoder_smem_bytes(sizes.data_ptr(), acc_bytes, scalar_bytes, resident)
+
+
+@pytest.mark.parametrize("cluster", [2, 3, 16])
+def test_python_cluster_plan_mirrors_the_kernel_layout(lib, cluster):
+    for shape in (cuda_decoder.Shape(30, 2, 64, 64, 256, 256, 256, 0), cuda_decoder.Shape(3, 3, 5, 3, 7, 9, 11, 4)):
+        sizes = dims(shape)
+        for acc_bytes, scalar_bytes in ((4, 4), (4, 2), (8, 8)):
+            for layers, head in ((0, False), (1, False), (shape.layers, True)):
+                assert cuda_decoder.cluster_smem_bytes(shape, cluster, acc_bytes, scalar_bytes, layers, head) == \
+                    lib.wavenet_decoder_cluster_smem_bytes(sizes.data_ptr(), cluster, acc_bytes, scalar_bytes,
+                                                           layers, int(head))
+
+
+def test_cluster_plan_spreads_the_benchmark_model_over_the_blocks():
+    shape = cuda_decoder.Shape(30, 2, 64, 64, 256, 256, 256, 0)
+    h100 = 227 * 1024
+    layers, head = cuda_decoder.plan_cluster(shape, torch.float32, h100, 16)
+    assert 0 < layers < 30 and not head  # 16 blocks hold most, not all, of the float32 layers
+    assert cuda_decoder.cluster_smem_bytes(shape, 16, 4, 4, layers, False) <= h100
+    assert cuda_decoder.cluster_smem_bytes(shape, 16, 4, 4, layers + 1, False) > h100
+    assert cuda_decoder.plan_cluster(shape, torch.float16, h100, 16) == (30, True)
+    assert cuda_decoder.plan_cluster(shape, torch.float32, h100, 2)[0] < layers
+    assert "shared memory" in cuda_decoder.plan_cluster(shape, torch.float32, 8 * 1024, 16)
+
+
+def test_cluster_size_comes_from_the_environment(monkeypatch):
+    assert cuda_decoder.cluster_size() == 0
+    monkeypatch.setenv("FASTGEN_DECODER_CLUSTER", "8")
+    assert cuda_decoder.cluster_size() == 8
+    for bad in ("1", "17", "x"):
+        monkeypatch.setenv("FASTGEN_DECODER_CLUSTER", bad)
+        with pytest.raises(ValueError, match="FASTGEN_DECODER_CLUSTER"):
+            cuda_decoder.cluster_size()
 
 
 def test_plan_keeps_whole_layers_then_the_head_on_chip():
@@ -203,3 +275,23 @@ def test_decoder_limits_follow_the_shared_memory_plan():
     assert decoder_limits(torch.device("cuda"), sizes) is None
     why = decoder_limits(torch.device("cuda"), dict(sizes, levels=1 << 17))
     assert why is not None and "shared memory" in why
+
+
+@needs_cuda_decoder
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                    reason="thread-block clusters need sm_90+")
+@pytest.mark.parametrize("cluster", [2, 8])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_cluster_kernel_matches_the_cpu_kernel(monkeypatch, cluster, dtype):
+    from fastgen import ops
+
+    monkeypatch.setenv("FASTGEN_DECODER_CLUSTER", str(cluster))
+    args, kwargs = generate_args(n=3, steps=12, dtype=dtype, cond_channels=2)
+    on_cpu = clone_states(args)
+    on_gpu, gpu_kwargs = on_device(clone_states(args), kwargs, "cuda")
+    want = ops.wavenet_generate(*on_cpu, **kwargs)
+    got = ops.wavenet_generate(*on_gpu, **gpu_kwargs)
+    assert torch.equal(got.cpu(), want)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for a, b in zip(on_gpu[0], on_cpu[0]):
+        torch.testing.assert_close(a.cpu(), b, rtol=tol, atol=tol)

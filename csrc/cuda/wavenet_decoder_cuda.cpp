@@ -1,5 +1,6 @@
-// The persistent WaveNet decoder's torch glue (CUDA builds only): the internal op
-// fastgen::wavenet_decoder_cuda, called by the CUDA implementation of wavenet_generate
+// The persistent WaveNet decoder's torch glue (CUDA builds only): the internal ops
+// fastgen::wavenet_decoder_cuda (a block per sample) and fastgen::wavenet_decoder_cluster_cuda (a
+// thread-block cluster per sample, sm_90+), called by the CUDA implementation of wavenet_generate
 // (fastgen/ops/_wavenet_decoder_cuda.py), which packs the weights and plans the shared memory.
 // Here: argument checks, device guard, the ring pointers and dilations on the device, the launch
 // on the current stream (kernels/wavenet/).
@@ -42,11 +43,19 @@ void check_tensor(const Tensor& t, const char* name, const Tensor& like, at::Int
   TORCH_CHECK(t.is_contiguous(), "fastgen: wavenet_decoder_cuda: ", name, " must be contiguous");
 }
 
-// shape: layers, K, R, G, S, H, levels, C_cond (fastgen::decoder::Shape).
-Tensor wavenet_decoder_cuda(at::TensorList states, const Tensor& first_input, const Tensor& uniforms,
-                            const Tensor& embedding, const Tensor& weights, const std::optional<Tensor>& cond,
-                            at::IntArrayRef dilations, at::IntArrayRef shape, int64_t start, int64_t resident_elems,
-                            int64_t threads) {
+// A checked call: the shape, dtype, device buffers (ring pointers and dilations copied to the
+// device) and output of either kernel. shape: layers, K, R, G, S, H, levels, C_cond.
+struct DecoderCall {
+  fastgen::decoder::Shape shape;
+  fk::DecoderDType dtype;
+  int64_t n, steps;
+  Tensor rings, dilations, codes;  // kept alive until the launch is enqueued
+  fk::DecoderBuffers buffers;
+};
+
+DecoderCall prepare(at::TensorList states, const Tensor& first_input, const Tensor& uniforms, const Tensor& embedding,
+                    const Tensor& weights, const std::optional<Tensor>& cond, at::IntArrayRef dilations,
+                    at::IntArrayRef shape) {
   TORCH_CHECK(shape.size() == 8, "fastgen: wavenet_decoder_cuda: shape must have 8 entries, got ", shape.size());
   const fastgen::decoder::Shape s{shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], shape[7]};
   TORCH_CHECK(first_input.is_cuda(), "fastgen: wavenet_decoder_cuda: first_input must be a CUDA tensor");
@@ -67,22 +76,48 @@ Tensor wavenet_decoder_cuda(at::TensorList states, const Tensor& first_input, co
     check_tensor(states[l], "states[l]", first_input, {n, dilations[l] * (s.kernel_size - 1), s.residual});
     ring_addresses.push_back(reinterpret_cast<int64_t>(states[l].data_ptr()));
   }
-  const c10::cuda::CUDAGuard guard(first_input.device());
   // Small host-to-device copies (pageable, so synchronous: before the launch that reads them).
-  const Tensor rings = at::tensor(ring_addresses, at::kLong).to(first_input.device());
-  const Tensor dilation_tensor = at::tensor(dilations.vec(), at::kLong).to(first_input.device());
+  Tensor rings = at::tensor(ring_addresses, at::kLong).to(first_input.device());
+  Tensor dilation_tensor = at::tensor(dilations.vec(), at::kLong).to(first_input.device());
   Tensor codes = at::empty({n, steps}, first_input.options().dtype(at::kLong));
   const fk::DecoderBuffers buffers{reinterpret_cast<void* const*>(rings.data_ptr<int64_t>()),
                                    dilation_tensor.data_ptr<int64_t>(), first_input.data_ptr(), uniforms.data_ptr(),
                                    embedding.data_ptr(), weights.data_ptr(),
                                    cond.has_value() ? cond->data_ptr() : nullptr, codes.data_ptr<int64_t>()};
+  return {s, dtype, n, steps, rings, dilation_tensor, codes, buffers};
+}
+
+Tensor wavenet_decoder_cuda(at::TensorList states, const Tensor& first_input, const Tensor& uniforms,
+                            const Tensor& embedding, const Tensor& weights, const std::optional<Tensor>& cond,
+                            at::IntArrayRef dilations, at::IntArrayRef shape, int64_t start, int64_t resident_elems,
+                            int64_t threads) {
+  const c10::cuda::CUDAGuard guard(first_input.device());
+  const DecoderCall call = prepare(states, first_input, uniforms, embedding, weights, cond, dilations, shape);
   const cudaError_t status =
-      fk::launch_wavenet_decoder(dtype, buffers, s, n, steps, start, resident_elems, static_cast<int>(threads),
-                                 c10::cuda::getCurrentCUDAStream().stream());
+      fk::launch_wavenet_decoder(call.dtype, call.buffers, call.shape, call.n, call.steps, start, resident_elems,
+                                 static_cast<int>(threads), c10::cuda::getCurrentCUDAStream().stream());
   TORCH_CHECK(status == cudaSuccess, "fastgen: wavenet_decoder_cuda: launch failed: ", cudaGetErrorString(status),
-              " (", fk::wavenet_decoder_smem_bytes(dtype, s, resident_elems), " bytes of shared memory, ", threads,
-              " threads)");
-  return codes;
+              " (", fk::wavenet_decoder_smem_bytes(call.dtype, call.shape, resident_elems), " bytes of shared memory, ",
+              threads, " threads)");
+  return call.codes;
+}
+
+Tensor wavenet_decoder_cluster_cuda(at::TensorList states, const Tensor& first_input, const Tensor& uniforms,
+                                    const Tensor& embedding, const Tensor& weights,
+                                    const std::optional<Tensor>& cond, at::IntArrayRef dilations,
+                                    at::IntArrayRef shape, int64_t start, int64_t cluster, int64_t resident_layers,
+                                    bool head_resident, int64_t threads) {
+  const c10::cuda::CUDAGuard guard(first_input.device());
+  const DecoderCall call = prepare(states, first_input, uniforms, embedding, weights, cond, dilations, shape);
+  const fastgen::decoder::ClusterPlan plan{cluster, resident_layers, head_resident};
+  const cudaError_t status =
+      fk::launch_wavenet_decoder_cluster(call.dtype, call.buffers, call.shape, call.n, call.steps, start, plan,
+                                         static_cast<int>(threads), c10::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(status == cudaSuccess, "fastgen: wavenet_decoder_cluster_cuda: launch failed: ",
+              cudaGetErrorString(status), " (clusters of ", cluster, " blocks of ", threads, " threads, ",
+              fk::wavenet_decoder_cluster_smem_bytes(call.dtype, call.shape, plan),
+              " bytes of shared memory each; clusters need sm_90+)");
+  return call.codes;
 }
 
 }  // namespace
@@ -91,6 +126,12 @@ TORCH_LIBRARY_FRAGMENT(fastgen, m) {
   m.def("wavenet_decoder_cuda(Tensor(a!)[] states, Tensor first_input, Tensor uniforms, Tensor embedding, "
         "Tensor weights, Tensor? cond, int[] dilations, int[] shape, int start, int resident_elems, int threads) "
         "-> Tensor");
+  m.def("wavenet_decoder_cluster_cuda(Tensor(a!)[] states, Tensor first_input, Tensor uniforms, "
+        "Tensor embedding, Tensor weights, Tensor? cond, int[] dilations, int[] shape, int start, int cluster, "
+        "int resident_layers, bool head_resident, int threads) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(fastgen, CUDA, m) { m.impl("wavenet_decoder_cuda", &wavenet_decoder_cuda); }
+TORCH_LIBRARY_IMPL(fastgen, CUDA, m) {
+  m.impl("wavenet_decoder_cuda", &wavenet_decoder_cuda);
+  m.impl("wavenet_decoder_cluster_cuda", &wavenet_decoder_cluster_cuda);
+}

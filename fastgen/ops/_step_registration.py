@@ -5,11 +5,10 @@ and have no autograd: they are for sampling, and their Python wrappers refuse in
 require grad. wavenet_generate (the fused decoder) has a C++ CPU kernel and, on CUDA, the
 persistent CUDA decoder (kernels/wavenet/, via fastgen/ops/_wavenet_decoder_cuda.py) in builds
 with CUDA, else the persistent Triton decoder (fastgen/triton_kernels/wavenet_decoder.py);
-pixelcnn_generate_row (a
-whole PixelCNN image row) a C++ CPU kernel and a Triton row kernel (pixelcnn_rows.py) for
-standard layer stacks. gated_pixelcnn_vertical_step
-is ATen code (a small convolution and a GEMM), compiled for CUDA too in CUDA builds; the two
-per-position steps use Triton on CUDA.
+pixelcnn_generate_row (a whole PixelCNN image row) a C++ CPU kernel and a Triton row kernel
+(pixelcnn_rows.py) for standard layer stacks. gated_pixelcnn_vertical_step is a C++ CPU kernel
+(im2col + GEMM) and, in CUDA builds, ATen code (cuDNN + cuBLAS); the two per-position steps use
+Triton on CUDA.
 """
 
 from __future__ import annotations

@@ -10,16 +10,28 @@ the resident part is a prefix), plans the shared memory
 calls the internal op ``fastgen::wavenet_decoder_cuda``, which exists in CUDA builds only.
 
 ``FASTGEN_DECODER_THREADS`` (a multiple of 32 up to 1024, default 512) sets the threads per block.
+
+``FASTGEN_DECODER_CLUSTER=Q`` (2 to 16; default 0, off) spreads each sample over a thread-block
+cluster of Q blocks instead (sm_90+, kernels/wavenet/wavenet_decoder_cluster.h): each block owns
+1/Q of every matrix's rows, with its slices in its own shared memory (on a 227 KB-per-block GPU
+the 2 x 15-layer 64/128/256 model keeps 22 of its 30 layers on chip at Q = 16 in float32, all of
+them and the head in float16; ``plan_cluster``), at the cost of two cluster barriers per layer. Off by default until a GPU run has measured it against the one-block
+kernel; on GPUs below sm_90 the one-block kernel runs, with a log line.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from dataclasses import dataclass
 
 import torch
 
+_log = logging.getLogger(__name__)
+
 DEFAULT_THREADS = 512
+MAX_CLUSTER_THREADS = 512  # the cluster kernel's launch bound
 DEFAULT_SMEM_LIMIT = 48 * 1024  # what every CUDA GPU gives a block without opting in
 
 
@@ -59,6 +71,28 @@ class Shape:
                 + self.gate)
 
 
+@dataclass(frozen=True)
+class SliceShape:
+    """Rows of one cluster block's slices (the largest slice), as ``fastgen::decoder::SliceShape``."""
+
+    gate_units: int
+    rs_rows: int
+    hidden_rows: int
+    level_rows: int
+
+    @staticmethod
+    def of(shape: Shape, cluster: int) -> SliceShape:
+        return SliceShape(math.ceil(shape.gate / cluster), math.ceil((shape.residual + shape.skip) / cluster),
+                          math.ceil(shape.hidden / cluster), math.ceil(shape.levels / cluster))
+
+    def layer_elems(self, shape: Shape) -> int:
+        gate_inputs = shape.kernel_size * shape.residual + shape.cond
+        return 2 * self.gate_units * gate_inputs + 2 * self.gate_units + self.rs_rows * shape.gate + self.rs_rows
+
+    def head_elems(self, shape: Shape) -> int:
+        return self.hidden_rows * shape.skip + self.hidden_rows + self.level_rows * shape.hidden + self.level_rows
+
+
 def _align16(nbytes: int) -> int:
     return (nbytes + 15) // 16 * 16
 
@@ -86,6 +120,38 @@ def plan(shape: Shape, dtype: torch.dtype, smem_limit: int) -> int | str:
             break
         resident += count
     return resident
+
+
+def cluster_smem_bytes(shape: Shape, cluster: int, acc_bytes: int, scalar_bytes: int, resident_layers: int,
+                       head_resident: bool) -> int:
+    """Shared memory of one block of the cluster decoder."""
+    q = SliceShape.of(shape, cluster)
+    elems = resident_layers * q.layer_elems(shape) + (q.head_elems(shape) if head_resident else 0)
+    return smem_bytes(shape, acc_bytes, 0, 0) + _align16(elems * scalar_bytes)
+
+
+def plan_cluster(shape: Shape, dtype: torch.dtype, smem_limit: int, cluster: int) -> tuple[int, bool] | str:
+    """(resident layers, head resident) for the cluster decoder: whole layers' slices in order,
+    then the head's once every layer's fit; or why it cannot run (a string)."""
+    scalar_bytes = torch.empty((), dtype=dtype).element_size()
+    acc_bytes = 8 if dtype == torch.float64 else 4
+    if cluster_smem_bytes(shape, cluster, acc_bytes, scalar_bytes, 0, False) > smem_limit:
+        return "its running vectors do not fit in one block's shared memory"
+    layers = 0
+    while layers < shape.layers and cluster_smem_bytes(shape, cluster, acc_bytes, scalar_bytes, layers + 1,
+                                                       False) <= smem_limit:
+        layers += 1
+    head = layers == shape.layers and cluster_smem_bytes(shape, cluster, acc_bytes, scalar_bytes, layers,
+                                                         True) <= smem_limit
+    return layers, head
+
+
+def cluster_size() -> int:
+    """Blocks per sample for the cluster decoder: FASTGEN_DECODER_CLUSTER (0: the one-block kernel)."""
+    value = os.environ.get("FASTGEN_DECODER_CLUSTER", "0")
+    if not value.isdigit() or int(value) == 1 or int(value) > 16:
+        raise ValueError(f"FASTGEN_DECODER_CLUSTER must be 0 (off) or 2 to 16 blocks per sample, got {value!r}")
+    return int(value)
 
 
 def smem_limit(device: torch.device) -> int:
@@ -152,9 +218,21 @@ def wavenet_generate(states, first_input, uniforms, embedding, w_dilated, b_dila
     weights = pack_weights(shape, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip, w_cond, w_hidden, b_hidden,
                            w_out, b_out)
     cond_steps = None if cond is None else cond.transpose(1, 2).contiguous()  # (N, T, C): a step's vector
-    codes = torch.ops.fastgen.wavenet_decoder_cuda(
-        rings, first_input.contiguous(), uniforms.contiguous(), embedding.contiguous(), weights, cond_steps,
-        list(dilations), shape.as_list(), start, resident, threads())
+    common = (rings, first_input.contiguous(), uniforms.contiguous(), embedding.contiguous(), weights, cond_steps,
+              list(dilations), shape.as_list(), start)
+    cluster = cluster_size()
+    if cluster and torch.cuda.get_device_capability(first_input.device)[0] < 9:
+        _log.info("wavenet_generate: FASTGEN_DECODER_CLUSTER=%d needs thread-block clusters (sm_90+); "
+                  "decoding with one block per sample", cluster)
+        cluster = 0
+    if cluster:
+        cluster_plan = plan_cluster(shape, first_input.dtype, smem_limit(first_input.device), cluster)
+        if isinstance(cluster_plan, str):
+            raise ValueError(f"wavenet_generate on the GPU with FASTGEN_DECODER_CLUSTER={cluster}: {cluster_plan}")
+        codes = torch.ops.fastgen.wavenet_decoder_cluster_cuda(*common, cluster, *cluster_plan,
+                                                               min(threads(), MAX_CLUSTER_THREADS))
+    else:
+        codes = torch.ops.fastgen.wavenet_decoder_cuda(*common, resident, threads())
     for state, ring in zip(states, rings):
         if ring.data_ptr() != state.data_ptr():
             state.copy_(ring)

@@ -1,7 +1,8 @@
 // The persistent WaveNet decoder: one CUDA block per sample runs every step of the generation
 // (all layers, the head and the draw) in one launch, with the running vectors and as many of
 // the weights as fit (whole layers in order, then the head) in shared memory; the rest are read
-// from global memory, where L2 keeps them. The program itself is wavenet_decoder_body.h,
+// from global memory, where L2 keeps them. On sm_90+ a second kernel spreads each sample over a
+// thread-block cluster (wavenet_decoder_cluster.h). The programs themselves are the headers,
 // shared with the CPU emulation test.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -17,7 +18,7 @@ __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2
 }  // namespace decoder
 }  // namespace fastgen
 
-#include "wavenet_decoder_body.h"
+#include "wavenet_decoder_cluster.h"
 #include "wavenet_decoder_kernels.h"
 
 namespace fastgen {
@@ -37,6 +38,50 @@ struct CudaBlock {
   __device__ __forceinline__ T shfl_idx(T v, int lane) const { return __shfl_sync(0xffffffffu, v, lane); }
 };
 
+// The cluster calls of wavenet_decoder_cluster.h, in PTX (sm_90+; elsewhere they trap, and the
+// launcher never starts the cluster kernel there).
+struct CudaClusterBlock : CudaBlock {
+  __device__ __forceinline__ int cluster_rank() const {
+    unsigned rank = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+#else
+    __trap();
+#endif
+    return static_cast<int>(rank);
+  }
+  __device__ __forceinline__ int cluster_size() const {
+    unsigned size = 1;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(size));
+#else
+    __trap();
+#endif
+    return static_cast<int>(size);
+  }
+  // Release/acquire at cluster scope: shared-memory writes into other blocks and global writes
+  // before it are visible to every thread of the cluster after it.
+  __device__ __forceinline__ void cluster_sync() const {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+    __trap();
+#endif
+  }
+  template <typename T>
+  __device__ __forceinline__ T* map_shared(T* local, int rank) const {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint64_t remote = 0;
+    asm volatile("mapa.u64 %0, %1, %2;" : "=l"(remote) : "l"(reinterpret_cast<uint64_t>(local)), "r"(rank));
+    return reinterpret_cast<T*>(remote);
+#else
+    (void)rank;
+    __trap();
+    return local;
+#endif
+  }
+};
+
 template <typename S> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
 
@@ -47,6 +92,62 @@ __global__ void __launch_bounds__(1024) wavenet_decoder_kernel(decoder::Args<S> 
   decoder::decode_sample<S, typename AccOf<S>::type>(args, static_cast<int64_t>(blockIdx.x), block, smem);
 }
 
+constexpr int kMaxClusterThreads = 512;  // 128 registers a thread: the cluster program spills at 64
+
+template <typename S>
+__global__ void __launch_bounds__(kMaxClusterThreads) wavenet_decoder_cluster_kernel(decoder::Args<S> args,
+                                                                       decoder::ClusterPlan plan) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  CudaClusterBlock block;
+  decoder::decode_sample_cluster<S, typename AccOf<S>::type>(
+      args, plan, static_cast<int64_t>(blockIdx.x) / plan.cluster, block, smem);
+}
+
+template <typename S>
+decoder::Args<S> args_of(const DecoderBuffers& b, const decoder::Shape& shape, int64_t batch, int64_t steps,
+                         int64_t start, int64_t resident_elems) {
+  return decoder::Args<S>{reinterpret_cast<S* const*>(b.rings), b.dilations, static_cast<const S*>(b.first_input),
+                          static_cast<const S*>(b.uniforms), static_cast<const S*>(b.embedding),
+                          static_cast<const S*>(b.weights), static_cast<const S*>(b.cond), b.codes,
+                          batch, steps, start, resident_elems, shape};
+}
+
+template <typename S>
+cudaError_t launch_cluster(const DecoderBuffers& b, const decoder::Shape& shape, int64_t batch, int64_t steps,
+                           int64_t start, const decoder::ClusterPlan& plan, int threads, cudaStream_t stream) {
+  int device = 0, major = 0;
+  cudaError_t status = cudaGetDevice(&device);
+  if (status == cudaSuccess) status = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (status != cudaSuccess) return status;
+  if (major < 9) return cudaErrorNotSupported;  // thread-block clusters start with sm_90
+  const size_t smem = decoder::cluster_smem_bytes(shape, plan.cluster, sizeof(typename AccOf<S>::type), sizeof(S),
+                                                  plan.resident_layers, plan.head_resident);
+  auto kernel = wavenet_decoder_cluster_kernel<S>;
+  status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  if (status == cudaSuccess && plan.cluster > 8)
+    status = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+  if (status != cudaSuccess) return status;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned int>(batch * plan.cluster));
+  config.blockDim = dim3(static_cast<unsigned int>(threads));
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = static_cast<unsigned int>(plan.cluster);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  int clusters = 0;  // whether one cluster of this size and shared memory fits on the GPU at all
+  status = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config);
+  if (status != cudaSuccess) return status;
+  if (clusters < 1) return cudaErrorInvalidConfiguration;
+  status = cudaLaunchKernelEx(&config, kernel, args_of<S>(b, shape, batch, steps, start, 0), plan);
+  if (status != cudaSuccess) return status;
+  return cudaGetLastError();
+}
+
 template <typename S>
 cudaError_t launch(const DecoderBuffers& b, const decoder::Shape& shape, int64_t batch, int64_t steps, int64_t start,
                    int64_t resident_elems, int threads, cudaStream_t stream) {
@@ -55,11 +156,8 @@ cudaError_t launch(const DecoderBuffers& b, const decoder::Shape& shape, int64_t
   cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(smem));
   if (status != cudaSuccess) return status;
-  decoder::Args<S> args{reinterpret_cast<S* const*>(b.rings), b.dilations, static_cast<const S*>(b.first_input),
-                        static_cast<const S*>(b.uniforms), static_cast<const S*>(b.embedding),
-                        static_cast<const S*>(b.weights), static_cast<const S*>(b.cond), b.codes,
-                        batch, steps, start, resident_elems, shape};
-  kernel<<<static_cast<unsigned int>(batch), threads, smem, stream>>>(args);
+  kernel<<<static_cast<unsigned int>(batch), threads, smem, stream>>>(
+      args_of<S>(b, shape, batch, steps, start, resident_elems));
   return cudaGetLastError();
 }
 
@@ -74,16 +172,50 @@ size_t wavenet_decoder_smem_bytes(DecoderDType dtype, const decoder::Shape& shap
   return decoder::smem_bytes(shape, acc_bytes(dtype), scalar_bytes(dtype), resident_elems);
 }
 
+size_t wavenet_decoder_cluster_smem_bytes(DecoderDType dtype, const decoder::Shape& shape,
+                                          const decoder::ClusterPlan& plan) {
+  return decoder::cluster_smem_bytes(shape, plan.cluster, acc_bytes(dtype), scalar_bytes(dtype),
+                                     plan.resident_layers, plan.head_resident);
+}
+
+namespace {
+bool valid(const DecoderBuffers& buffers, const decoder::Shape& shape, int64_t batch, int64_t steps, int64_t start,
+           int threads) {
+  return shape.layers >= 1 && shape.kernel_size >= 1 && shape.residual >= 1 && shape.gate >= 1 &&
+         shape.skip >= 1 && shape.hidden >= 1 && shape.levels >= 1 && shape.cond >= 0 &&
+         (shape.cond == 0 || buffers.cond != nullptr) && batch >= 0 && batch <= 0x7fffffff && steps >= 0 &&
+         start >= 0 && threads >= 32 && threads <= 1024 && threads % 32 == 0;
+}
+}  // namespace
+
+cudaError_t launch_wavenet_decoder_cluster(DecoderDType dtype, const DecoderBuffers& buffers,
+                                           const decoder::Shape& shape, int64_t batch, int64_t steps, int64_t start,
+                                           const decoder::ClusterPlan& plan, int threads, cudaStream_t stream) {
+  if (!valid(buffers, shape, batch, steps, start, threads) || threads > kMaxClusterThreads || plan.cluster < 1 ||
+      plan.cluster > 16 ||
+      batch * plan.cluster > 0x7fffffff || plan.resident_layers < 0 || plan.resident_layers > shape.layers ||
+      (plan.head_resident && plan.resident_layers != shape.layers))
+    return cudaErrorInvalidValue;
+  if (batch == 0 || steps == 0) return cudaSuccess;
+  switch (dtype) {
+    case DecoderDType::kFloat32:
+      return launch_cluster<float>(buffers, shape, batch, steps, start, plan, threads, stream);
+    case DecoderDType::kFloat64:
+      return launch_cluster<double>(buffers, shape, batch, steps, start, plan, threads, stream);
+    case DecoderDType::kFloat16:
+      return launch_cluster<__half>(buffers, shape, batch, steps, start, plan, threads, stream);
+    case DecoderDType::kBFloat16:
+      return launch_cluster<__nv_bfloat16>(buffers, shape, batch, steps, start, plan, threads, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
 cudaError_t launch_wavenet_decoder(DecoderDType dtype, const DecoderBuffers& buffers, const decoder::Shape& shape,
                                    int64_t batch, int64_t steps, int64_t start, int64_t resident_elems,
                                    int threads, cudaStream_t stream) {
-  const bool sizes_ok = shape.layers >= 1 && shape.kernel_size >= 1 && shape.residual >= 1 && shape.gate >= 1 &&
-                        shape.skip >= 1 && shape.hidden >= 1 && shape.levels >= 1 && shape.cond >= 0 &&
-                        (shape.cond == 0 || buffers.cond != nullptr) && batch >= 0 && batch <= 0x7fffffff &&
-                        steps >= 0 && start >= 0 && resident_elems >= 0 &&
-                        resident_elems <= decoder::weight_elems(shape) && threads >= 32 && threads <= 1024 &&
-                        threads % 32 == 0;
-  if (!sizes_ok) return cudaErrorInvalidValue;
+  if (!valid(buffers, shape, batch, steps, start, threads) || resident_elems < 0 ||
+      resident_elems > decoder::weight_elems(shape))
+    return cudaErrorInvalidValue;
   if (batch == 0 || steps == 0) return cudaSuccess;
   switch (dtype) {
     case DecoderDType::kFloat32:

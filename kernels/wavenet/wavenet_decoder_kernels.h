@@ -36,5 +36,18 @@ cudaError_t launch_wavenet_decoder(DecoderDType dtype, const DecoderBuffers& buf
                                    int64_t batch, int64_t steps, int64_t start, int64_t resident_elems,
                                    int threads, cudaStream_t stream);
 
+// Shared memory of one block of the cluster decoder under `plan`.
+size_t wavenet_decoder_cluster_smem_bytes(DecoderDType dtype, const decoder::Shape& shape,
+                                          const decoder::ClusterPlan& plan);
+
+// The same generation with `plan.cluster` blocks (1..16) per sample, a thread-block cluster each,
+// `threads` at most 512
+// (wavenet_decoder_cluster.h). Returns cudaErrorNotSupported below sm_90 and
+// cudaErrorInvalidConfiguration when one cluster of this size and shared memory cannot be
+// resident on the GPU (nothing launched in either case).
+cudaError_t launch_wavenet_decoder_cluster(DecoderDType dtype, const DecoderBuffers& buffers,
+                                           const decoder::Shape& shape, int64_t batch, int64_t steps, int64_t start,
+                                           const decoder::ClusterPlan& plan, int threads, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace fastgen

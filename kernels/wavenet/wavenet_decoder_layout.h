@@ -1,5 +1,6 @@
-// Where the persistent WaveNet decoder (wavenet_decoder.cu) finds its weights and keeps its
-// running vectors: the packed weight buffer and the shared-memory plan. Torch- and CUDA-free, so
+// Where the persistent WaveNet decoders (wavenet_decoder.cu: a block or a cluster of blocks per
+// sample) find their weights and keep their running vectors: the packed weight buffer and the
+// shared-memory plans. Torch- and CUDA-free, so
 // the host emulation test (tests/native/) and the launcher share it; Python mirrors it in
 // fastgen/ops/_wavenet_decoder_cuda.py and a test checks that the two agree.
 #pragma once
@@ -52,6 +53,45 @@ FASTGEN_HD size_t weights_offset(const Shape& s, size_t acc_bytes) { return code
 FASTGEN_HD size_t smem_bytes(const Shape& s, size_t acc_bytes, size_t scalar_bytes, int64_t resident_elems) {
   return weights_offset(s, acc_bytes) + align16(static_cast<size_t>(resident_elems) * scalar_bytes);
 }
+
+// ---- the cluster decoder (wavenet_decoder_cluster.h): a 1/Q slice of every matrix per block
+// [begin, end) of the part-th of `parts` near-equal slices of [0, total).
+FASTGEN_HD int64_t slice_begin(int64_t total, int64_t part, int64_t parts) { return total * part / parts; }
+FASTGEN_HD int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A block's slices of the packed weights, at most this many rows each (the largest slice):
+//   gate:  2 * gate_units rows of gate_inputs (a rows, then b rows) | 2 * gate_units biases
+//   rs:    rs_rows rows of G | rs_rows biases
+//   head:  hidden_rows rows of S | hidden_rows biases | level_rows rows of H | level_rows biases
+struct SliceShape {
+  int64_t gate_units, rs_rows, hidden_rows, level_rows;
+};
+
+FASTGEN_HD SliceShape slice_shape(const Shape& s, int64_t cluster) {
+  return {ceil_div(s.gate, cluster), ceil_div(s.residual + s.skip, cluster), ceil_div(s.hidden, cluster),
+          ceil_div(s.levels, cluster)};
+}
+FASTGEN_HD int64_t layer_slice_elems(const Shape& s, const SliceShape& q) {
+  return 2 * q.gate_units * gate_inputs(s) + 2 * q.gate_units + q.rs_rows * s.gate + q.rs_rows;
+}
+FASTGEN_HD int64_t head_slice_elems(const Shape& s, const SliceShape& q) {
+  return q.hidden_rows * s.skip + q.hidden_rows + q.level_rows * s.hidden + q.level_rows;
+}
+
+// Shared memory of one block of the cluster: the running vectors (vector_elems, in another
+// order: windows | cond | z | skips | hidden | logits) and the code as above, then the resident
+// slices (model dtype): the first `resident_layers` layers', then the head's if `head_resident`.
+FASTGEN_HD size_t cluster_smem_bytes(const Shape& s, int64_t cluster, size_t acc_bytes, size_t scalar_bytes,
+                                     int64_t resident_layers, bool head_resident) {
+  const SliceShape q = slice_shape(s, cluster);
+  const int64_t elems = resident_layers * layer_slice_elems(s, q) + (head_resident ? head_slice_elems(s, q) : 0);
+  return weights_offset(s, acc_bytes) + align16(static_cast<size_t>(elems) * scalar_bytes);
+}
+
+struct ClusterPlan {
+  int64_t cluster, resident_layers;
+  bool head_resident;
+};
 
 }  // namespace decoder
 }  // namespace fastgen

@@ -1,0 +1,186 @@
+// The persistent WaveNet decoder spread over a thread-block cluster (sm_90+): the Q blocks of
+// a cluster generate one sample together, each owning a 1/Q slice of every matrix's rows, with
+// its slices of the weights in its own shared memory (Q times the on-chip capacity of the
+// one-block decoder, and Q SMs streaming whatever does not fit). Values a block computes for
+// everyone (z, the next layer's input, the skips, hidden units, logits) it writes into every
+// block's shared memory (distributed shared memory) before the cluster barrier. Every block then
+// holds the whole logits vector and draws the same code itself, so nothing waits on one block.
+//
+// Same Block interface as wavenet_decoder_body.h plus cluster_rank(), cluster_size(),
+// cluster_sync() and map_shared(pointer, rank) (the address of the same shared-memory offset in
+// block `rank`), so the CPU emulation (tests/native/decoder_emulator.cpp) runs it too.
+//
+// Per step (sync = cluster barrier):
+//   load     x_0, every layer's past taps, cond_t (each block, all of them); own skips = 0 | sync
+//   layer l  ring[t mod L] = own channels of x_l; own gate units -> z, to every block  | sync
+//            own rows of [W_res; W_skip] z: x_{l+1} rows to every block; own skips accumulate
+//            (after the last layer: relu, to every block)                            | sync
+//   head     own hidden units, to every block | sync   own logits, to every block     | sync
+//   draw     warp 0 of every block, the same code                            | block barrier
+#pragma once
+#include "wavenet_decoder_body.h"
+
+namespace fastgen {
+namespace decoder {
+
+// Copies rows [r0, r1) of the row-major matrix `from` (cols wide) to `to`, block-strided.
+template <typename S, typename Block>
+FASTGEN_DEVICE void copy_rows(Block& block, const S* from, int64_t r0, int64_t r1, int64_t cols, S* to) {
+  for (int64_t i = block.thread(); i < (r1 - r0) * cols; i += block.threads()) to[i] = from[r0 * cols + i];
+}
+
+// value written at `local` (an address in this block's shared memory) in every block of the cluster.
+template <typename A, typename Block>
+FASTGEN_DEVICE void broadcast(Block& block, A* local, A value) {
+  for (int rank = 0; rank < block.cluster_size(); ++rank) *block.map_shared(local, rank) = value;
+}
+
+template <typename S, typename A, typename Block>
+FASTGEN_DEVICE void decode_sample_cluster(const Args<S>& a, const ClusterPlan& plan, int64_t n, Block& block,
+                                          unsigned char* smem) {
+  const Shape& d = a.shape;
+  const int64_t K = d.kernel_size, R = d.residual, G = d.gate, S_ = d.skip, H = d.hidden;
+  const int64_t levels = d.levels, C = d.cond, KR = K * R, in_gate = gate_inputs(d), rows_rs = R + S_;
+  const int64_t Q = plan.cluster, q = block.cluster_rank();
+  const int tid = block.thread(), threads = block.threads();
+  const int warp = tid / 32, warps = threads / 32, lane = tid % 32;
+  const SliceShape shape_q = slice_shape(d, Q);
+  // This block's rows of each matrix.
+  const int64_t g0 = slice_begin(G, q, Q), g1 = slice_begin(G, q + 1, Q);
+  const int64_t j0 = slice_begin(rows_rs, q, Q), j1 = slice_begin(rows_rs, q + 1, Q);
+  const int64_t h0 = slice_begin(H, q, Q), h1 = slice_begin(H, q + 1, Q);
+  const int64_t o0 = slice_begin(levels, q, Q), o1 = slice_begin(levels, q + 1, Q);
+  const int64_t c0 = slice_begin(R, q, Q), c1 = slice_begin(R, q + 1, Q);
+
+  A* windows = reinterpret_cast<A*>(smem);
+  A* cond_t = windows + d.layers * KR;
+  A* z = cond_t + C;
+  A* skips = z + G;
+  A* hidden = skips + S_;
+  A* logits = hidden + H;
+  int64_t* code = reinterpret_cast<int64_t*>(smem + code_offset(d, sizeof(A)));
+  S* resident = reinterpret_cast<S*>(smem + weights_offset(d, sizeof(A)));
+  const int64_t layer_slice = layer_slice_elems(d, shape_q);
+
+  // ---- this block's weight slices into shared memory (local only: the first load barrier
+  // orders them before use)
+  for (int64_t l = 0; l < plan.resident_layers; ++l) {
+    const S* w = a.weights + l * layer_elems(d);
+    const S* b_gate = w + 2 * G * in_gate;
+    const S* w_rs = b_gate + 2 * G;
+    S* slot = resident + l * layer_slice;
+    copy_rows(block, w, g0, g1, in_gate, slot);                                      // a rows
+    copy_rows(block, w, G + g0, G + g1, in_gate, slot + shape_q.gate_units * in_gate);  // b rows
+    S* slot_bias = slot + 2 * shape_q.gate_units * in_gate;
+    copy_rows(block, b_gate, g0, g1, 1, slot_bias);
+    copy_rows(block, b_gate, G + g0, G + g1, 1, slot_bias + shape_q.gate_units);
+    S* slot_rs = slot_bias + 2 * shape_q.gate_units;
+    copy_rows(block, w_rs, j0, j1, G, slot_rs);
+    copy_rows(block, w_rs + rows_rs * G, j0, j1, 1, slot_rs + shape_q.rs_rows * G);
+  }
+  S* head_slot = resident + plan.resident_layers * layer_slice;
+  const S* head = a.weights + head_offset(d);
+  if (plan.head_resident) {
+    copy_rows(block, head, h0, h1, S_, head_slot);
+    copy_rows(block, head + H * S_, h0, h1, 1, head_slot + shape_q.hidden_rows * S_);
+    S* out_slot = head_slot + shape_q.hidden_rows * (S_ + 1);
+    copy_rows(block, head + H * S_ + H, o0, o1, H, out_slot);
+    copy_rows(block, head + H * S_ + H + levels * H, o0, o1, 1, out_slot + shape_q.level_rows * H);
+  }
+  // The head's matrices and biases in the resident slice (indexed by the local row, h - h0 or
+  // o - o0) or in the packed buffer (by the row itself).
+  const bool head_local = plan.head_resident;
+  const S* w_hidden = head_local ? head_slot : head;
+  const S* b_hidden = head_local ? head_slot + shape_q.hidden_rows * S_ : head + H * S_;
+  const S* w_out = head_local ? head_slot + shape_q.hidden_rows * (S_ + 1) : head + H * S_ + H;
+  const S* b_out = head_local ? head_slot + shape_q.hidden_rows * (S_ + 1) + shape_q.level_rows * H
+                              : head + H * S_ + H + levels * H;
+  const int64_t h_first = head_local ? h0 : 0, o_first = head_local ? o0 : 0;
+  const int64_t past = (K - 1) * R;
+
+  for (int64_t t = 0; t < a.steps; ++t) {
+    const int64_t p = a.start + t;
+    // ---- load (every block: the whole input, taps and cond; its own skips)
+    A* x0 = windows + past;
+    const S* source = t == 0 ? a.first_input + n * R : a.embedding + *code * R;
+    for (int64_t c = tid; c < R; c += threads) x0[c] = to_acc(source[c]);
+    for (int64_t i = tid; i < d.layers * past; i += threads) {
+      const int64_t l = i / past, k = (i % past) / R, c = i % R;
+      const int64_t dilation = a.dilations[l], length = dilation * (K - 1);
+      const int64_t slot = ((p - (K - 1 - k) * dilation) % length + length) % length;
+      windows[l * KR + k * R + c] = to_acc(a.rings[l][(n * length + slot) * R + c]);
+    }
+    for (int64_t c = tid; c < C; c += threads) cond_t[c] = to_acc(a.cond[(n * a.steps + t) * C + c]);
+    for (int64_t j = j0 + tid; j < j1; j += threads)
+      if (j >= R) skips[j - R] = A(0);
+    block.cluster_sync();
+    // ---- layers
+    for (int64_t l = 0; l < d.layers; ++l) {
+      const A* window = windows + l * KR;
+      const A* x = window + past;
+      if (K > 1) {
+        const int64_t length = a.dilations[l] * (K - 1);
+        S* ring = a.rings[l] + (n * length + p % length) * R;
+        for (int64_t c = c0 + tid; c < c1; c += threads) store(ring + c, x[c]);
+      }
+      // Layer l's gate rows, biases and [W_res; W_skip] rows: in this block's resident slice
+      // (indexed by the local row: g - g0, j - j0) or in the packed layer (by the row itself).
+      const bool local = l < plan.resident_layers;
+      const S* slot = local ? resident + l * layer_slice : a.weights + l * layer_elems(d);
+      const int64_t units = local ? shape_q.gate_units : G, rs_rows = local ? shape_q.rs_rows : rows_rs;
+      const int64_t g_first = local ? g0 : 0, j_first = local ? j0 : 0;
+      const S* b_gate = slot + 2 * units * in_gate;
+      const S* w_rs = b_gate + 2 * units;
+      const S* b_rs = w_rs + rs_rows * G;
+      for (int64_t g = g0 + warp; g < g1; g += warps) {
+        const int64_t u = g - g_first;
+        const S* row_a = slot + u * in_gate;
+        const S* row_b = slot + (units + u) * in_gate;
+        const A pre_a = warp_sum(block, lane_dot(lane, row_a, window, KR) + lane_dot(lane, row_a + KR, cond_t, C));
+        const A pre_b = warp_sum(block, lane_dot(lane, row_b, window, KR) + lane_dot(lane, row_b + KR, cond_t, C));
+        if (lane == 0) broadcast(block, z + g, gate(pre_a + to_acc(b_gate[u]), pre_b + to_acc(b_gate[units + u])));
+      }
+      block.cluster_sync();
+      const bool last = l + 1 == d.layers;
+      A* x_next = last ? nullptr : windows + (l + 1) * KR + past;
+      for (int64_t j = (last ? (j0 > R ? j0 : R) : j0) + warp; j < j1; j += warps) {
+        const A out = row_dot(block, w_rs + (j - j_first) * G, z, G) + to_acc(b_rs[j - j_first]);
+        if (lane == 0) {
+          if (j < R) {
+            broadcast(block, x_next + j, x[j] + out);
+          } else if (last) {  // the skips are complete: the head's relu, then to every block
+            const A sum = skips[j - R] + out;
+            broadcast(block, skips + (j - R), sum > A(0) ? sum : A(0));
+          } else {
+            skips[j - R] += out;
+          }
+        }
+      }
+      block.cluster_sync();
+    }
+    // ---- head
+    for (int64_t h = h0 + warp; h < h1; h += warps) {
+      const A pre = row_dot(block, w_hidden + (h - h_first) * S_, skips, S_) + to_acc(b_hidden[h - h_first]);
+      if (lane == 0) broadcast(block, hidden + h, pre > A(0) ? pre : A(0));
+    }
+    block.cluster_sync();
+    for (int64_t o = o0 + warp; o < o1; o += warps) {
+      const A out = row_dot(block, w_out + (o - o_first) * H, hidden, H) + to_acc(b_out[o - o_first]);
+      if (lane == 0) broadcast(block, logits + o, out);
+    }
+    block.cluster_sync();
+    // ---- draw: every block the same code from the same logits
+    if (warp == 0) {
+      const int64_t drawn = draw(block, logits, levels, to_acc(a.uniforms[n * a.steps + t]));
+      if (lane == 0) {
+        *code = drawn;
+        if (q == 0) a.codes[n * a.steps + t] = drawn;
+      }
+    }
+    block.sync();
+  }
+  block.cluster_sync();  // no block leaves while another may still write into its shared memory
+}
+
+}  // namespace decoder
+}  // namespace fastgen
