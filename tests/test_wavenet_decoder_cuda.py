@@ -237,13 +237,10 @@ needs_cuda_decoder = pytest.mark.skipif(not (torch.cuda.is_available() and _ext.
                                         reason="needs a GPU and a CUDA build of fastgen")
 
 
-@needs_cuda_decoder
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("cond_channels,k", [(0, 2), (3, 3)])
-def test_cuda_kernel_matches_the_cpu_kernel(dtype, cond_channels, k):
+def _assert_cuda_matches_cpu(args, kwargs, dtype):
+    """wavenet_generate on CUDA (the compiled decoder) gives the CPU kernel's codes and states."""
     from fastgen import ops
 
-    args, kwargs = generate_args(n=3, steps=12, dtype=dtype, cond_channels=cond_channels, k=k)
     on_cpu = clone_states(args)
     on_gpu, gpu_kwargs = on_device(clone_states(args), kwargs, "cuda")
     want = ops.wavenet_generate(*on_cpu, **kwargs)
@@ -252,6 +249,13 @@ def test_cuda_kernel_matches_the_cpu_kernel(dtype, cond_channels, k):
     tol = 1e-12 if dtype == torch.float64 else 1e-5
     for a, b in zip(on_gpu[0], on_cpu[0]):
         torch.testing.assert_close(a.cpu(), b, rtol=tol, atol=tol)
+
+
+@needs_cuda_decoder
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("cond_channels,k", [(0, 2), (3, 3)])
+def test_cuda_kernel_matches_the_cpu_kernel(dtype, cond_channels, k):
+    _assert_cuda_matches_cpu(*generate_args(n=3, steps=12, dtype=dtype, cond_channels=cond_channels, k=k), dtype)
 
 
 @needs_cuda_decoder
@@ -283,15 +287,5 @@ def test_decoder_limits_follow_the_shared_memory_plan():
 @pytest.mark.parametrize("cluster", [2, 8])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cuda_cluster_kernel_matches_the_cpu_kernel(monkeypatch, cluster, dtype):
-    from fastgen import ops
-
     monkeypatch.setenv("FASTGEN_DECODER_CLUSTER", str(cluster))
-    args, kwargs = generate_args(n=3, steps=12, dtype=dtype, cond_channels=2)
-    on_cpu = clone_states(args)
-    on_gpu, gpu_kwargs = on_device(clone_states(args), kwargs, "cuda")
-    want = ops.wavenet_generate(*on_cpu, **kwargs)
-    got = ops.wavenet_generate(*on_gpu, **gpu_kwargs)
-    assert torch.equal(got.cpu(), want)
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
-    for a, b in zip(on_gpu[0], on_cpu[0]):
-        torch.testing.assert_close(a.cpu(), b, rtol=tol, atol=tol)
+    _assert_cuda_matches_cpu(*generate_args(n=3, steps=12, dtype=dtype, cond_channels=2), dtype)

@@ -179,6 +179,18 @@ size_t wavenet_decoder_cluster_smem_bytes(DecoderDType dtype, const decoder::Sha
 }
 
 namespace {
+// Calls launch(S{}) with S the scalar type of `dtype` (a value of it, only for its type).
+template <typename Launch>
+cudaError_t with_scalar_type(DecoderDType dtype, Launch launch) {
+  switch (dtype) {
+    case DecoderDType::kFloat32: return launch(float{});
+    case DecoderDType::kFloat64: return launch(double{});
+    case DecoderDType::kFloat16: return launch(__half{});
+    case DecoderDType::kBFloat16: return launch(__nv_bfloat16{});
+  }
+  return cudaErrorInvalidValue;
+}
+
 bool valid(const DecoderBuffers& buffers, const decoder::Shape& shape, int64_t batch, int64_t steps, int64_t start,
            int threads) {
   return shape.layers >= 1 && shape.kernel_size >= 1 && shape.residual >= 1 && shape.gate >= 1 &&
@@ -192,22 +204,13 @@ cudaError_t launch_wavenet_decoder_cluster(DecoderDType dtype, const DecoderBuff
                                            const decoder::Shape& shape, int64_t batch, int64_t steps, int64_t start,
                                            const decoder::ClusterPlan& plan, int threads, cudaStream_t stream) {
   if (!valid(buffers, shape, batch, steps, start, threads) || threads > kMaxClusterThreads || plan.cluster < 1 ||
-      plan.cluster > 16 ||
-      batch * plan.cluster > 0x7fffffff || plan.resident_layers < 0 || plan.resident_layers > shape.layers ||
-      (plan.head_resident && plan.resident_layers != shape.layers))
+      plan.cluster > 16 || batch * plan.cluster > 0x7fffffff || plan.resident_layers < 0 ||
+      plan.resident_layers > shape.layers || (plan.head_resident && plan.resident_layers != shape.layers))
     return cudaErrorInvalidValue;
   if (batch == 0 || steps == 0) return cudaSuccess;
-  switch (dtype) {
-    case DecoderDType::kFloat32:
-      return launch_cluster<float>(buffers, shape, batch, steps, start, plan, threads, stream);
-    case DecoderDType::kFloat64:
-      return launch_cluster<double>(buffers, shape, batch, steps, start, plan, threads, stream);
-    case DecoderDType::kFloat16:
-      return launch_cluster<__half>(buffers, shape, batch, steps, start, plan, threads, stream);
-    case DecoderDType::kBFloat16:
-      return launch_cluster<__nv_bfloat16>(buffers, shape, batch, steps, start, plan, threads, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_scalar_type(dtype, [&](auto scalar) {
+    return launch_cluster<decltype(scalar)>(buffers, shape, batch, steps, start, plan, threads, stream);
+  });
 }
 
 cudaError_t launch_wavenet_decoder(DecoderDType dtype, const DecoderBuffers& buffers, const decoder::Shape& shape,
@@ -217,17 +220,9 @@ cudaError_t launch_wavenet_decoder(DecoderDType dtype, const DecoderBuffers& buf
       resident_elems > decoder::weight_elems(shape))
     return cudaErrorInvalidValue;
   if (batch == 0 || steps == 0) return cudaSuccess;
-  switch (dtype) {
-    case DecoderDType::kFloat32:
-      return launch<float>(buffers, shape, batch, steps, start, resident_elems, threads, stream);
-    case DecoderDType::kFloat64:
-      return launch<double>(buffers, shape, batch, steps, start, resident_elems, threads, stream);
-    case DecoderDType::kFloat16:
-      return launch<__half>(buffers, shape, batch, steps, start, resident_elems, threads, stream);
-    case DecoderDType::kBFloat16:
-      return launch<__nv_bfloat16>(buffers, shape, batch, steps, start, resident_elems, threads, stream);
-  }
-  return cudaErrorInvalidValue;
+  return with_scalar_type(dtype, [&](auto scalar) {
+    return launch<decltype(scalar)>(buffers, shape, batch, steps, start, resident_elems, threads, stream);
+  });
 }
 
 }  // namespace cuda

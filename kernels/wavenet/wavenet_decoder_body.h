@@ -138,6 +138,40 @@ FASTGEN_DEVICE int64_t draw(Block& block, A* logits, int64_t levels, A u) {
   return below < levels - 1 ? below : levels - 1;
 }
 
+// The load of step t (position p) into shared memory, block-strided: the first layer's input
+// (first_input at step 0, else the embedding of the last code), every layer's past taps (written
+// in earlier steps, so all are read at once: one memory round trip a step, not one a layer) and
+// cond_t. windows: (layers, K, R), layer l's [taps | x_l].
+template <typename S, typename A, typename Block>
+FASTGEN_DEVICE void load_step(const Args<S>& a, int64_t n, int64_t t, const int64_t* code, Block& block, A* windows,
+                              A* cond_t) {
+  const Shape& d = a.shape;
+  const int64_t K = d.kernel_size, R = d.residual, C = d.cond, KR = K * R, past = (K - 1) * R;
+  const int64_t p = a.start + t;
+  const int tid = block.thread(), threads = block.threads();
+  A* x0 = windows + past;
+  const S* source = t == 0 ? a.first_input + n * R : a.embedding + *code * R;
+  for (int64_t c = tid; c < R; c += threads) x0[c] = to_acc(source[c]);
+  for (int64_t i = tid; i < d.layers * past; i += threads) {
+    const int64_t l = i / past, k = (i % past) / R, c = i % R;
+    const int64_t dilation = a.dilations[l], length = dilation * (K - 1);
+    const int64_t slot = ((p - (K - 1 - k) * dilation) % length + length) % length;
+    windows[l * KR + k * R + c] = to_acc(a.rings[l][(n * length + slot) * R + c]);
+  }
+  for (int64_t c = tid; c < C; c += threads) cond_t[c] = to_acc(a.cond[(n * a.steps + t) * C + c]);
+}
+
+// Layer l's input x (channels [c0, c1), block-strided) into its ring at position p.
+template <typename S, typename A, typename Block>
+FASTGEN_DEVICE void store_ring(const Args<S>& a, int64_t n, int64_t l, int64_t p, const A* x, int64_t c0, int64_t c1,
+                               Block& block) {
+  const int64_t K = a.shape.kernel_size, R = a.shape.residual;
+  if (K == 1) return;  // no past taps, no ring
+  const int64_t length = a.dilations[l] * (K - 1);
+  S* ring = a.rings[l] + (n * length + p % length) * R;
+  for (int64_t c = c0 + block.thread(); c < c1; c += block.threads()) store(ring + c, x[c]);
+}
+
 template <typename S, typename A, typename Block>
 FASTGEN_DEVICE void decode_sample(const Args<S>& a, int64_t n, Block& block, unsigned char* smem) {
   const Shape& d = a.shape;
@@ -169,27 +203,14 @@ FASTGEN_DEVICE void decode_sample(const Args<S>& a, int64_t n, Block& block, uns
   for (int64_t t = 0; t < a.steps; ++t) {
     const int64_t p = a.start + t;
     // ---- load
-    A* x0 = windows + past;
-    const S* source = t == 0 ? a.first_input + n * R : a.embedding + *code * R;
-    for (int64_t c = tid; c < R; c += threads) x0[c] = to_acc(source[c]);
-    for (int64_t i = tid; i < d.layers * past; i += threads) {
-      const int64_t l = i / past, k = (i % past) / R, c = i % R;
-      const int64_t dilation = a.dilations[l], length = dilation * (K - 1);
-      const int64_t slot = ((p - (K - 1 - k) * dilation) % length + length) % length;
-      windows[l * KR + k * R + c] = to_acc(a.rings[l][(n * length + slot) * R + c]);
-    }
-    for (int64_t c = tid; c < C; c += threads) cond_t[c] = to_acc(a.cond[(n * a.steps + t) * C + c]);
+    load_step(a, n, t, code, block, windows, cond_t);
     for (int64_t s = tid; s < S_; s += threads) skips[s] = A(0);
     block.sync();
     // ---- layers
     for (int64_t l = 0; l < d.layers; ++l) {
       const A* window = windows + l * KR;
       const A* x = window + past;
-      if (K > 1) {
-        const int64_t length = a.dilations[l] * (K - 1);
-        S* ring = a.rings[l] + (n * length + p % length) * R;
-        for (int64_t c = tid; c < R; c += threads) store(ring + c, x[c]);
-      }
+      store_ring(a, n, l, p, x, 0, R, block);
       const S* w_gate = weights_at(l * layer_elems(d), layer_elems(d));
       const S* b_gate = w_gate + 2 * G * in_gate;
       const S* w_rs = b_gate + 2 * G;

@@ -101,16 +101,7 @@ FASTGEN_DEVICE void decode_sample_cluster(const Args<S>& a, const ClusterPlan& p
   for (int64_t t = 0; t < a.steps; ++t) {
     const int64_t p = a.start + t;
     // ---- load (every block: the whole input, taps and cond; its own skips)
-    A* x0 = windows + past;
-    const S* source = t == 0 ? a.first_input + n * R : a.embedding + *code * R;
-    for (int64_t c = tid; c < R; c += threads) x0[c] = to_acc(source[c]);
-    for (int64_t i = tid; i < d.layers * past; i += threads) {
-      const int64_t l = i / past, k = (i % past) / R, c = i % R;
-      const int64_t dilation = a.dilations[l], length = dilation * (K - 1);
-      const int64_t slot = ((p - (K - 1 - k) * dilation) % length + length) % length;
-      windows[l * KR + k * R + c] = to_acc(a.rings[l][(n * length + slot) * R + c]);
-    }
-    for (int64_t c = tid; c < C; c += threads) cond_t[c] = to_acc(a.cond[(n * a.steps + t) * C + c]);
+    load_step(a, n, t, code, block, windows, cond_t);
     for (int64_t j = j0 + tid; j < j1; j += threads)
       if (j >= R) skips[j - R] = A(0);
     block.cluster_sync();
@@ -118,11 +109,7 @@ FASTGEN_DEVICE void decode_sample_cluster(const Args<S>& a, const ClusterPlan& p
     for (int64_t l = 0; l < d.layers; ++l) {
       const A* window = windows + l * KR;
       const A* x = window + past;
-      if (K > 1) {
-        const int64_t length = a.dilations[l] * (K - 1);
-        S* ring = a.rings[l] + (n * length + p % length) * R;
-        for (int64_t c = c0 + tid; c < c1; c += threads) store(ring + c, x[c]);
-      }
+      store_ring(a, n, l, p, x, c0, c1, block);  // this block's channels
       // Layer l's gate rows, biases and [W_res; W_skip] rows: in this block's resident slice
       // (indexed by the local row: g - g0, j - j0) or in the packed layer (by the row itself).
       const bool local = l < plan.resident_layers;
