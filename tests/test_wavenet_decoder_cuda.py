@@ -226,7 +226,7 @@ def test_threads_come_from_the_environment(monkeypatch):
     assert cuda_decoder.threads() == cuda_decoder.DEFAULT_THREADS
     monkeypatch.setenv("FASTGEN_DECODER_THREADS", "128")
     assert cuda_decoder.threads() == 128
-    for bad in ("100", "0", "2048", "many"):
+    for bad in ("100", "0", "1024", "many"):
         monkeypatch.setenv("FASTGEN_DECODER_THREADS", bad)
         with pytest.raises(ValueError, match="FASTGEN_DECODER_THREADS"):
             cuda_decoder.threads()

@@ -9,7 +9,8 @@ the resident part is a prefix), plans the shared memory
 (``plan``, mirroring kernels/wavenet/wavenet_decoder_layout.h; a test checks the two agree) and
 calls the internal op ``fastgen::wavenet_decoder_cuda``, which exists in CUDA builds only.
 
-``FASTGEN_DECODER_THREADS`` (a multiple of 32 up to 1024, default 512) sets the threads per block.
+``FASTGEN_DECODER_THREADS`` (a multiple of 32 up to 512, default 512) sets the threads per block
+(at most 256 in the cluster kernel).
 
 ``FASTGEN_DECODER_CLUSTER=Q`` (2 to 16; default 0, off) spreads each sample over a thread-block
 cluster of Q blocks instead (sm_90+, kernels/wavenet/wavenet_decoder_cluster.h): each block owns
@@ -31,7 +32,8 @@ import torch
 _log = logging.getLogger(__name__)
 
 DEFAULT_THREADS = 512
-MAX_CLUSTER_THREADS = 512  # the cluster kernel's launch bound
+MAX_THREADS = 512  # the kernels' launch bound (128 registers a thread)
+MAX_CLUSTER_THREADS = 256  # the cluster kernel's (it owns 1/Q of the rows; 255 registers a thread)
 DEFAULT_SMEM_LIMIT = 48 * 1024  # what every CUDA GPU gives a block without opting in
 
 
@@ -163,8 +165,8 @@ def smem_limit(device: torch.device) -> int:
 def threads() -> int:
     """Threads per block: FASTGEN_DECODER_THREADS or the default."""
     value = os.environ.get("FASTGEN_DECODER_THREADS", str(DEFAULT_THREADS))
-    if not value.isdigit() or not 32 <= int(value) <= 1024 or int(value) % 32:
-        raise ValueError(f"FASTGEN_DECODER_THREADS must be a multiple of 32 in [32, 1024], got {value!r}")
+    if not value.isdigit() or not 32 <= int(value) <= MAX_THREADS or int(value) % 32:
+        raise ValueError(f"FASTGEN_DECODER_THREADS must be a multiple of 32 in [32, {MAX_THREADS}], got {value!r}")
     return int(value)
 
 

@@ -82,17 +82,22 @@ struct CudaClusterBlock : CudaBlock {
   }
 };
 
+// At most 512 threads a block leaves 128 registers a thread; both programs spill at 64.
+constexpr int kMaxThreads = 512;
+
 template <typename S> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
 
 template <typename S>
-__global__ void __launch_bounds__(1024) wavenet_decoder_kernel(decoder::Args<S> args) {
+__global__ void __launch_bounds__(kMaxThreads) wavenet_decoder_kernel(decoder::Args<S> args) {
   extern __shared__ __align__(16) unsigned char smem[];
   CudaBlock block;
   decoder::decode_sample<S, typename AccOf<S>::type>(args, static_cast<int64_t>(blockIdx.x), block, smem);
 }
 
-constexpr int kMaxClusterThreads = 512;  // 128 registers a thread: the cluster program spills at 64
+// A cluster block owns 1/Q of the rows, so fewer threads suffice; 255 registers a thread keep the
+// cluster program (more live indices) from spilling.
+constexpr int kMaxClusterThreads = 256;
 
 template <typename S>
 __global__ void __launch_bounds__(kMaxClusterThreads) wavenet_decoder_cluster_kernel(decoder::Args<S> args,
@@ -196,7 +201,7 @@ bool valid(const DecoderBuffers& buffers, const decoder::Shape& shape, int64_t b
   return shape.layers >= 1 && shape.kernel_size >= 1 && shape.residual >= 1 && shape.gate >= 1 &&
          shape.skip >= 1 && shape.hidden >= 1 && shape.levels >= 1 && shape.cond >= 0 &&
          (shape.cond == 0 || buffers.cond != nullptr) && batch >= 0 && batch <= 0x7fffffff && steps >= 0 &&
-         start >= 0 && threads >= 32 && threads <= 1024 && threads % 32 == 0;
+         start >= 0 && threads >= 32 && threads <= kMaxThreads && threads % 32 == 0;
 }
 }  // namespace
 

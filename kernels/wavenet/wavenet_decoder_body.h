@@ -10,9 +10,9 @@
 // warp-uniform control flow; every shared-memory write is separated from reads by other threads
 // by block.sync().
 //
-// Work split. Matrix-vector products: a warp per output row (rows dealt round-robin over the
-// warps), its 32 lanes over the row's inputs (consecutive lanes read consecutive weights: no
-// bank conflicts), then a butterfly warp sum (the same bits in every lane). Per step:
+// Work split. Matrix-vector products: a warp per kTile output rows (tiles dealt round-robin over
+// the warps), its 32 lanes over the rows' inputs (consecutive lanes read consecutive weights: no
+// bank conflicts), then a butterfly warp sum per row (the same bits in every lane). Per step:
 //   load     the step's input x_0 (first_input, or the embedding of the last code), every
 //            layer's past taps from its ring buffer (all written in earlier steps, so they are
 //            read at once, one memory round trip per step instead of one per layer), cond_t,
@@ -87,27 +87,93 @@ FASTGEN_DEVICE T warp_max(Block& block, T v) {
   return v;
 }
 
-// Unrolled on the GPU so each lane has several weight loads in flight (most weights come from
-// L2, and a step is bound by how fast one SM streams them).
 #if defined(__CUDA_ARCH__)
-#define FASTGEN_UNROLL_4 _Pragma("unroll 4")
+#define FASTGEN_UNROLL _Pragma("unroll")
 #else
-#define FASTGEN_UNROLL_4
+#define FASTGEN_UNROLL
 #endif
 
-// This lane's share of sum_i w[i] * v[i], i < n (lanes take i = lane, lane + 32, ...).
+// Rows a warp sums at once. A warp runs in order, so one row at a time would wait out a weight
+// load (from L2 for most layers) and then a chain of shuffles for every row; kTile rows issue
+// their loads together and interleave their reductions.
+constexpr int kTile = 4;
+
+// acc[r] += this lane's share of sum_i rows[r][i] * v[i], i < n, for r < count (lanes take
+// i = lane, lane + 32, ...).
 template <typename S, typename A>
-FASTGEN_DEVICE A lane_dot(int lane, const S* w, const A* v, int64_t n) {
-  A acc = 0;
-  FASTGEN_UNROLL_4
-  for (int64_t i = lane; i < n; i += 32) acc += to_acc(w[i]) * v[i];
-  return acc;
+FASTGEN_DEVICE void add_lane_dots(int lane, const S* const (&rows)[kTile], int count, const A* v, int64_t n,
+                                  A (&acc)[kTile]) {
+  for (int64_t i = lane; i < n; i += 32) {
+    const A vi = v[i];
+    FASTGEN_UNROLL
+    for (int r = 0; r < kTile; ++r)
+      if (r < count) acc[r] += to_acc(rows[r][i]) * vi;
+  }
 }
 
-// sum_i w[i] * v[i] for i < n, split over the warp's lanes (every lane gets the sum).
-template <typename S, typename A, typename Block>
-FASTGEN_DEVICE A row_dot(Block& block, const S* w, const A* v, int64_t n) {
-  return warp_sum(block, lane_dot(block.thread() % 32, w, v, n));
+template <typename A, typename Block>
+FASTGEN_DEVICE void warp_sums(Block& block, A (&acc)[kTile]) {
+  FASTGEN_UNROLL
+  for (int r = 0; r < kTile; ++r) acc[r] = warp_sum(block, acc[r]);
+}
+
+// For rows j in [first, end), dealt to the warps kTile at a time: out(j, sum_i row_of(j)[i] * v[i])
+// in lane 0 of the warp that summed row j.
+template <typename A, typename Block, typename RowOf, typename Out>
+FASTGEN_DEVICE void matvec_rows(Block& block, int64_t first, int64_t end, RowOf row_of, const A* v, int64_t n,
+                                Out out) {
+  const int lane = block.thread() % 32, warp = block.thread() / 32, warps = block.threads() / 32;
+  for (int64_t j = first + kTile * warp; j < end; j += kTile * warps) {  // warp-uniform
+    const int count = end - j < kTile ? static_cast<int>(end - j) : kTile;
+    decltype(row_of(j)) rows[kTile];
+    A acc[kTile];
+    FASTGEN_UNROLL
+    for (int r = 0; r < kTile; ++r) {
+      rows[r] = row_of(j + (r < count ? r : 0));
+      acc[r] = A(0);
+    }
+    add_lane_dots(lane, rows, count, v, n, acc);
+    warp_sums(block, acc);
+    if (lane == 0) {
+      FASTGEN_UNROLL  // constant indices keep acc in registers
+      for (int r = 0; r < kTile; ++r)
+        if (r < count) out(j + r, acc[r]);
+    }
+  }
+}
+
+// The gate's pre-activations of units g in [first, end), dealt to the warps kTile / 2 at a time:
+// out(g, a, b) in lane 0, with (a; b) = (row_a(g); row_b(g)) . [window (n_window) | cond (n_cond)].
+template <typename A, typename Block, typename RowA, typename RowB, typename Out>
+FASTGEN_DEVICE void gate_units(Block& block, int64_t first, int64_t end, RowA row_a, RowB row_b, const A* window,
+                               int64_t n_window, const A* cond, int64_t n_cond, Out out) {
+  constexpr int kUnits = kTile / 2;
+  const int lane = block.thread() % 32, warp = block.thread() / 32, warps = block.threads() / 32;
+  for (int64_t g = first + kUnits * warp; g < end; g += kUnits * warps) {  // warp-uniform
+    const int units = end - g < kUnits ? static_cast<int>(end - g) : kUnits;
+    decltype(row_a(g)) rows[kTile];  // a and b rows of each unit in turn
+    A acc[kTile];
+    FASTGEN_UNROLL
+    for (int u = 0; u < kUnits; ++u) {
+      const int64_t unit = g + (u < units ? u : 0);
+      rows[2 * u] = row_a(unit);
+      rows[2 * u + 1] = row_b(unit);
+      acc[2 * u] = acc[2 * u + 1] = A(0);
+    }
+    add_lane_dots(lane, rows, 2 * units, window, n_window, acc);
+    if (n_cond > 0) {
+      decltype(row_a(g)) cond_rows[kTile];
+      FASTGEN_UNROLL
+      for (int r = 0; r < kTile; ++r) cond_rows[r] = rows[r] + n_window;
+      add_lane_dots(lane, cond_rows, 2 * units, cond, n_cond, acc);
+    }
+    warp_sums(block, acc);
+    if (lane == 0) {
+      FASTGEN_UNROLL
+      for (int u = 0; u < kUnits; ++u)
+        if (u < units) out(g + u, acc[2 * u], acc[2 * u + 1]);
+    }
+  }
 }
 
 // Warp 0: the level drawn from softmax(logits) with uniform u (the reference's inverse-CDF rule:
@@ -178,7 +244,7 @@ FASTGEN_DEVICE void decode_sample(const Args<S>& a, int64_t n, Block& block, uns
   const int64_t K = d.kernel_size, R = d.residual, G = d.gate, S_ = d.skip, H = d.hidden;
   const int64_t levels = d.levels, C = d.cond, KR = K * R, in_gate = gate_inputs(d), rows_rs = R + S_;
   const int tid = block.thread(), threads = block.threads();
-  const int warp = tid / 32, warps = threads / 32, lane = tid % 32;
+  const int warp = tid / 32, lane = tid % 32;
 
   A* windows = reinterpret_cast<A*>(smem);  // (layers, K, R): layer l's [taps | x_l]
   A* cond_t = windows + d.layers * KR;
@@ -215,41 +281,32 @@ FASTGEN_DEVICE void decode_sample(const Args<S>& a, int64_t n, Block& block, uns
       const S* b_gate = w_gate + 2 * G * in_gate;
       const S* w_rs = b_gate + 2 * G;
       const S* b_rs = w_rs + rows_rs * G;
-      for (int64_t g = warp; g < G; g += warps) {
-        const S* row_a = w_gate + g * in_gate;
-        const S* row_b = w_gate + (G + g) * in_gate;
-        // Two independent reductions (their shuffles interleave); the cond part, if any, first
-        // summed per lane.
-        const A pre_a = warp_sum(block, lane_dot(lane, row_a, window, KR) + lane_dot(lane, row_a + KR, cond_t, C));
-        const A pre_b = warp_sum(block, lane_dot(lane, row_b, window, KR) + lane_dot(lane, row_b + KR, cond_t, C));
-        if (lane == 0) z[g] = gate(pre_a + to_acc(b_gate[g]), pre_b + to_acc(b_gate[G + g]));
-      }
+      gate_units(
+          block, 0, G, [&](int64_t g) { return w_gate + g * in_gate; },
+          [&](int64_t g) { return w_gate + (G + g) * in_gate; }, window, KR, cond_t, C,
+          [&](int64_t g, A pre_a, A pre_b) { z[g] = gate(pre_a + to_acc(b_gate[g]), pre_b + to_acc(b_gate[G + g])); });
       block.sync();
       const bool last = l + 1 == d.layers;
       A* x_next = last ? nullptr : windows + (l + 1) * KR + past;
-      for (int64_t j = (last ? R : 0) + warp; j < rows_rs; j += warps) {
-        const A out = row_dot(block, w_rs + j * G, z, G) + to_acc(b_rs[j]);
-        if (lane == 0) {
-          if (j < R) {
-            x_next[j] = x[j] + out;
-          } else {  // after the last layer's term, the head's relu (each row has one owner)
-            const A sum = skips[j - R] + out;
-            skips[j - R] = last ? (sum > A(0) ? sum : A(0)) : sum;
-          }
+      matvec_rows(block, last ? R : 0, rows_rs, [&](int64_t j) { return w_rs + j * G; }, z, G, [&](int64_t j, A sum) {
+        const A out = sum + to_acc(b_rs[j]);
+        if (j < R) {
+          x_next[j] = x[j] + out;
+        } else {  // after the last layer's term, the head's relu (each row has one owner)
+          const A total = skips[j - R] + out;
+          skips[j - R] = last ? (total > A(0) ? total : A(0)) : total;
         }
-      }
+      });
       block.sync();
     }
     // ---- head (skips holds relu(skips) now)
-    for (int64_t h = warp; h < H; h += warps) {
-      const A pre = row_dot(block, w_hidden + h * S_, skips, S_) + to_acc(b_hidden[h]);
-      if (lane == 0) hidden[h] = pre > A(0) ? pre : A(0);
-    }
+    matvec_rows(block, 0, H, [&](int64_t h) { return w_hidden + h * S_; }, skips, S_, [&](int64_t h, A sum) {
+      const A pre = sum + to_acc(b_hidden[h]);
+      hidden[h] = pre > A(0) ? pre : A(0);
+    });
     block.sync();
-    for (int64_t o = warp; o < levels; o += warps) {
-      const A out = row_dot(block, w_out + o * H, hidden, H) + to_acc(b_out[o]);
-      if (lane == 0) logits[o] = out;
-    }
+    matvec_rows(block, 0, levels, [&](int64_t o) { return w_out + o * H; }, hidden, H,
+                [&](int64_t o, A sum) { logits[o] = sum + to_acc(b_out[o]); });
     block.sync();
     // ---- draw
     if (warp == 0) {

@@ -43,7 +43,7 @@ FASTGEN_DEVICE void decode_sample_cluster(const Args<S>& a, const ClusterPlan& p
   const int64_t levels = d.levels, C = d.cond, KR = K * R, in_gate = gate_inputs(d), rows_rs = R + S_;
   const int64_t Q = plan.cluster, q = block.cluster_rank();
   const int tid = block.thread(), threads = block.threads();
-  const int warp = tid / 32, warps = threads / 32, lane = tid % 32;
+  const int warp = tid / 32, lane = tid % 32;
   const SliceShape shape_q = slice_shape(d, Q);
   // This block's rows of each matrix.
   const int64_t g0 = slice_begin(G, q, Q), g1 = slice_begin(G, q + 1, Q);
@@ -119,42 +119,39 @@ FASTGEN_DEVICE void decode_sample_cluster(const Args<S>& a, const ClusterPlan& p
       const S* b_gate = slot + 2 * units * in_gate;
       const S* w_rs = b_gate + 2 * units;
       const S* b_rs = w_rs + rs_rows * G;
-      for (int64_t g = g0 + warp; g < g1; g += warps) {
-        const int64_t u = g - g_first;
-        const S* row_a = slot + u * in_gate;
-        const S* row_b = slot + (units + u) * in_gate;
-        const A pre_a = warp_sum(block, lane_dot(lane, row_a, window, KR) + lane_dot(lane, row_a + KR, cond_t, C));
-        const A pre_b = warp_sum(block, lane_dot(lane, row_b, window, KR) + lane_dot(lane, row_b + KR, cond_t, C));
-        if (lane == 0) broadcast(block, z + g, gate(pre_a + to_acc(b_gate[u]), pre_b + to_acc(b_gate[units + u])));
-      }
+      gate_units(
+          block, g0, g1, [&](int64_t g) { return slot + (g - g_first) * in_gate; },
+          [&](int64_t g) { return slot + (units + g - g_first) * in_gate; }, window, KR, cond_t, C,
+          [&](int64_t g, A pre_a, A pre_b) {
+            const int64_t u = g - g_first;
+            broadcast(block, z + g, gate(pre_a + to_acc(b_gate[u]), pre_b + to_acc(b_gate[units + u])));
+          });
       block.cluster_sync();
       const bool last = l + 1 == d.layers;
       A* x_next = last ? nullptr : windows + (l + 1) * KR + past;
-      for (int64_t j = (last ? (j0 > R ? j0 : R) : j0) + warp; j < j1; j += warps) {
-        const A out = row_dot(block, w_rs + (j - j_first) * G, z, G) + to_acc(b_rs[j - j_first]);
-        if (lane == 0) {
-          if (j < R) {
-            broadcast(block, x_next + j, x[j] + out);
-          } else if (last) {  // the skips are complete: the head's relu, then to every block
-            const A sum = skips[j - R] + out;
-            broadcast(block, skips + (j - R), sum > A(0) ? sum : A(0));
-          } else {
-            skips[j - R] += out;
-          }
-        }
-      }
+      matvec_rows(block, last ? (j0 > R ? j0 : R) : j0, j1, [&](int64_t j) { return w_rs + (j - j_first) * G; }, z, G,
+                  [&](int64_t j, A sum) {
+                    const A out = sum + to_acc(b_rs[j - j_first]);
+                    if (j < R) {
+                      broadcast(block, x_next + j, x[j] + out);
+                    } else if (last) {  // the skips are complete: the head's relu, then to every block
+                      const A total = skips[j - R] + out;
+                      broadcast(block, skips + (j - R), total > A(0) ? total : A(0));
+                    } else {
+                      skips[j - R] += out;
+                    }
+                  });
       block.cluster_sync();
     }
     // ---- head
-    for (int64_t h = h0 + warp; h < h1; h += warps) {
-      const A pre = row_dot(block, w_hidden + (h - h_first) * S_, skips, S_) + to_acc(b_hidden[h - h_first]);
-      if (lane == 0) broadcast(block, hidden + h, pre > A(0) ? pre : A(0));
-    }
+    matvec_rows(block, h0, h1, [&](int64_t h) { return w_hidden + (h - h_first) * S_; }, skips, S_,
+                [&](int64_t h, A sum) {
+                  const A pre = sum + to_acc(b_hidden[h - h_first]);
+                  broadcast(block, hidden + h, pre > A(0) ? pre : A(0));
+                });
     block.cluster_sync();
-    for (int64_t o = o0 + warp; o < o1; o += warps) {
-      const A out = row_dot(block, w_out + (o - o_first) * H, hidden, H) + to_acc(b_out[o - o_first]);
-      if (lane == 0) broadcast(block, logits + o, out);
-    }
+    matvec_rows(block, o0, o1, [&](int64_t o) { return w_out + (o - o_first) * H; }, hidden, H,
+                [&](int64_t o, A sum) { broadcast(block, logits + o, sum + to_acc(b_out[o - o_first])); });
     block.cluster_sync();
     // ---- draw: every block the same code from the same logits
     if (warp == 0) {

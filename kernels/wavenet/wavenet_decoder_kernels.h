@@ -30,7 +30,7 @@ struct DecoderBuffers {
 size_t wavenet_decoder_smem_bytes(DecoderDType dtype, const decoder::Shape& shape, int64_t resident_elems);
 
 // Enqueues the generation of `steps` codes per sample from position `start` on `stream`; the
-// rings are read and updated in place. `threads`: a multiple of 32 in [32, 1024]. Returns
+// rings are read and updated in place. `threads`: a multiple of 32 in [32, 512]. Returns
 // cudaErrorInvalidValue for bad sizes (nothing launched), else cudaGetLastError().
 cudaError_t launch_wavenet_decoder(DecoderDType dtype, const DecoderBuffers& buffers, const decoder::Shape& shape,
                                    int64_t batch, int64_t steps, int64_t start, int64_t resident_elems,
@@ -41,7 +41,7 @@ size_t wavenet_decoder_cluster_smem_bytes(DecoderDType dtype, const decoder::Sha
                                           const decoder::ClusterPlan& plan);
 
 // The same generation with `plan.cluster` blocks (1..16) per sample, a thread-block cluster each,
-// `threads` at most 512
+// `threads` at most 256
 // (wavenet_decoder_cluster.h). Returns cudaErrorNotSupported below sm_90 and
 // cudaErrorInvalidConfiguration when one cluster of this size and shared memory cannot be
 // resident on the GPU (nothing launched in either case).
