@@ -37,6 +37,19 @@ struct PixelScratch {
   }
 };
 
+// The row cache of one sample at a new pixel: state (C_in x T) shifts left and takes input (C_in)
+// last; window (C_in x used, row-major) gets each channel's taps first .. first + used - 1.
+template <typename scalar_t, typename acc_t>
+inline void shift_into_window(scalar_t* state, int64_t C_in, int64_t T, const scalar_t* input, int64_t first,
+                              int64_t used, acc_t* window) {
+  for (int64_t c = 0; c < C_in; ++c) {
+    scalar_t* row = state + c * T;
+    for (int64_t t = 0; t + 1 < T; ++t) row[t] = row[t + 1];
+    row[T - 1] = input[c];
+    for (int64_t t = 0; t < used; ++t) window[c * used + t] = static_cast<acc_t>(row[first + t]);
+  }
+}
+
 // out (C) for one sample: `link` read with stride link_stride, `cond` (D) may be null when D == 0.
 // out may be input (a layer after the first stepping in place): each input[c] is read before
 // out[c] is written.
@@ -45,12 +58,7 @@ void horizontal_pixel(const HorizontalWeights<acc_t>& w, scalar_t* state, const 
                       int64_t link_stride, const scalar_t* cond, PixelScratch<acc_t>& s, scalar_t* out) {
   const int64_t first = w.mask_b ? 0 : 1, used = w.T - first, two_c = 2 * w.C;
   s.fit(w.C_in * used, two_c, w.D);
-  for (int64_t c = 0; c < w.C_in; ++c) {
-    scalar_t* row = state + c * w.T;
-    for (int64_t t = 0; t + 1 < w.T; ++t) row[t] = row[t + 1];
-    row[w.T - 1] = input[c];
-    for (int64_t t = 0; t < used; ++t) s.window[c * used + t] = static_cast<acc_t>(row[first + t]);
-  }
+  shift_into_window(state, w.C_in, w.T, input, first, used, s.window.data());
   for (int64_t o = 0; o < two_c; ++o) s.h[o] = static_cast<acc_t>(link[o * link_stride]);
   matvec(w.w_window, s.window.data(), two_c, w.C_in * used, w.b_h, true, s.h.data());
   if (w.w_cond != nullptr) {
