@@ -160,7 +160,10 @@ def test_vertical_step_kernel_edges(width, taps, biases, with_cond):
     """Rows narrower than the kernel, each bias missing, conditioning without b_v: the
     reference's outputs and shifted state."""
     g = torch.Generator().manual_seed(width * 10 + taps)
-    r = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
     c_in, c, k = 3, 2, taps // 2
     args = dict(w_v=r(2 * c, c_in, k + 1, taps), b_v=r(2 * c) if biases else None, w_v2h=r(2 * c, 2 * c),
                 b_v2h=r(2 * c) if biases else None, cond=r(2, 4) if with_cond else None,

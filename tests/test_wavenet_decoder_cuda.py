@@ -81,7 +81,7 @@ def test_weights_in_shared_or_global_memory_give_the_same_bits(lib):
 
 
 def test_emulated_kernel_continues_from_its_states(lib):
-    args, kwargs = generate_args(n=2, steps=8)
+    args, _ = generate_args(n=2, steps=8)
     whole = emulate(lib, *clone_states(args))
     split = clone_states(args)
     first = emulate(lib, split[0], split[1], split[2][:, :3], *split[3:])
