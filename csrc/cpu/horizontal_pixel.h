@@ -60,13 +60,14 @@ void horizontal_pixel(const HorizontalWeights<acc_t>& w, scalar_t* state, const 
   s.fit(w.C_in * used, two_c, w.D);
   shift_into_window(state, w.C_in, w.T, input, first, used, s.window.data());
   for (int64_t o = 0; o < two_c; ++o) s.h[o] = static_cast<acc_t>(link[o * link_stride]);
-  matvec(w.w_window, s.window.data(), two_c, w.C_in * used, w.b_h, true, s.h.data());
+  dot_block(w.w_window, s.window.data(), w.C_in * used, 1, two_c, w.C_in * used, w.b_h, true, s.h.data(), two_c);
   if (w.w_cond != nullptr) {
     for (int64_t d = 0; d < w.D; ++d) s.cond[d] = static_cast<acc_t>(cond[d]);
-    matvec(w.w_cond, s.cond.data(), two_c, w.D, static_cast<const acc_t*>(nullptr), true, s.h.data());
+    dot_block(w.w_cond, s.cond.data(), w.D, 1, two_c, w.D, static_cast<const acc_t*>(nullptr), true, s.h.data(),
+              two_c);
   }
   for (int64_t j = 0; j < w.C; ++j) s.z[j] = tanh_acc(s.h[j]) * sigmoid_acc(s.h[w.C + j]);
-  matvec(w.w_res, s.z.data(), w.C, w.C, w.b_res, false, s.res.data());
+  dot_block(w.w_res, s.z.data(), w.C, 1, w.C, w.C, w.b_res, false, s.res.data(), w.C);
   for (int64_t c = 0; c < w.C; ++c) {
     const acc_t skip = w.mask_b ? static_cast<acc_t>(input[c]) : acc_t(0);
     out[c] = static_cast<scalar_t>(s.res[c] + skip);

@@ -42,6 +42,74 @@ inline void matvec(const acc_t* W, const acc_t* x, int64_t M, int64_t K, const a
 typedef float float8 __attribute__((vector_size(32)));
 typedef float float8_unaligned __attribute__((vector_size(32), aligned(4), may_alias));
 
+// out[r][v] = sum_i W[r * K + i] * X[v * ldx + i] in a fixed order: eight lanes (i = l mod 8) in
+// input order, the lanes added as ((0 + 4) + (2 + 6)) + ((1 + 5) + (3 + 7)), then the K mod 8
+// tail in order. R x V register tiles read each row chunk once for V vectors and each vector
+// chunk once for R rows (the plain dot product loads two values per multiply-add).
+template <int R, int V>
+__attribute__((always_inline)) inline void dot_tile(const float* __restrict W, int64_t K, const float* __restrict X,
+                                                    int64_t ldx, float (&out)[R][V]) {
+  float8 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = float8{};
+  const int64_t K8 = K / 8 * 8;
+  for (int64_t i = 0; i < K8; i += 8) {
+    float8 w[R], x[V];
+    for (int r = 0; r < R; ++r) w[r] = *reinterpret_cast<const float8_unaligned*>(W + r * K + i);
+    for (int v = 0; v < V; ++v) x[v] = *reinterpret_cast<const float8_unaligned*>(X + v * ldx + i);
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < V; ++v) acc[r][v] += w[r] * x[v];
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) {
+      const float8 a = acc[r][v];
+      float sum = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+      for (int64_t i = K8; i < K; ++i) sum += W[r * K + i] * X[v * ldx + i];
+      out[r][v] = sum;
+    }
+}
+
+// Rows [o, o + R) of the products for vectors [b, b + V): y_b[o] = (bias ? bias[o] : 0) +
+// (accumulate ? y_b[o] : 0) + the fixed-order dot product.
+template <int R, int V>
+__attribute__((always_inline)) inline void dot_tile_into(const float* W, int64_t K, const float* X, int64_t ldx,
+                                                         int64_t o, int64_t b, const float* bias, bool accumulate,
+                                                         float* Y, int64_t ldy) {
+  float out[R][V];
+  dot_tile<R, V>(W + o * K, K, X + b * ldx, ldx, out);
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) {
+      float sum = out[r][v];
+      if (bias != nullptr) sum += bias[o + r];
+      float* y = Y + (b + v) * ldy + o + r;
+      *y = accumulate ? *y + sum : sum;
+    }
+}
+
+// matvec_block's products (same arguments) with dot_tile's summation order: the same bits for
+// a vector whatever B is, so a block of samples and one sample at a time agree exactly.
+FASTGEN_CPU_CLONES inline void dot_block(const float* __restrict W, const float* __restrict X, int64_t ldx, int64_t B,
+                                         int64_t M, int64_t K, const float* __restrict bias, bool accumulate,
+                                         float* __restrict Y, int64_t ldy) {
+  int64_t b = 0;
+  for (; b + 4 <= B; b += 4) {  // 2 rows x 4 vectors: 8 accumulators
+    int64_t o = 0;
+    for (; o + 2 <= M; o += 2) dot_tile_into<2, 4>(W, K, X, ldx, o, b, bias, accumulate, Y, ldy);
+    for (; o < M; ++o) dot_tile_into<1, 4>(W, K, X, ldx, o, b, bias, accumulate, Y, ldy);
+  }
+  for (; b < B; ++b) {  // one vector: 4 rows at a time, so 4 independent multiply-add chains
+    int64_t o = 0;
+    for (; o + 4 <= M; o += 4) dot_tile_into<4, 1>(W, K, X, ldx, o, b, bias, accumulate, Y, ldy);
+    for (; o < M; ++o) dot_tile_into<1, 1>(W, K, X, ldx, o, b, bias, accumulate, Y, ldy);
+  }
+}
+
+// float64 keeps matvec_block (its models are for exactness tests, not speed).
+inline void dot_block(const double* W, const double* X, int64_t ldx, int64_t B, int64_t M, int64_t K,
+                      const double* bias, bool accumulate, double* Y, int64_t ldy) {
+  matvec_block(W, X, ldx, B, M, K, bias, accumulate, Y, ldy);
+}
+
 // y[0 : 8V] += sum_i x[i] WT[i, 0 : 8V] for one vector (WT rows M apart, K of them), the V
 // partial outputs held in registers for the whole sum: no load or store of y per input, which is
 // what limits the axpy loop below at batch 1. Summed in input order.

@@ -31,10 +31,10 @@ using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
 // One thread's block of B samples stepping through a row together: each layer's products are
-// matvec_block over the B vectors, so every weight matrix is read once per pixel for the block
-// rather than once per sample (at batch 16, 15 layers of 64 channels and a 256-level head are
-// ~1.5 MB a pixel: streamed from L3 per sample they set the pace). Each vector's dot products
-// are those of horizontal_pixel (same order), so the draws are unchanged.
+// dot_block over the B vectors, so every weight matrix is read once per pixel for the block
+// rather than once per sample, in register tiles of 2 rows x 4 samples (dot_block). Each
+// vector's dot products are those of horizontal_pixel (same fixed order), so a row generated
+// here equals one stepped with gated_pixelcnn_horizontal_step.
 template <typename T>
 struct RowBlock {
   RowBlock(int64_t B, const std::vector<HorizontalWeights<T>>& weights, int64_t C_img, int64_t hidden, int64_t levels)
@@ -63,14 +63,14 @@ struct RowBlock {
       if (w.w_cond != nullptr)
         for (int64_t d = 0; d < w.D; ++d) cond[b * w.D + d] = cond_rows[b * w.D + d];
     }
-    matvec_block(w.w_window, window.data(), K, B, two_c, K, w.b_h, true, h_pre.data(), two_c);
+    dot_block(w.w_window, window.data(), K, B, two_c, K, w.b_h, true, h_pre.data(), two_c);
     if (w.w_cond != nullptr)
-      matvec_block(w.w_cond, cond.data(), w.D, B, two_c, w.D, static_cast<const T*>(nullptr), true, h_pre.data(),
+      dot_block(w.w_cond, cond.data(), w.D, B, two_c, w.D, static_cast<const T*>(nullptr), true, h_pre.data(),
                    two_c);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t c = 0; c < C; ++c)
         z[b * C + c] = tanh_acc(h_pre[b * two_c + c]) * sigmoid_acc(h_pre[b * two_c + C + c]);
-    matvec_block(w.w_res, z.data(), C, B, C, C, w.b_res, false, out.data(), C);
+    dot_block(w.w_res, z.data(), C, B, C, C, w.b_res, false, out.data(), C);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t c = 0; c < C; ++c) h[b * C + c] = out[b * C + c] + (w.mask_b ? in[b * w.C_in + c] : T(0));
   }
@@ -78,9 +78,9 @@ struct RowBlock {
   // logits = b_o + W_o relu(b_h + W_h relu(h)) for every sample of the block.
   void head(const T* wh, const T* bh, const T* wo, const T* bo) {
     for (T& v : h) v = std::max(v, T(0));
-    matvec_block(wh, h.data(), C, B, hidden, C, bh, false, hid.data(), hidden);
+    dot_block(wh, h.data(), C, B, hidden, C, bh, false, hid.data(), hidden);
     for (T& v : hid) v = std::max(v, T(0));
-    matvec_block(wo, hid.data(), hidden, B, C_img * levels, hidden, bo, false, logits.data(), C_img * levels);
+    dot_block(wo, hid.data(), hidden, B, C_img * levels, hidden, bo, false, logits.data(), C_img * levels);
   }
 
   int64_t B, C, C_img, hidden, levels;
