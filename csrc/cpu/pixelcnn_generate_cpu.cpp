@@ -2,8 +2,8 @@
 //
 // For each block of samples (one per thread) and each column j of the row, left to right:
 //   input  = the network input of pixel j - 1 (2 v - 1 for the value v drawn there; zeros at j = 0)
-//   every layer l: its horizontal stack at this pixel (as horizontal_pixel.h, for the block at
-//                  once; row caches starting from zeros), with the layer's link for the row at column j
+//   every layer l: its horizontal stack at this pixel (horizontal_pixel.h, for the block at once;
+//                  row caches starting from zeros), with the layer's link for the row at column j
 //   logits = b_o + W_o relu(b_h + W_h relu(h));  level of channel c = draw(logits[c], u[n, c, j])
 // The vertical stacks of the row (its links) depend only on the rows above, so the caller
 // computes them before the row (gated_pixelcnn_vertical_step). Why one call: stepping every
@@ -30,49 +30,25 @@ namespace {
 using at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
-// One thread's block of B samples stepping through a row together: each layer's products are
-// dot_block over the B vectors, so every weight matrix is read once per pixel for the block
-// rather than once per sample, in register tiles of 2 rows x 4 samples (dot_block). Each
-// vector's dot products are those of horizontal_pixel (same fixed order), so a row generated
-// here equals one stepped with gated_pixelcnn_horizontal_step.
+// One thread's block of B samples stepping through a row together: each layer is one
+// horizontal_pixels call for the block (the step op's code), so a row generated here equals one
+// stepped with gated_pixelcnn_horizontal_step.
 template <typename T>
 struct RowBlock {
   RowBlock(int64_t B, const std::vector<HorizontalWeights<T>>& weights, int64_t C_img, int64_t hidden, int64_t levels)
       : B(B), C(weights[0].C), C_img(C_img), hidden(hidden), levels(levels) {
-    int64_t widest = 0;
-    for (const auto& w : weights) {
-      states.emplace_back(B * w.C_in * w.T, T(0));
-      widest = std::max(widest, w.C_in * (w.T - (w.mask_b ? 0 : 1)));
-    }
-    const int64_t D = weights[0].D;
-    window.resize(B * widest), h_pre.resize(B * 2 * C), z.resize(B * C), out.resize(B * C), h.resize(B * C);
-    cond.resize(B * D), input.assign(B * C_img, T(0)), hid.resize(B * hidden), logits.resize(B * C_img * levels);
+    for (const auto& w : weights) states.emplace_back(B * w.C_in * w.T, T(0));
+    h.resize(B * C), input.assign(B * C_img, T(0)), hid.resize(B * hidden), logits.resize(B * C_img * levels);
     draw_scratch.resize(levels);
   }
 
   // Layer l at this pixel for every sample of the block: the layer's input is the image's
-  // (layer 0) or the previous layer's h; `link` points at sample 0's link at this column.
+  // (layer 0) or the previous layer's h (stepped in place); `link` points at sample 0's link at
+  // this column, `cond_rows` at sample 0's conditioning.
   void step_layer(const HorizontalWeights<T>& w, int64_t l, const T* link, int64_t link_n, int64_t link_o,
                   const T* cond_rows) {
-    const int64_t first = w.mask_b ? 0 : 1, used = w.T - first, K = w.C_in * used, two_c = 2 * C;
-    const T* in = l == 0 ? input.data() : h.data();
-    for (int64_t b = 0; b < B; ++b) {
-      shift_into_window(states[l].data() + b * w.C_in * w.T, w.C_in, w.T, in + b * w.C_in, first, used,
-                        window.data() + b * K);
-      for (int64_t o = 0; o < two_c; ++o) h_pre[b * two_c + o] = link[b * link_n + o * link_o];
-      if (w.w_cond != nullptr)
-        for (int64_t d = 0; d < w.D; ++d) cond[b * w.D + d] = cond_rows[b * w.D + d];
-    }
-    dot_block(w.w_window, window.data(), K, B, two_c, K, w.b_h, true, h_pre.data(), two_c);
-    if (w.w_cond != nullptr)
-      dot_block(w.w_cond, cond.data(), w.D, B, two_c, w.D, static_cast<const T*>(nullptr), true, h_pre.data(),
-                   two_c);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t c = 0; c < C; ++c)
-        z[b * C + c] = tanh_acc(h_pre[b * two_c + c]) * sigmoid_acc(h_pre[b * two_c + C + c]);
-    dot_block(w.w_res, z.data(), C, B, C, C, w.b_res, false, out.data(), C);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t c = 0; c < C; ++c) h[b * C + c] = out[b * C + c] + (w.mask_b ? in[b * w.C_in + c] : T(0));
+    horizontal_pixels(w, B, states[l].data(), l == 0 ? input.data() : h.data(), link, link_n, link_o, cond_rows,
+                      scratch, h.data());
   }
 
   // logits = b_o + W_o relu(b_h + W_h relu(h)) for every sample of the block.
@@ -85,7 +61,8 @@ struct RowBlock {
 
   int64_t B, C, C_img, hidden, levels;
   std::vector<std::vector<T>> states;  // per layer: (B, C_in, T)
-  std::vector<T> window, h_pre, z, out, h, cond, input, hid, logits, draw_scratch;
+  PixelScratch<T> scratch;
+  std::vector<T> h, input, hid, logits, draw_scratch;
 };
 
 Tensor pixelcnn_generate_row(at::TensorList links, const Tensor& uniforms, at::TensorList w_h,

@@ -55,10 +55,8 @@ void horizontal_kernel(const Tensor& state, const Tensor& new_input, const Tenso
   const int64_t grain = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(work, 1));
   at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
     PixelScratch<acc_t> scratch;
-    for (int64_t n = n0; n < n1; ++n) {
-      horizontal_pixel(w, state_p + n * C_in * T, in_p + n * C_in, link_p + n * link_n, link_o,
-                       cond_p == nullptr ? nullptr : cond_p + n * D, scratch, out_p + n * C);
-    }
+    horizontal_pixels(w, n1 - n0, state_p + n0 * C_in * T, in_p + n0 * C_in, link_p + n0 * link_n, link_n, link_o,
+                      cond_p == nullptr ? nullptr : cond_p + n0 * D, scratch, out_p + n0 * C);
   });
 }
 

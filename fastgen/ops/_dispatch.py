@@ -56,8 +56,9 @@ def register_triton_for_cuda(modules: dict[str, str]) -> None:
     """Register Triton kernels as the CUDA implementation of the ops without a compiled one.
 
     ``modules`` maps op name -> module holding a function of that name (in
-    ``fastgen.triton_kernels``, or the Python side of a compiled kernel that needs one). Checked per op, so a compiled CUDA kernel, once written, takes over by itself. Without
-    a GPU nothing is registered; without Triton the reference runs on CUDA tensors.
+    ``fastgen.triton_kernels``, or the Python side of a compiled kernel that needs one). Checked
+    per op, so a compiled CUDA kernel, once written, takes over by itself. Without a GPU nothing
+    is registered; without Triton the reference runs on CUDA tensors.
     """
     if not torch.cuda.is_available():
         return

@@ -213,7 +213,8 @@ def wavenet_generate(states, first_input, uniforms, embedding, w_dilated, b_dila
                      w_cond, dilations, w_hidden, b_hidden, w_out, b_out, cond, start):
     """int64 codes (N, T); ``states`` updated in place (see fastgen.ops.wavenet_generate)."""
     shape = shape_of(states, w_dilated, w_skip, w_hidden, w_out, cond)
-    resident = plan(shape, first_input.dtype, smem_limit(first_input.device))
+    limit = smem_limit(first_input.device)
+    resident = plan(shape, first_input.dtype, limit)  # also says whether the running vectors fit
     if isinstance(resident, str):
         raise ValueError(f"wavenet_generate on the GPU: {resident}; sample with the step ops")
     rings = [state.contiguous() for state in states]  # the kernel updates these in place
@@ -228,7 +229,7 @@ def wavenet_generate(states, first_input, uniforms, embedding, w_dilated, b_dila
                   "decoding with one block per sample", cluster)
         cluster = 0
     if cluster:
-        cluster_plan = plan_cluster(shape, first_input.dtype, smem_limit(first_input.device), cluster)
+        cluster_plan = plan_cluster(shape, first_input.dtype, limit, cluster)
         if isinstance(cluster_plan, str):
             raise ValueError(f"wavenet_generate on the GPU with FASTGEN_DECODER_CLUSTER={cluster}: {cluster_plan}")
         codes = torch.ops.fastgen.wavenet_decoder_cluster_cuda(*common, cluster, *cluster_plan,

@@ -5,8 +5,9 @@ sample, more than the arithmetic of a batch-1 step. ``wavenet_generate`` keeps t
 steps and layers, the output head and the categorical draw inside one kernel call: a C++
 kernel on the CPU, and on CUDA a persistent decoder, one block per sample running every step and
 layer: the CUDA kernel of kernels/wavenet/ in builds with CUDA (weights in shared memory as far
-as they fit), else the Triton kernel (``decoder_limits`` says which sizes each takes). It continues from the given ring buffers (``states``,
-updated in place) and position ``start``, so generation can be split over several calls.
+as they fit), else the Triton kernel (``decoder_limits`` says which sizes each takes). It
+continues from the given ring buffers (``states``, updated in place) and position ``start``, so
+generation can be split over several calls.
 
 Sampling op: no gradient; categorical output. float32 and float64; float16/bfloat16 models keep
 their weights and ring buffers in that dtype (half the bytes streamed per step), compute in
