@@ -238,6 +238,29 @@ FASTGEN_DEVICE void store_ring(const Args<S>& a, int64_t n, int64_t l, int64_t p
   for (int64_t c = c0 + block.thread(); c < c1; c += block.threads()) store(ring + c, x[c]);
 }
 
+// Where a block's running vectors, drawn code and resident weights are in its shared memory
+// (wavenet_decoder_layout.h), the same for both programs.
+template <typename S, typename A>
+struct SharedLayout {
+  A *windows, *cond, *z, *skips, *hidden, *logits;  // windows: (layers, K, R), layer l's [taps | x_l]
+  int64_t* code;
+  S* resident;
+};
+
+template <typename S, typename A>
+FASTGEN_DEVICE SharedLayout<S, A> shared_layout(const Shape& d, unsigned char* smem) {
+  SharedLayout<S, A> v;
+  v.windows = reinterpret_cast<A*>(smem);
+  v.cond = v.windows + d.layers * d.kernel_size * d.residual;
+  v.z = v.cond + d.cond;
+  v.skips = v.z + d.gate;
+  v.hidden = v.skips + d.skip;
+  v.logits = v.hidden + d.hidden;
+  v.code = reinterpret_cast<int64_t*>(smem + code_offset(d, sizeof(A)));
+  v.resident = reinterpret_cast<S*>(smem + weights_offset(d, sizeof(A)));
+  return v;
+}
+
 template <typename S, typename A, typename Block>
 FASTGEN_DEVICE void decode_sample(const Args<S>& a, int64_t n, Block& block, unsigned char* smem) {
   const Shape& d = a.shape;
@@ -246,14 +269,10 @@ FASTGEN_DEVICE void decode_sample(const Args<S>& a, int64_t n, Block& block, uns
   const int tid = block.thread(), threads = block.threads();
   const int warp = tid / 32, lane = tid % 32;
 
-  A* windows = reinterpret_cast<A*>(smem);  // (layers, K, R): layer l's [taps | x_l]
-  A* cond_t = windows + d.layers * KR;
-  A* skips = cond_t + C;
-  A* hidden = skips + S_;
-  A* logits = hidden + H;
-  A* z = logits + levels;
-  int64_t* code = reinterpret_cast<int64_t*>(smem + code_offset(d, sizeof(A)));
-  S* resident = reinterpret_cast<S*>(smem + weights_offset(d, sizeof(A)));
+  const SharedLayout<S, A> v = shared_layout<S, A>(d, smem);
+  A *windows = v.windows, *cond_t = v.cond, *z = v.z, *skips = v.skips, *hidden = v.hidden, *logits = v.logits;
+  int64_t* code = v.code;
+  S* resident = v.resident;
 
   for (int64_t i = tid; i < a.resident_elems; i += threads) resident[i] = a.weights[i];
   // A weight block lying wholly in the copied prefix is read from shared memory.

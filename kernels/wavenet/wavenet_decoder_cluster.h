@@ -52,14 +52,10 @@ FASTGEN_DEVICE void decode_sample_cluster(const Args<S>& a, const ClusterPlan& p
   const int64_t o0 = slice_begin(levels, q, Q), o1 = slice_begin(levels, q + 1, Q);
   const int64_t c0 = slice_begin(R, q, Q), c1 = slice_begin(R, q + 1, Q);
 
-  A* windows = reinterpret_cast<A*>(smem);
-  A* cond_t = windows + d.layers * KR;
-  A* z = cond_t + C;
-  A* skips = z + G;
-  A* hidden = skips + S_;
-  A* logits = hidden + H;
-  int64_t* code = reinterpret_cast<int64_t*>(smem + code_offset(d, sizeof(A)));
-  S* resident = reinterpret_cast<S*>(smem + weights_offset(d, sizeof(A)));
+  const SharedLayout<S, A> v = shared_layout<S, A>(d, smem);
+  A *windows = v.windows, *cond_t = v.cond, *z = v.z, *skips = v.skips, *hidden = v.hidden, *logits = v.logits;
+  int64_t* code = v.code;
+  S* resident = v.resident;
   const int64_t layer_slice = layer_slice_elems(d, shape_q);
 
   // ---- this block's weight slices into shared memory (local only: the first load barrier

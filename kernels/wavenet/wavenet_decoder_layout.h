@@ -37,8 +37,8 @@ FASTGEN_HD int64_t head_offset(const Shape& s) { return s.layers * layer_elems(s
 FASTGEN_HD int64_t weight_elems(const Shape& s) { return head_offset(s) + head_elems(s); }
 
 // Shared memory, in this order:
-//   running vectors (accumulation dtype): windows (layers, K, R) | cond (C_cond) | skips (S) |
-//     hidden (H) | logits (levels) | z (G)
+//   running vectors (accumulation dtype): windows (layers, K, R) | cond (C_cond) | z (G) |
+//     skips (S) | hidden (H) | logits (levels)  (shared_layout in wavenet_decoder_body.h)
 //   the drawn code (one int64), at the next 16-byte boundary
 //   resident weights (model dtype): the first `resident_elems` of the packed buffer, at the
 //     next 16-byte boundary
@@ -78,9 +78,9 @@ FASTGEN_HD int64_t head_slice_elems(const Shape& s, const SliceShape& q) {
   return q.hidden_rows * s.skip + q.hidden_rows + q.level_rows * s.hidden + q.level_rows;
 }
 
-// Shared memory of one block of the cluster: the running vectors (vector_elems, in another
-// order: windows | cond | z | skips | hidden | logits) and the code as above, then the resident
-// slices (model dtype): the first `resident_layers` layers', then the head's if `head_resident`.
+// Shared memory of one block of the cluster: the running vectors and the code as above, then the
+// resident slices (model dtype): the first `resident_layers` layers', then the head's if
+// `head_resident`.
 FASTGEN_HD size_t cluster_smem_bytes(const Shape& s, int64_t cluster, size_t acc_bytes, size_t scalar_bytes,
                                      int64_t resident_layers, bool head_resident) {
   const SliceShape q = slice_shape(s, cluster);
