@@ -25,6 +25,12 @@ TOLERANCES = {
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+# Full float32 on a GPU: the tolerances above are for IEEE float32, and PyTorch's default TF32
+# convolutions (which fastgen's Triton kernels follow) round operands to 10 mantissa bits. The
+# TF32 path has its own tests (test_triton_precision.py).
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+
 # Where Triton kernels can run: CPU tensors under the interpreter, CUDA tensors on a GPU.
 TRITON_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 TRITON_DEVICES = (["cpu"] if TRITON_INTERPRETING else []) + (["cuda"] if torch.cuda.is_available() else [])

@@ -4,9 +4,11 @@ weight-gradient partial (``@triton.jit`` helpers, inlined into the kernels that 
 
 Precision of a tile product (``mma_meta`` picks MODE and the accumulation dtype ACC):
 float16/bfloat16 tiles go to ``tl.dot`` as they are (tensor cores, float32 accumulate); float32
-uses ``input_precision="ieee"`` (no TF32, so results match the reference to ~1e-5); float64 uses a
-broadcast multiply-sum. Under ``TRITON_INTERPRET=1`` every tile is upcast first (the
-interpreter's numpy has no bfloat16 arithmetic).
+follows ``torch.backends.cudnn.allow_tf32``, the switch PyTorch's own float32 convolutions obey:
+TF32 tensor cores when it is on (PyTorch's default: the precision ``nn.Conv2d`` gives on the same
+GPU), ``input_precision="ieee"`` when it is off (results match the reference to ~1e-5); float64
+uses a broadcast multiply-sum. Under ``TRITON_INTERPRET=1`` every tile is upcast first (the
+interpreter's numpy has no bfloat16 arithmetic) and float32 is always IEEE.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def mma_meta(dtype: torch.dtype) -> dict:
-    """{"MODE", "ACC"} of ``mma`` for tiles of ``dtype``."""
+    """{"MODE", "ACC"} of ``mma`` for tiles of ``dtype`` (read at each launch: the TF32 switch may change)."""
     if dtype == torch.float64:
         mode = 2
-    elif dtype == torch.float32 or interpreting():
+    elif interpreting():
         mode = 1
+    elif dtype == torch.float32:
+        mode = 3 if torch.backends.cudnn.allow_tf32 else 1
     else:
         mode = 0
     return {"MODE": mode, "ACC": tl.float64 if dtype == torch.float64 else tl.float32}
@@ -72,11 +76,14 @@ def row_tile(N, D, n_col_blocks, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
 
 @triton.jit
 def mma(acc, a, b, MODE: tl.constexpr, ACC: tl.constexpr):
-    """acc + a @ b. MODE 0: tl.dot on the tiles as loaded; 1: upcast, IEEE fp32 dot; 2: multiply-sum."""
+    """acc + a @ b. MODE 0: tl.dot on the tiles as loaded; 1: upcast, IEEE fp32 dot; 2: multiply-sum;
+    3: upcast, TF32 dot."""
     if MODE == 0:
         acc += tl.dot(a, b)
     elif MODE == 1:
         acc += tl.dot(a.to(ACC), b.to(ACC), input_precision="ieee")
+    elif MODE == 3:
+        acc += tl.dot(a.to(ACC), b.to(ACC), input_precision="tf32")
     else:
         acc += tl.sum(a.to(ACC)[:, :, None] * b.to(ACC)[None, :, :], axis=1)
     return acc

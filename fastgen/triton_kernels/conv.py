@@ -16,8 +16,8 @@ copy of x is built.
 The two backward kernels also serve the fused WaveNet layer (``wavenet.py``), whose operands may
 be in the accumulation dtype: they round tiles to the input dtype LOW for ``tl.dot`` (a no-op here).
 Precision as in ``_common.py``: float16/bfloat16 tiles go to ``tl.dot`` (float32 accumulate),
-float32 uses ``input_precision="ieee"``, float64 a broadcast multiply-sum; the interpreter upcasts
-every tile first.
+float32 TF32 or IEEE as ``torch.backends.cudnn.allow_tf32`` says, float64 a broadcast
+multiply-sum; the interpreter upcasts every tile first.
 """
 
 from __future__ import annotations

@@ -43,8 +43,8 @@ is one tap (dy, dx) = (-1, 0) with w_v2h as its weight, and a 1x1 projection one
 
 Precision as in ``_common.py``: float16/bfloat16 tiles go to ``tl.dot`` (float32 accumulate; an operand
 in the accumulation dtype, v_pre, the gate, dV or dH, is rounded to the input dtype first), float32
-uses ``input_precision="ieee"``, float64 a broadcast multiply-sum; the interpreter upcasts every
-tile. Offsets into the activations are int64. tanh and sigmoid are built from ``exp(-|x|)``
+TF32 or IEEE as ``torch.backends.cudnn.allow_tf32`` says, float64 a broadcast multiply-sum; the
+interpreter upcasts every tile. Offsets into the activations are int64. tanh and sigmoid are built from ``exp(-|x|)``
 (``tanh(x) = 2 sigmoid(2x) - 1``; no overflow, no libdevice).
 """
 

@@ -27,8 +27,8 @@ torch (a small copy) so the weight tiles load coalesced.
 * grad_bias: ``grad_y.sum((0, 2, 3))`` in float32 (float64), by torch.
 
 Precision as in ``_common.py``: float16/bfloat16 tiles go to ``tl.dot`` (float32 accumulate),
-float32 uses ``input_precision="ieee"``, float64 a broadcast multiply-sum; the interpreter
-upcasts every tile first.
+float32 TF32 or IEEE as ``torch.backends.cudnn.allow_tf32`` says, float64 a broadcast
+multiply-sum; the interpreter upcasts every tile first.
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ G = C_gate / 2, optional cond (N, C_cond, T) with w_cond (C_gate, C_cond)::
   gradients are torch sums over (N, T) of dh, g_res, g_skip in the accumulation dtype.
 
 Precision as in ``_common.py``: float16/bfloat16 tiles go to ``tl.dot`` (float32 accumulate; a
-float32 operand such as z or dh is rounded to the input dtype first), float32 uses
-``input_precision="ieee"``, float64 a broadcast multiply-sum; the interpreter upcasts every tile.
+float32 operand such as z or dh is rounded to the input dtype first), float32 TF32 or IEEE as
+``torch.backends.cudnn.allow_tf32`` says, float64 a broadcast multiply-sum; the interpreter
+upcasts every tile.
 tanh and sigmoid are built from ``exp(-|v|)`` (no overflow, no libdevice).
 """
 
