@@ -12,6 +12,7 @@
 // backward op, as the Python registrations of the other families do.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/library.h>
 
 #include <array>
@@ -31,6 +32,23 @@ using torch::autograd::variable_list;
 template <typename Signature>
 c10::TypedOperatorHandle<Signature> op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
+}
+
+// The gradients of a backward, made to raise if they are differentiated again (after
+// create_graph=True; `create_graph` is the grad mode the backward was entered with): the backward
+// ops have no derivative of their own, so a second derivative would otherwise silently be zero.
+// Error nodes behind detached copies, as torch.autograd.function.once_differentiable does.
+variable_list first_order_only(variable_list grads, bool create_graph, const char* name) {
+  if (!create_graph) return grads;
+  at::AutoGradMode enable(true);
+  for (auto& g : grads) {
+    if (g.defined() && g.is_floating_point()) g = g.detach().requires_grad_(true);
+  }
+  auto error = std::make_shared<torch::autograd::DelayedError>(
+      std::string("fastgen::") + name + " has no second derivative: its backward is a fused kernel, so the "
+      "gradients it returns cannot be differentiated again (create_graph=True)",
+      static_cast<int64_t>(grads.size()));
+  return (*error)(std::move(grads));
 }
 
 // actnorm and invertible_conv1x1 share their forward's signature, (x, a, b, reverse) -> (y, logdet).
@@ -59,10 +77,12 @@ struct Actnorm : torch::autograd::Function<Actnorm> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto kernel = op<ActnormBackwardSig>("fastgen::actnorm_backward");
+    const bool create_graph = at::GradMode::is_enabled();
+    at::NoGradGuard no_grad;
     const auto saved = ctx->get_saved_variables();
     auto [gx, gb, gs] = kernel.call(grads[0], grads[1], saved[0], saved[1], saved[2],
                                     ctx->saved_data["reverse"].toBool());
-    return {gx, gb, gs, Tensor()};
+    return first_order_only({gx, gb, gs, Tensor()}, create_graph, "actnorm");
   }
 };
 
@@ -94,12 +114,14 @@ struct AffineCoupling : torch::autograd::Function<AffineCoupling> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto kernel = op<CouplingBackwardSig>("fastgen::affine_coupling_backward");
+    const bool create_graph = at::GradMode::is_enabled();
+    at::NoGradGuard no_grad;
     const auto saved = ctx->get_saved_variables();
     const std::string scale = ctx->saved_data["scale"].toStringRef();
     auto [gx, gshift, gscale] = kernel.call(grads[0], grads[1], saved[0], saved[1], saved[2],
                                             ctx->saved_data["reverse"].toBool(), scale,
                                             ctx->saved_data["clamp"].toDouble());
-    return {gx, gshift, gscale, Tensor(), Tensor(), Tensor()};
+    return first_order_only({gx, gshift, gscale, Tensor(), Tensor(), Tensor()}, create_graph, "affine_coupling");
   }
 };
 
@@ -147,9 +169,12 @@ struct InvertibleConv1x1 : torch::autograd::Function<InvertibleConv1x1> {
     const std::array<bool, 3> need = {ctx->needs_input_grad(0), ctx->needs_input_grad(1), ctx->needs_input_grad(2)};
     if (!need[0] && !need[1] && !need[2]) return {Tensor(), Tensor(), Tensor(), Tensor()};
     static const auto kernel = op<Conv1x1BackwardSig>("fastgen::invertible_conv1x1_backward");
+    const bool create_graph = at::GradMode::is_enabled();
+    at::NoGradGuard no_grad;
     const auto saved = ctx->get_saved_variables();
     auto [gx, gm, gl] = kernel.call(grads[0], grads[1], saved[0], saved[1], ctx->saved_data["reverse"].toBool(), need);
-    return {need[0] ? gx : Tensor(), need[1] ? gm : Tensor(), need[2] ? gl : Tensor(), Tensor()};
+    return first_order_only({need[0] ? gx : Tensor(), need[1] ? gm : Tensor(), need[2] ? gl : Tensor(), Tensor()},
+                            create_graph, "invertible_conv1x1");
   }
 };
 
@@ -187,6 +212,8 @@ struct ConvConditioner : torch::autograd::Function<ConvConditioner> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto kernel = op<ConditionerBackwardSig>("fastgen::conv_conditioner_backward");
+    const bool create_graph = at::GradMode::is_enabled();
+    at::NoGradGuard no_grad;
     const auto s = ctx->get_saved_variables();
     const Opt seed = s[6].defined() ? Opt(s[6]) : Opt();
     auto [gx, gw1, gb1, gw2, gb2, gw3, gb3] =
@@ -196,7 +223,9 @@ struct ConvConditioner : torch::autograd::Function<ConvConditioner> {
       return ctx->saved_data[name].toBool() ? g : Tensor();
     };
     // dropout and seed get no gradient.
-    return {gx, gw1, bias_grad("b1", gb1), gw2, bias_grad("b2", gb2), gw3, bias_grad("b3", gb3), Tensor(), Tensor()};
+    return first_order_only({gx, gw1, bias_grad("b1", gb1), gw2, bias_grad("b2", gb2), gw3, bias_grad("b3", gb3),
+                             Tensor(), Tensor()},
+                            create_graph, "conv_conditioner");
   }
 };
 

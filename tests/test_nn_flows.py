@@ -172,6 +172,37 @@ def test_inverse_weight_is_cached_in_eval_and_invalidated_by_a_parameter_change(
     assert layer.weights()[0].requires_grad  # training: recomputed with autograd
 
 
+@pytest.mark.parametrize("lu", [True, False])
+def test_cached_inverse_keeps_its_gradients_with_autograd_on(monkeypatch, lu):
+    """In eval mode with autograd on: W^-1 (and the plain log|det W|) computed once, and the
+    parameters' gradients equal training mode's, which recomputes everything."""
+    layer = _randomise(fnn.InvConv1x1(4, lu=lu)).double()
+    y = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+
+    def grads():
+        layer.zero_grad()
+        x, logdet = layer.inverse(y)
+        (x.square().sum() + logdet.sum() + layer(y)[1].sum()).backward()
+        return [p.grad.clone() for p in layer.parameters()]
+
+    layer.train()
+    expected = grads()
+    layer.eval()
+    counts = {"solve_triangular": 0, "inv": 0, "slogdet": 0}
+    for name in counts:
+        original = getattr(torch.linalg, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            counts[_name] += 1
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(torch.linalg, name, counted)
+    for _ in range(3):
+        for got, want in zip(grads(), expected):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    assert counts == ({"solve_triangular": 2, "inv": 0, "slogdet": 0} if lu
+                      else {"solve_triangular": 0, "inv": 1, "slogdet": 1})
+
+
 def test_coupling_starts_as_the_identity_and_takes_a_custom_conditioner():
     x = torch.randn(3, 4, 4, 4)
     for layer in [fnn.AffineCoupling(4), fnn.AffineCoupling(4, mask="checkerboard", scale="sigmoid")]:

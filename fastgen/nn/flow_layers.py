@@ -95,6 +95,36 @@ class ActNorm(nn.Module):
         return f"{self.num_channels}"
 
 
+class _CachedInverse(torch.autograd.Function):
+    """A cached W^-1, differentiable in W again: d(W^-1) = -W^-1 dW W^-1."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return inverse.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (inverse,) = ctx.saved_tensors
+        return -(inverse.mT @ grad @ inverse.mT), None
+
+
+class _CachedLogabsdet(torch.autograd.Function):
+    """A cached log|det W|, differentiable in W again: d log|det W| / dW = W^-T."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, logabsdet: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inverse)
+        return logabsdet.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (inverse,) = ctx.saved_tensors
+        return grad * inverse.mT, None, None
+
+
 class InvConv1x1(nn.Module):
     """Glow's invertible 1x1 convolution, plain or LU-parameterised.
 
@@ -102,8 +132,9 @@ class InvConv1x1(nn.Module):
     permutation, L unit lower-triangular and U strictly upper-triangular, so
     ``log|det W| = sum(log_s)``: no ``slogdet`` while training, and W stays invertible.
     ``lu=False``: W is a free (C, C) parameter and ``log|det W|`` comes from ``slogdet``.
-    Both start from a random rotation. In eval mode W and W^-1 are cached and recomputed only
-    when a parameter changes (compared by value, so any kind of update is seen).
+    Both start from a random rotation. In eval mode W, W^-1 and log|det W| are cached and
+    recomputed only when a parameter changes (compared by value, so any kind of update is seen);
+    with autograd on, the cached W^-1 and log|det W| stay differentiable in the parameters.
 
     Parameters
     ----------
@@ -148,12 +179,18 @@ class InvConv1x1(nn.Module):
         upper = torch.addcmul(torch.diag(self.sign_s * torch.exp(self.log_s)), self.upper, self.upper_mask)
         return lower, upper
 
-    def _compute(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W (C, C), log|det W| 0-dim)."""
+    def _compute_weight(self) -> torch.Tensor:
+        """W (C, C)."""
         if not self.lu:
-            return self.weight, torch.linalg.slogdet(self.weight).logabsdet
+            return self.weight
         lower, upper = self._factors()
-        return self.permutation @ (lower @ upper), self.log_s.sum()
+        return self.permutation @ (lower @ upper)
+
+    def _compute(self, with_inverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(W, log|det W| 0-dim, W^-1 or None), with autograd."""
+        weight = self._compute_weight()
+        logabsdet = self.log_s.sum() if self.lu else torch.linalg.slogdet(weight).logabsdet
+        return weight, logabsdet, self._compute_inverse(weight) if with_inverse else None
 
     def _compute_inverse(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.lu:
@@ -163,19 +200,40 @@ class InvConv1x1(nn.Module):
         lower_inv_pt = torch.linalg.solve_triangular(lower, self.permutation.T, upper=False, unitriangular=True)
         return torch.linalg.solve_triangular(upper, lower_inv_pt, upper=True)
 
+    def _cached(self, with_inverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(W, log|det W|, W^-1 or None) without autograd, from the cache (rebuilt when a parameter
+        changed, or W^-1 is asked for and not there yet)."""
+        cache = self._cache
+        if cache is None or not self._unchanged(cache[0]) or (with_inverse and cache[3] is None):
+            with torch.no_grad():
+                # The plain parameterisation keeps W^-1 anyway: its log|det W| gradient is W^-T.
+                values = self._compute(with_inverse or not self.lu)
+            cache = self._cache = ([p.detach().clone() for p in self.parameters(recurse=False)], *values)
+        return cache[1], cache[2], cache[3]
+
     def weights(self, *, with_inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(W, log|det W|, W^-1 or None); cached while in eval mode (without autograd) and the
-        parameters are unchanged."""
-        cacheable = not self.training and not torch.is_grad_enabled()
-        if cacheable and self._cache is not None and self._unchanged(self._cache[0]):
-            if not with_inverse or self._cache[3] is not None:
-                return self._cache[1], self._cache[2], self._cache[3]
-        weight, logabsdet = self._compute()
-        inverse = self._compute_inverse(weight) if with_inverse else None
-        if cacheable:
-            saved = [p.detach().clone() for p in self.parameters(recurse=False)]
-            self._cache = (saved, weight, logabsdet, inverse)
-        return weight, logabsdet, inverse
+        """(W, log|det W|, W^-1 or None), in float32 (the parameters' dtype) also under autocast.
+
+        In eval mode W^-1 (and log|det W| of the plain parameterisation, a ``slogdet``) come from
+        a cache, rebuilt only when a parameter changes (compared by value); with autograd on they
+        are still differentiable in the parameters (d W^-1 = -W^-1 dW W^-1, d log|det W| = W^-T dW).
+        In training mode everything is recomputed.
+        """
+        # Full precision also under autocast: a W rounded to bfloat16 would no longer have the
+        # log-determinant sum(log_s), nor be the inverse of the W^-1 solved for.
+        device_type = next(self.parameters()).device.type
+        with torch.autocast(device_type, enabled=False):
+            if self.training:
+                return self._compute(with_inverse)
+            weight, logabsdet, inverse = self._cached(with_inverse)
+            if not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters(recurse=False))):
+                return weight, logabsdet, inverse if with_inverse else None
+            weight = self._compute_weight()  # a few small products: cheaper than any cache check
+            if self.lu:
+                logabsdet = self.log_s.sum()
+            else:
+                logabsdet = _CachedLogabsdet.apply(weight, logabsdet, inverse)
+            return weight, logabsdet, _CachedInverse.apply(weight, inverse) if with_inverse else None
 
     def train(self, mode: bool = True) -> "InvConv1x1":
         self._cache = None

@@ -6,6 +6,7 @@ kernel is available for the device, the plain-PyTorch reference in ``fastgen.ref
 """
 
 from fastgen.ops import (
+    _autocast,
     _conditioner_registration,
     _conv_registration,
     _flow_registration,
@@ -48,6 +49,7 @@ _pixelcnn_registration.register()
 _flow_registration.register()
 _step_registration.register()
 _conditioner_registration.register()
+_autocast.register()  # after the families: every op the extension declares
 
 __all__ = [
     "actnorm",

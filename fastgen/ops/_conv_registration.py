@@ -77,7 +77,8 @@ def _backward_of(backward_op):
 def _register_autograd() -> None:
     for name in ("causal_conv1d", "masked_conv2d"):
         backward_op = getattr(torch.ops.fastgen, f"{name}_backward")
-        torch.library.register_autograd(f"fastgen::{name}", _backward_of(backward_op), setup_context=_setup_context)
+        backward = _dispatch.once_differentiable(name)(_backward_of(backward_op))
+        torch.library.register_autograd(f"fastgen::{name}", backward, setup_context=_setup_context)
 
 
 def register() -> None:

@@ -8,6 +8,7 @@ The table is filled once at import, so under torch.compile the check is a consta
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
@@ -77,6 +78,35 @@ def register_triton_for_cuda(modules: dict[str, str]) -> None:
         torch.library.register_kernel(f"fastgen::{name}", "cuda", getattr(module, name))
 
 
+def once_differentiable(op_name: str) -> Callable[[Callable], Callable]:
+    """Decorate the autograd backward of ``fastgen::op_name``: its gradients are exact, but the
+    fused backward kernel has no derivative of its own. Differentiating them again (after
+    ``create_graph=True``) raises an error naming the op, instead of silently giving zeros.
+    Outside ``create_graph=True`` (grad mode off in the backward) it costs nothing."""
+    message = (f"fastgen::{op_name} has no second derivative: its backward is a fused kernel, so the "
+               "gradients it returns cannot be differentiated again (create_graph=True)").encode()
+
+    def decorate(backward: Callable) -> Callable:
+        @functools.wraps(backward)
+        def run(ctx, *grads):
+            if not torch.is_grad_enabled():
+                return backward(ctx, *grads)
+            with torch.no_grad():
+                outputs = backward(ctx, *grads)
+            single = not isinstance(outputs, tuple)
+            outputs = (outputs,) if single else outputs
+            # Error nodes behind detached copies: reached only if someone differentiates them.
+            inputs = [o.detach().requires_grad_(True) if isinstance(o, torch.Tensor) and o.is_floating_point()
+                      else o for o in outputs]
+            wrapped = torch._C._functions.DelayedError(message, len(inputs))(*inputs)
+            wrapped = wrapped if isinstance(wrapped, tuple) else (wrapped,)
+            return wrapped[0] if single else tuple(wrapped)
+
+        return run
+
+    return decorate
+
+
 def register_fused_layer(op_names: list[str], triton_module: str, register_fakes: Callable[[], None],
                          backward: Callable, setup_context: Callable) -> None:
     """Register a fused layer ``[forward op, backward op]``: its fake kernels, the autograd of the
@@ -84,6 +114,7 @@ def register_fused_layer(op_names: list[str], triton_module: str, register_fakes
     which devices have kernels."""
     if _ext.check_ops(op_names):
         register_fakes()
-        torch.library.register_autograd(f"fastgen::{op_names[0]}", backward, setup_context=setup_context)
+        torch.library.register_autograd(f"fastgen::{op_names[0]}", once_differentiable(op_names[0])(backward),
+                                        setup_context=setup_context)
         register_triton_for_cuda({name: triton_module for name in op_names})
     record_kernels(op_names)

@@ -90,11 +90,14 @@ def _register_autograd() -> None:
         (z,) = ctx.saved_tensors
         return torch.ops.fastgen.standard_normal_log_prob_backward(grad, z)
 
-    register = torch.library.register_autograd
-    register("fastgen::reparameterize", reparameterize_backward, setup_context=_save_inputs)
-    register("fastgen::reparameterize_with_kl", reparameterize_with_kl_backward, setup_context=_save_inputs)
-    register("fastgen::gaussian_kl", gaussian_kl_backward, setup_context=_save_inputs)
-    register("fastgen::standard_normal_log_prob", log_prob_backward, setup_context=log_prob_setup)
+    def register(name, backward, setup_context):
+        backward = _dispatch.once_differentiable(name)(backward)
+        torch.library.register_autograd(f"fastgen::{name}", backward, setup_context=setup_context)
+
+    register("reparameterize", reparameterize_backward, _save_inputs)
+    register("reparameterize_with_kl", reparameterize_with_kl_backward, _save_inputs)
+    register("gaussian_kl", gaussian_kl_backward, _save_inputs)
+    register("standard_normal_log_prob", log_prob_backward, log_prob_setup)
 
 
 def register() -> None:
