@@ -202,6 +202,18 @@ def test_sampling_argument_errors():
         WaveNet(output="gaussian")
 
 
+def test_wavenet_sample_length_defaults():
+    """Without ``length``: the width of ``uniforms``, else what ``cond`` covers, else one second."""
+    wave = _tiny_wavenet()
+    u = torch.rand(2, 7, dtype=torch.float64)
+    assert torch.equal(wave.sample(2, uniforms=u), wave.sample(2, 7, uniforms=u))
+    conditioned = _tiny_wavenet(cond=True)
+    cond = torch.randn(2, 3, 3, dtype=torch.float64)
+    assert conditioned.sample(2, cond=cond).shape == (2, 3 * conditioned.cond_hop)
+    wave.sample_rate = 5
+    assert wave.sample(1).shape == (1, 5)
+
+
 def test_sampling_keeps_the_training_mode():
     model = _tiny_wavenet()
     model.train()

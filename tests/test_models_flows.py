@@ -115,6 +115,14 @@ def test_vector_realnvp_takes_an_int_size_and_ignores_levels():
     assert model.log_prob(torch.randn(3, 2)).shape == (3,)
 
 
+def test_default_flows_are_sized_for_the_embedded_digits():
+    glow, realnvp = Glow(), RealNVP()
+    assert glow.data_shape == realnvp.data_shape == (1, 8, 8)
+    assert glow.levels == realnvp.levels == 17  # the digits' levels: bits_per_dim counts 17 bins
+    x = torch.randint(0, 17, (2, 1, 8, 8)).float() / 16
+    assert torch.isfinite(glow.bits_per_dim(x)).all() and torch.isfinite(realnvp.bits_per_dim(x)).all()
+
+
 def test_glow_digits_shape_latents():
     model = Glow((1, 8, 8), 17)
     assert model.latent_shapes() == [(2, 4, 4), (8, 2, 2)]

@@ -209,6 +209,39 @@ def test_masked_conv2d_state_dict_has_conv2d_keys(device):
     torch.testing.assert_close(model(x), expected)
 
 
+class _RecipeMaskedConv2d(nn.Conv2d):
+    """The usual PixelCNN layer: an nn.Conv2d with a registered (saved) mask buffer."""
+
+    def __init__(self, c_in, c_out, k, mask_type, mask_shape=None):
+        super().__init__(c_in, c_out, k, padding=k // 2)
+        mask = torch.ones(c_out, c_in, k, k)
+        mask[:, :, k // 2, k // 2 + (mask_type == "B"):] = 0
+        mask[:, :, k // 2 + 1:] = 0
+        self.register_buffer("mask", mask if mask_shape is None else mask[:1, :1].reshape(mask_shape))
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+@pytest.mark.parametrize("mask_shape", [None, (1, 1, 5, 5), (5, 5)])
+def test_masked_conv2d_loads_the_recipe_with_a_mask_buffer(mask_shape):
+    torch.manual_seed(3)
+    recipe = nn.Sequential(_RecipeMaskedConv2d(2, 4, 5, "A", mask_shape), nn.ReLU(),
+                           _RecipeMaskedConv2d(4, 4, 5, "B", mask_shape))
+    model = nn.Sequential(fnn.MaskedConv2d(2, 4, 5, mask_type="A"), nn.ReLU(),
+                          fnn.MaskedConv2d(4, 4, 5, mask_type="B"))
+    assert "0.mask" in recipe.state_dict()
+    model.load_state_dict(recipe.state_dict(), strict=True)
+    x = torch.randn(2, 2, 6, 7)
+    torch.testing.assert_close(model(x), recipe(x))
+    # A mask that keeps other taps (here "B" where the layer is "A") is refused, by name.
+    wrong = fnn.MaskedConv2d(2, 4, 5, mask_type="B")
+    with pytest.raises(RuntimeError, match=r'mask in the state dict keeps different taps.*mask_type="B"'):
+        wrong.load_state_dict(recipe[0].state_dict())
+    with pytest.raises(RuntimeError, match="does not broadcast"):
+        wrong.load_state_dict({**recipe[0].state_dict(), "mask": torch.ones(3, 3)})
+
+
 def test_masked_conv2d_from_conv(device):
     torch.manual_seed(2)
     plain = _plain_conv2d(3, 6, 5, 2, dtype=torch.float64, device=device).eval()

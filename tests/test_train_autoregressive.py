@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from fastgen.cli import main
 from fastgen.data import read_wav, write_wav
@@ -56,6 +57,26 @@ def test_wavenet_on_a_wav_folder_writes_wav_samples(tmp_path, capsys, wav_folder
     assert main(["evaluate", str(run), "--quick", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["model"] == "wavenet" and metrics["unigram_baseline_bits_per_dim"] > 0
+
+
+def test_wavenet_trains_at_the_sample_rate_asked_for(tmp_path, capsys, wav_folder):
+    """--sample-rate 8000: the WAV files stay at their 8 kHz; the model, the checkpoint and the
+    generated WAV use it, and evaluate reloads the data at it."""
+    run = tmp_path / "wavenet8k"
+    assert main(["train", "wavenet", "--data", str(wav_folder), "--sample-rate", "8000", "--epochs", "1",
+                 "--batch-size", "4", "--out", str(run), "--no-progress"]) == 0
+    payload = torch.load(run / "last.pt", weights_only=False)
+    assert payload["data"]["sample_rate"] == 8000 and payload["data"]["shape"][-1] == 4000
+    assert payload["config"]["sample_rate"] == 8000
+    out = tmp_path / "one.wav"
+    assert main(["sample", str(run), "-n", "1", "-o", str(out)]) == 0
+    audio, rate = read_wav(out)
+    assert rate == 8000 and audio.shape == (4000,)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--quick", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "wavenet"
+    assert main(["train", "pixelcnn", "--sample-rate", "8000", "--out", str(tmp_path / "p")]) == 2
+    assert "--sample-rate is for audio models" in capsys.readouterr().err
 
 
 def test_train_list_names_the_autoregressive_models(capsys):

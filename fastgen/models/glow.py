@@ -39,7 +39,8 @@ class Glow(FlowModel):
     data_shape : tuple of 3 ints
         (C, H, W); H and W divisible by ``2 ** num_levels``.
     levels : int
-        Intensity levels of the discrete data (17 for the digits, 256 for 8-bit images).
+        Intensity levels of the discrete data: 17 (default) for the embedded digits, the default
+        ``data_shape``; 256 for 8-bit images.
     num_levels, steps_per_level, hidden_channels : int
         L, K and the conditioner width.
     coupling : {"affine", "additive"}
@@ -62,7 +63,7 @@ class Glow(FlowModel):
     x: (N, C, H, W); ``log_prob`` and ``bits_per_dim``: (N,).
     """
 
-    def __init__(self, data_shape: tuple[int, int, int] = (1, 8, 8), levels: int = 256, *, num_levels: int = 2,
+    def __init__(self, data_shape: tuple[int, int, int] = (1, 8, 8), levels: int = 17, *, num_levels: int = 2,
                  steps_per_level: int = 8, hidden_channels: int = 64, coupling: str = "affine",
                  scale: str = "tanh_clamp", clamp: float = 2.0, lu: bool = True, learned_prior: bool = True,
                  preprocessing: str = "shift", dropout: float = 0.0) -> None:

@@ -29,7 +29,8 @@ class RealNVP(FlowModel):
     data_shape : tuple of ints or int
         (C, H, W) with H and W divisible by ``2 ** (num_scales - 1)``, or (D,) (or D) with D >= 2.
     levels : int or None
-        Intensity levels of discrete images (for ``bits_per_dim``); ignored (None) for vectors.
+        Intensity levels of discrete images (for ``bits_per_dim``): 17 (default) for the embedded
+        digits, the default ``data_shape``; 256 for 8-bit images. Ignored (None) for vectors.
     num_scales : int
         Scales of the image model.
     num_layers : int
@@ -44,7 +45,7 @@ class RealNVP(FlowModel):
         Dropout inside the conditioners (regularises small datasets; off in eval mode).
     """
 
-    def __init__(self, data_shape: tuple[int, ...] = (1, 8, 8), levels: int | None = 256, *, num_scales: int = 2,
+    def __init__(self, data_shape: tuple[int, ...] = (1, 8, 8), levels: int | None = 17, *, num_scales: int = 2,
                  num_layers: int = 8, hidden_channels: int = 64, scale: str = "tanh_clamp", clamp: float = 2.0,
                  preprocessing: str | None = None, dropout: float = 0.0) -> None:
         super().__init__()

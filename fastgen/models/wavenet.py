@@ -149,6 +149,16 @@ class WaveNet(nn.Module):
             raise ValueError(f"x must hold codes in [0, {self.levels - 1}]")
         return x
 
+    def _default_length(self, length: object, uniforms: object, cond: object) -> object:
+        """``length``, or when it is None what :meth:`sample` documents."""
+        if length is not None:
+            return length
+        if isinstance(uniforms, torch.Tensor) and uniforms.dim() == 2:
+            return uniforms.shape[1]
+        if self.cond_channels is not None and isinstance(cond, torch.Tensor) and cond.dim() == 3:
+            return cond.shape[2] * self.cond_hop
+        return self.sample_rate
+
     def _conditioning(self, cond: object, y: object, n: int, length: int, like: torch.Tensor) -> torch.Tensor | None:
         """Local + global conditioning at the sample rate, (n, C_cond, length), or None."""
         parts = []
@@ -211,7 +221,8 @@ class WaveNet(nn.Module):
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(self, n: int, length: int, *, cond: torch.Tensor | None = None, y: torch.Tensor | int | None = None,
+    def sample(self, n: int, length: int | None = None, *, cond: torch.Tensor | None = None,
+               y: torch.Tensor | int | None = None,
                method: str = "cached", uniforms: torch.Tensor | None = None,
                generator: torch.Generator | None = None, fused: bool | None = None,
                cuda_graph: bool = False) -> torch.Tensor:
@@ -219,8 +230,12 @@ class WaveNet(nn.Module):
 
         Parameters
         ----------
-        n, length : int
-            Batch and number of samples to generate.
+        n : int
+            Batch.
+        length : int or None
+            Number of samples to generate. None (default): the width of ``uniforms`` when
+            given, else what ``cond`` covers (frames x ``cond_hop``), else one second
+            (``sample_rate`` samples).
         cond, y
             Conditioning, as in :meth:`forward` (``cond`` covering ``length`` samples).
         method : {"cached", "naive"}
@@ -251,6 +266,7 @@ class WaveNet(nn.Module):
         Decode the codes to a waveform with :func:`fastgen.data.mu_law_decode`.
         """
         ar.check_count(n)
+        length = self._default_length(length, uniforms, cond)
         ar.check_count(length, "length")
         ar.check_method(method)
         weight = self.head_out.weight

@@ -230,7 +230,9 @@ class MaskedConv2d(nn.Conv2d):
         Shape (C_out,).
     mask : torch.Tensor
         The 0/1 mask, shape and dtype of ``weight``; a non-persistent buffer (not in the state
-        dict, which has exactly the keys of ``nn.Conv2d``).
+        dict, which has exactly the keys of ``nn.Conv2d``). ``load_state_dict`` also takes the
+        state dict of the usual recipe, an ``nn.Conv2d`` with a registered ``mask`` buffer: a
+        saved ``mask`` is checked (the same taps kept, any broadcastable shape) and not loaded.
 
     Shapes
     ------
@@ -333,6 +335,32 @@ class MaskedConv2d(nn.Conv2d):
                     device=conv.weight.device, dtype=conv.weight.dtype,
                     mask_type=mask_type, color_channels=color_channels)
         return _copy_parameters(layer, conv)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # The usual recipe (an nn.Conv2d subclass with a registered "mask" buffer) saves its mask:
+        # accept it when it keeps the same taps as this layer's, and say so when it does not.
+        theirs = state_dict.pop(prefix + "mask", None)
+        if theirs is not None:
+            problem = self._mask_mismatch(theirs)
+            if problem:
+                error_msgs.append(f'{prefix}mask in the state dict {problem}; this layer is mask_type='
+                                  f'"{self.mask_type}", color_channels={self.color_channels}, groups={self.groups}')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    def _mask_mismatch(self, theirs: object) -> str | None:
+        """Why a saved mask does not keep the taps of :attr:`mask`, or None if it does."""
+        if not isinstance(theirs, torch.Tensor):
+            return f"is a {type(theirs).__name__}, not a tensor"
+        try:
+            kept = torch.broadcast_to(theirs.detach().to(self.mask.device) != 0, self.mask.shape)
+        except RuntimeError:
+            return f"has shape {tuple(theirs.shape)}, which does not broadcast to the weight's {tuple(self.mask.shape)}"
+        differ = kept != (self.mask != 0)
+        if differ.any():
+            return f"keeps different taps ({int(differ.sum())} of {differ.numel()} entries differ)"
+        return None
 
     def masked_weight(self) -> torch.Tensor:
         """``weight * mask``, shape (C_out, C_in // groups, KH, KW): the weight the layer uses."""

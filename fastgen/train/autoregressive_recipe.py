@@ -80,8 +80,9 @@ class WaveNetRecipe(Recipe):
     sample_suffix = ".wav"
     default_data = "notes"
 
-    def load_data(self, spec: str) -> AudioData:
-        return load_audio(spec)
+    def load_data(self, spec: str, sample_rate: int | None = None) -> AudioData:
+        """The embedded notes or a folder of WAV files, at ``sample_rate`` (default 16 kHz)."""
+        return load_audio(spec) if sample_rate is None else load_audio(spec, sample_rate=sample_rate)
 
     def build(self, data: AudioData) -> nn.Module:
         return WaveNet(levels=data.levels, sample_rate=data.sample_rate)

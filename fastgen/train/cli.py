@@ -53,6 +53,9 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--list", action="store_true", help="list the models and exit")
     parser.add_argument("--data", help="digits (default), faces, or a path (folder, .npy/.npz, MNIST, CIFAR-10); "
                         "for wavenet: notes (default) or a folder of WAV files")
+    parser.add_argument("--sample-rate", type=int_at_least(1), metavar="HZ",
+                        help="audio models: resample the WAV files (or synthesise the notes) at this rate "
+                        "(default 16000); the model, its checkpoint and its generated WAV files use it")
     parser.add_argument("--epochs", type=int_at_least(1), help="epochs (default: the model's)")
     parser.add_argument("--batch-size", type=int_at_least(1), help="global batch size (default: the model's)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the model's)")
@@ -84,7 +87,7 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
         config = TrainConfig(model=args.model, data=data, epochs=args.epochs, batch_size=args.batch_size,
                              lr=args.lr, out=args.out, device=str(parse_device(args.device)), amp=args.amp,
                              seed=args.seed, resume=args.resume, quick=args.quick, samples=args.samples,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, sample_rate=args.sample_rate)
         try:
             final = train(config)
         except user_errors() as error:
@@ -165,7 +168,8 @@ def _evaluate(parser: argparse.ArgumentParser) -> Handler:
         device = parse_device(args.device)
         try:
             payload, recipe, model = _load_for_inference(args.checkpoint, device)
-            data = recipe.load_data(args.data or payload["data"]["name"])
+            data = recipe.load_data(args.data or payload["data"]["name"],
+                                    sample_rate=payload["data"].get("sample_rate"))
             saved = payload["data"]
             if list(data.shape) != list(saved["shape"]) or data.levels != saved["levels"]:
                 raise CommandError(

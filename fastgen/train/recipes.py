@@ -60,8 +60,11 @@ class Recipe(ABC):
     sample_suffix: str = ".png"
     max_epoch_samples: int | None = None
 
-    def load_data(self, spec: str) -> ImageData:
-        """The dataset ``spec`` (``--data``) names: images unless the recipe says otherwise."""
+    def load_data(self, spec: str, sample_rate: int | None = None) -> ImageData:
+        """The dataset ``spec`` (``--data``) names: images unless the recipe says otherwise.
+        ``sample_rate`` (``--sample-rate``) is for audio recipes."""
+        if sample_rate is not None:
+            raise ValueError(f"--sample-rate is for audio models (wavenet), not {self.name}")
         return load_images(spec, seed=0)
 
     @abstractmethod

@@ -45,6 +45,7 @@ class TrainConfig:
     quick: bool = False
     samples: int = 64
     progress: bool = True
+    sample_rate: int | None = None  # audio data: resample to this rate (None: the recipe's default)
     stop_after_steps: int | None = None  # end as if interrupted after this many steps (tests)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -116,7 +117,7 @@ class Trainer:
             raise ValueError(f"--batch-size {self.batch_size} is smaller than the {self.dist.world_size} processes")
         self.out = config.out or Path("runs") / config.model
         self.files = RunFiles(self.out, enabled=self.dist.is_main)
-        self.data: ImageData = self.recipe.load_data(config.data)
+        self.data: ImageData = self.recipe.load_data(config.data, sample_rate=config.sample_rate)
         self.train_images, self.validation = self._validation_split()
 
     def _validation_split(self) -> tuple[torch.Tensor, ImageData | None]:
@@ -173,6 +174,13 @@ class Trainer:
                 f"with {here['levels']} levels"
             )
 
+    def _data_facts(self) -> dict[str, Any]:
+        """What a checkpoint records of its data (audio: also the sample rate, for evaluate)."""
+        facts = {"name": self.data.name, "shape": list(self.data.shape), "levels": self.data.levels}
+        if getattr(self.data, "sample_rate", None) is not None:
+            facts["sample_rate"] = self.data.sample_rate
+        return facts
+
     def _save(self, state: dict[str, Any], metrics: dict[str, Any] | None = None, *, best: bool = False) -> None:
         """Write ``last.pt`` (and the same payload as ``best.pt`` when ``best``)."""
         if not self.dist.is_main:
@@ -182,7 +190,7 @@ class Trainer:
             "fastgen_version": __version__,
             "model": self.recipe.name,
             "config": state["model"].config(),
-            "data": {"name": self.data.name, "shape": list(self.data.shape), "levels": self.data.levels},
+            "data": self._data_facts(),
             "state_dict": state["model"].state_dict(),
             "optimizers": {k: o.state_dict() for k, o in state["optimizers"].items()},
             "schedulers": {k: s.state_dict() for k, s in state["schedulers"].items()},
