@@ -63,6 +63,7 @@ SHAPES = [
     Case(1, 3, 3, 6, 6, 3, 3, color_channels=3, mask_type="B"),
     Case(2, 4, 4, 5, 5, 5, 5, dilation=3, mask_type="B"),  # taps beyond the image
     Case(1, 7, 5, 9, 7, 3, 5, dilation=1, mask_type="A"),
+    Case(1, 64, 6, 30, 64, 3, 3, mask_type="B"),  # the CPU kernels' tiles of rows: 3 per image
 ]
 
 

@@ -71,7 +71,7 @@ Tensor masked_conv2d(const Tensor& x_in, const Tensor& weight_in, const std::opt
   check_masked_conv2d_inputs(x_in, weight_in, bias, mask_type, dilation, groups, color_channels, "cpu");
   const at::ScalarType dtype = x_in.scalar_type(), acc = acc_type(dtype);
   BelowAutograd below;
-  const Problem pb(x_in, weight_in, mask_type, dilation, groups, color_channels, acc);
+  const Problem pb(x_in, weight_in, mask_type, dilation, groups, color_channels, acc, /*forward_only=*/true);
   const Tensor w = pb.kept_weight(weight_in.to(acc));
   if (takes_channels_last(x_in)) {
     const std::optional<Tensor> b = bias.has_value() ? std::optional<Tensor>(bias->to(acc)) : std::nullopt;

@@ -58,15 +58,18 @@ struct Problem {
   std::optional<at::Tensor> centre_mask;  // (C_out, C_in) when taps.colour
   int64_t rows_per_tile, tiles;
 
+  // `forward_only`: tiles sized for the forward's column matrix (C_in * T rows) alone; the
+  // backward also gathers grad_y (C_out * T rows), so with few input channels (a first layer)
+  // the forward's tiles are much larger, and fewer.
   Problem(const at::Tensor& x, const at::Tensor& weight, c10::string_view mask_type, int64_t dilation, int64_t groups_,
-          int64_t color_channels, at::ScalarType acc)
+          int64_t color_channels, at::ScalarType acc, bool forward_only = false)
       : N(x.size(0)), C_in(x.size(1)), C_out(weight.size(0)), H(x.size(2)), W(x.size(3)), groups(groups_),
         Cg_in(C_in / groups_), Cg_out(C_out / groups_),
         taps(plan_taps(weight.size(2), weight.size(3), mask_type == "B", dilation, color_channels)) {
     if (taps.colour) {
       centre_mask = colour_mask(C_out, C_in, color_channels, mask_type == "B", x.options().dtype(acc));
     }
-    const int64_t per_row = std::max<int64_t>(1, std::max(Cg_in, Cg_out) * taps.size() * W);
+    const int64_t per_row = std::max<int64_t>(1, (forward_only ? Cg_in : std::max(Cg_in, Cg_out)) * taps.size() * W);
     rows_per_tile = std::clamp<int64_t>(kColsElements / per_row, 1, std::max<int64_t>(H, 1));
     tiles = ceil_div(H, rows_per_tile);
   }
