@@ -31,6 +31,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu-2core-20261130/glow_bf16_stability.md"))
+    parser.add_argument("--backward-inside-autocast", action="store_true",
+                        help="also run the loss and its backward inside the autocast region")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -47,12 +49,13 @@ def main() -> int:
         x = (data.train[idx].float() + torch.rand(data.train[idx].shape, generator=generator)) / levels
         for group in opt.param_groups:
             group["lr"] = 1e-3 * min(1.0, (step + 1) / 100)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            latents, logdet = model(x)
-        log_p = sum(standard_normal_log_density(z.float()) for z in latents) + logdet.float()
-        loss = ((-log_p + dims * math.log(levels)) / (dims * math.log(2))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.backward_inside_autocast):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                latents, logdet = model(x)
+            log_p = sum(standard_normal_log_density(z.float()) for z in latents) + logdet.float()
+            loss = ((-log_p + dims * math.log(levels)) / (dims * math.log(2))).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         bad_losses += int(not torch.isfinite(loss))
         bad_grads += int(not all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None))
         opt.step()
@@ -70,7 +73,9 @@ def main() -> int:
         f"date {datetime.date.today()}, fastgen {fastgen.__version__}, torch {torch.__version__}, "
         f"{platform.processor() or platform.machine()}, {args.threads} threads",
         "",
-        "Command: `python benchmarks/glow_bf16_stability.py`",
+        "Command: `python benchmarks/glow_bf16_stability.py"
+        + (" --backward-inside-autocast`: the loss and its backward also inside the autocast region"
+           if args.backward_inside_autocast else "`: the forward under autocast, the backward outside"),
         "",
         "| figure | value |",
         "|---|---|",
