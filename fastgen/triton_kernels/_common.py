@@ -48,6 +48,13 @@ def mma_meta(dtype: torch.dtype) -> dict:
     return {"MODE": mode, "ACC": tl.float64 if dtype == torch.float64 else tl.float32}
 
 
+def tile_warps(dtype: torch.dtype, warps: int) -> int:
+    """The warps of a kernel whose tiles are sized for 16-bit operands at ``warps``: twice as many
+    for float32/float64 tiles, which spill registers at ``warps`` (scripts/triton_compile_check.py,
+    sm_90: up to 536 B of stack a thread for the float32 convolutions at 4 warps, 48 B at 8)."""
+    return 2 * warps if dtype in (torch.float32, torch.float64) else warps
+
+
 def guard(device: torch.device):
     # Triton launches on the current device's current stream: make that the tensor's device.
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()

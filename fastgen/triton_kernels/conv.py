@@ -27,14 +27,14 @@ import triton
 import triton.language as tl
 
 from fastgen.triton_kernels._common import (
-    LOW, accumulation_dtype, guard, mma, mma_low, mma_meta, program_blocks, store_rows, wrap)
+    LOW, accumulation_dtype, guard, mma, mma_low, mma_meta, program_blocks, store_rows, tile_warps, wrap)
 
 # Tile sizes (tl.dot needs >= 16 on every side) and warps per program. Tests raise them under
 # the interpreter, whose cost is per program.
 BLOCK_O = 64
 BLOCK_C = 32
 BLOCK_T = 64
-NUM_WARPS = 4
+NUM_WARPS = 4  # for 16-bit tiles; twice as many for float32/float64 ones (tile_warps)
 # Programs along the (n, time block) slabs for grad_weight (each writes one partial).
 WEIGHT_SPLIT = 32
 
@@ -129,7 +129,7 @@ def grad_weight_kernel(gy_ptr, u_ptr, partial_ptr, C_in, C_out, T, K, dilation, 
 
 def _meta(dtype: torch.dtype) -> dict:
     return {**mma_meta(dtype), "BLOCK_O": BLOCK_O, "BLOCK_C": BLOCK_C, "BLOCK_T": BLOCK_T,
-            "num_warps": NUM_WARPS}
+            "num_warps": tile_warps(dtype, NUM_WARPS)}
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> None:

@@ -56,7 +56,7 @@ import triton.language as tl
 
 from fastgen.triton_kernels._common import (
     LOW, accumulation_dtype, fused_gate_rows, guard, mma_low, mma_meta, program_blocks, project, project_tile,
-    shifted_pixel_products, store_rows, tanh_sigmoid, wrap)
+    shifted_pixel_products, store_rows, tanh_sigmoid, tile_warps, wrap)
 
 # Tile sizes (tl.dot needs >= 16 on every side) and warps per program. Tests raise them under
 # the interpreter, whose cost is per program.
@@ -64,7 +64,7 @@ BLOCK_G = 32  # gate channels (of each half) per program
 BLOCK_C = 32  # reduction chunk over input channels (C_in, 2C, D)
 BLOCK_O = 64  # output channels of a projection / rows of a weight-gradient tile / reduction chunk
 BLOCK_P = 64  # pixels (of the flattened H * W) per program
-NUM_WARPS = 4
+NUM_WARPS = 4  # for 16-bit tiles; twice as many for float32/float64 ones (tile_warps)
 # The fused horizontal forward keeps all C gate channels in one tile of next_pow2(C) rows, up to this.
 FUSED_MAX_GATE = 128
 FUSED_NUM_WARPS = 8
@@ -332,7 +332,8 @@ def _grad_w_kernel(gy_ptr, u_ptr, partial_ptr, C_out, C_in, H, W, n_taps, tap_st
 
 
 def _meta(dtype: torch.dtype) -> dict:
-    return {"LOW": LOW[dtype], **mma_meta(dtype), "BLOCK_P": BLOCK_P, "num_warps": NUM_WARPS}
+    return {"LOW": LOW[dtype], **mma_meta(dtype), "BLOCK_P": BLOCK_P,
+            "num_warps": tile_warps(dtype, NUM_WARPS)}
 
 
 def fused_gate_block(C: int, dtype: torch.dtype) -> int:

@@ -39,14 +39,14 @@ import triton.language as tl
 
 from fastgen._layout import layout_of
 from fastgen.triton_kernels._common import (
-    LOW, accumulation_dtype, guard, mma, mma_meta, shifted_pixel_products, wrap)
+    LOW, accumulation_dtype, guard, mma, mma_meta, shifted_pixel_products, tile_warps, wrap)
 
 # Tile sizes (tl.dot needs >= 16 on every side) and warps per program. Tests raise them under
 # the interpreter, whose cost is per program.
 BLOCK_O = 64
 BLOCK_C = 32
 BLOCK_P = 64
-NUM_WARPS = 4
+NUM_WARPS = 4  # for 16-bit tiles; twice as many for float32/float64 ones (tile_warps)
 # Programs along the (n, pixel block) slabs for grad_weight (each writes one partial).
 WEIGHT_SPLIT = 32
 
@@ -218,7 +218,7 @@ def _grad_w_kernel(gy_ptr, x_ptr, partial_ptr, C_in, C_out, H, W, dilation, grou
 
 def _meta(dtype: torch.dtype) -> dict:
     return {**mma_meta(dtype), "BLOCK_O": BLOCK_O, "BLOCK_C": BLOCK_C, "BLOCK_P": BLOCK_P,
-            "num_warps": NUM_WARPS}
+            "num_warps": tile_warps(dtype, NUM_WARPS)}
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, mask_type: str, dilation: int, groups: int,

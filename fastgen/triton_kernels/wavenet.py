@@ -43,7 +43,7 @@ import triton.language as tl
 
 from fastgen.triton_kernels._common import (
     LOW, accumulation_dtype, fused_gate_rows, guard, mma_low, mma_meta, program_blocks, project, project_tile,
-    tanh_sigmoid, wrap)
+    tanh_sigmoid, tile_warps, wrap)
 from fastgen.triton_kernels.conv import grad_input_kernel, grad_weight_kernel
 
 # Tile sizes (tl.dot needs >= 16 on every side) and warps per program. Tests raise them under
@@ -52,7 +52,7 @@ BLOCK_O = 64  # output channels of a 1x1 projection / rows of a weight-gradient 
 BLOCK_C = 32  # reduction chunk over input channels (C_res, C_cond, C_skip)
 BLOCK_G = 32  # gate channels (of each half) per program / reduction chunk over gates
 BLOCK_T = 64
-NUM_WARPS = 4
+NUM_WARPS = 4  # for 16-bit tiles; twice as many for float32/float64 ones (tile_warps)
 # The fused forward keeps all G gate channels in one tile of next_pow2(G) rows, up to this many.
 FUSED_MAX_GATE = 128
 FUSED_NUM_WARPS = 8
@@ -210,7 +210,8 @@ def _grad_gate_kernel(gr_ptr, gs_ptr, h_ptr, wr_ptr, ws_ptr, dh_ptr, z_ptr, C_re
 
 
 def _meta(dtype: torch.dtype) -> dict:
-    return {"LOW": LOW[dtype], **mma_meta(dtype), "BLOCK_T": BLOCK_T, "num_warps": NUM_WARPS}
+    return {"LOW": LOW[dtype], **mma_meta(dtype), "BLOCK_T": BLOCK_T,
+            "num_warps": tile_warps(dtype, NUM_WARPS)}
 
 
 def fused_gate_block(G: int, dtype: torch.dtype) -> int:
