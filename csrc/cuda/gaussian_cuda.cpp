@@ -20,6 +20,7 @@
 
 #include "../../kernels/gaussian/gaussian_kernels.h"
 #include "../gaussian_checks.h"
+#include "kernel_dtype.h"
 
 namespace {
 
@@ -27,18 +28,7 @@ namespace fk = fastgen::cuda;
 using fastgen::check_float_tensor;
 using fastgen::check_gaussian_inputs;
 using fastgen::check_like;
-
-fk::DType kernel_dtype(const at::Tensor& t, const char* name) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return fk::DType::kFloat32;
-    case at::kHalf: return fk::DType::kFloat16;
-    case at::kBFloat16: return fk::DType::kBFloat16;
-    case at::kDouble: return fk::DType::kFloat64;
-    default:
-      TORCH_CHECK(false, "fastgen: ", name, " must be float32, float16, bfloat16 or float64, got ",
-                  t.scalar_type());
-  }
-}
+using fastgen::kernel_dtype;
 
 // The first dim is the batch (rows); the others are flattened into the columns.
 struct Rows {

@@ -15,23 +15,12 @@
 #include <vector>
 
 #include "../../kernels/wavenet/wavenet_decoder_kernels.h"
+#include "kernel_dtype.h"
 
 namespace {
 
 namespace fk = fastgen::cuda;
 using at::Tensor;
-
-fk::DecoderDType decoder_dtype(const Tensor& t) {
-  switch (t.scalar_type()) {
-    case at::kFloat: return fk::DecoderDType::kFloat32;
-    case at::kHalf: return fk::DecoderDType::kFloat16;
-    case at::kBFloat16: return fk::DecoderDType::kBFloat16;
-    case at::kDouble: return fk::DecoderDType::kFloat64;
-    default:
-      TORCH_CHECK(false, "fastgen: wavenet_decoder_cuda: first_input must be float32, float16, bfloat16 or "
-                  "float64, got ", t.scalar_type());
-  }
-}
 
 void check_tensor(const Tensor& t, const char* name, const Tensor& like, at::IntArrayRef shape) {
   TORCH_CHECK(t.is_cuda() && t.device() == like.device(), "fastgen: wavenet_decoder_cuda: ", name,
@@ -47,7 +36,7 @@ void check_tensor(const Tensor& t, const char* name, const Tensor& like, at::Int
 // device) and output of either kernel. shape: layers, K, R, G, S, H, levels, C_cond.
 struct DecoderCall {
   fastgen::decoder::Shape shape;
-  fk::DecoderDType dtype;
+  fk::DType dtype;
   int64_t n, steps;
   Tensor rings, dilations, codes;  // kept alive until the launch is enqueued
   fk::DecoderBuffers buffers;
@@ -59,7 +48,7 @@ DecoderCall prepare(at::TensorList states, const Tensor& first_input, const Tens
   TORCH_CHECK(shape.size() == 8, "fastgen: wavenet_decoder_cuda: shape must have 8 entries, got ", shape.size());
   const fastgen::decoder::Shape s{shape[0], shape[1], shape[2], shape[3], shape[4], shape[5], shape[6], shape[7]};
   TORCH_CHECK(first_input.is_cuda(), "fastgen: wavenet_decoder_cuda: first_input must be a CUDA tensor");
-  const auto dtype = decoder_dtype(first_input);
+  const auto dtype = fastgen::kernel_dtype(first_input, "wavenet_decoder_cuda: first_input");
   const int64_t n = first_input.size(0), steps = uniforms.size(1);
   TORCH_CHECK(static_cast<int64_t>(states.size()) == s.layers && static_cast<int64_t>(dilations.size()) == s.layers,
               "fastgen: wavenet_decoder_cuda: states and dilations must have one entry per layer (", s.layers, ")");

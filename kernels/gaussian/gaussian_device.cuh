@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "fastgen/cuda_dtype_dispatch.cuh"
 #include "fastgen/gaussian_math.h"
 #include "gaussian_kernels.h"
 
@@ -206,18 +207,6 @@ cudaError_t launch_row_reduce(ReduceArgs<T> a, void* workspace, cudaStream_t str
                                                       a.scale, a.shift);
   }
   return cudaGetLastError();
-}
-
-// Calls f(T{}) with T the storage type of dtype.
-template <typename F>
-cudaError_t dispatch(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::kFloat32: return f(float{});
-    case DType::kFloat16: return f(__half{});
-    case DType::kBFloat16: return f(__nv_bfloat16{});
-    case DType::kFloat64: return f(double{});
-  }
-  return cudaErrorInvalidValue;
 }
 
 }  // namespace

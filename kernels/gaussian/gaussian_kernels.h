@@ -20,10 +20,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fastgen/cuda_dtype.h"
+
 namespace fastgen {
 namespace cuda {
-
-enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
 
 // Bytes of scratch that launch_gaussian_forward (with kl) and launch_normal_log_prob need for
 // a (rows, cols) input: per-(row, chunk) partial sums when rows are long, else 0. Pass a buffer

@@ -18,6 +18,7 @@ __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2
 }  // namespace decoder
 }  // namespace fastgen
 
+#include "fastgen/cuda_dtype_dispatch.cuh"
 #include "wavenet_decoder_cluster.h"
 #include "wavenet_decoder_kernels.h"
 
@@ -166,36 +167,24 @@ cudaError_t launch(const DecoderBuffers& b, const decoder::Shape& shape, int64_t
   return cudaGetLastError();
 }
 
-size_t acc_bytes(DecoderDType dtype) { return dtype == DecoderDType::kFloat64 ? 8 : 4; }
-size_t scalar_bytes(DecoderDType dtype) {
-  return dtype == DecoderDType::kFloat64 ? 8 : dtype == DecoderDType::kFloat32 ? 4 : 2;
+size_t acc_bytes(DType dtype) { return dtype == DType::kFloat64 ? 8 : 4; }
+size_t scalar_bytes(DType dtype) {
+  return dtype == DType::kFloat64 ? 8 : dtype == DType::kFloat32 ? 4 : 2;
 }
 
 }  // namespace
 
-size_t wavenet_decoder_smem_bytes(DecoderDType dtype, const decoder::Shape& shape, int64_t resident_elems) {
+size_t wavenet_decoder_smem_bytes(DType dtype, const decoder::Shape& shape, int64_t resident_elems) {
   return decoder::smem_bytes(shape, acc_bytes(dtype), scalar_bytes(dtype), resident_elems);
 }
 
-size_t wavenet_decoder_cluster_smem_bytes(DecoderDType dtype, const decoder::Shape& shape,
+size_t wavenet_decoder_cluster_smem_bytes(DType dtype, const decoder::Shape& shape,
                                           const decoder::ClusterPlan& plan) {
   return decoder::cluster_smem_bytes(shape, plan.cluster, acc_bytes(dtype), scalar_bytes(dtype),
                                      plan.resident_layers, plan.head_resident);
 }
 
 namespace {
-// Calls launch(S{}) with S the scalar type of `dtype` (a value of it, only for its type).
-template <typename Launch>
-cudaError_t with_scalar_type(DecoderDType dtype, Launch launch) {
-  switch (dtype) {
-    case DecoderDType::kFloat32: return launch(float{});
-    case DecoderDType::kFloat64: return launch(double{});
-    case DecoderDType::kFloat16: return launch(__half{});
-    case DecoderDType::kBFloat16: return launch(__nv_bfloat16{});
-  }
-  return cudaErrorInvalidValue;
-}
-
 bool valid(const DecoderBuffers& buffers, const decoder::Shape& shape, int64_t batch, int64_t steps, int64_t start,
            int threads) {
   return shape.layers >= 1 && shape.kernel_size >= 1 && shape.residual >= 1 && shape.gate >= 1 &&
@@ -205,7 +194,7 @@ bool valid(const DecoderBuffers& buffers, const decoder::Shape& shape, int64_t b
 }
 }  // namespace
 
-cudaError_t launch_wavenet_decoder_cluster(DecoderDType dtype, const DecoderBuffers& buffers,
+cudaError_t launch_wavenet_decoder_cluster(DType dtype, const DecoderBuffers& buffers,
                                            const decoder::Shape& shape, int64_t batch, int64_t steps, int64_t start,
                                            const decoder::ClusterPlan& plan, int threads, cudaStream_t stream) {
   if (!valid(buffers, shape, batch, steps, start, threads) || threads > kMaxClusterThreads || plan.cluster < 1 ||
@@ -213,19 +202,19 @@ cudaError_t launch_wavenet_decoder_cluster(DecoderDType dtype, const DecoderBuff
       plan.resident_layers > shape.layers || (plan.head_resident && plan.resident_layers != shape.layers))
     return cudaErrorInvalidValue;
   if (batch == 0 || steps == 0) return cudaSuccess;
-  return with_scalar_type(dtype, [&](auto scalar) {
+  return dispatch(dtype, [&](auto scalar) {
     return launch_cluster<decltype(scalar)>(buffers, shape, batch, steps, start, plan, threads, stream);
   });
 }
 
-cudaError_t launch_wavenet_decoder(DecoderDType dtype, const DecoderBuffers& buffers, const decoder::Shape& shape,
+cudaError_t launch_wavenet_decoder(DType dtype, const DecoderBuffers& buffers, const decoder::Shape& shape,
                                    int64_t batch, int64_t steps, int64_t start, int64_t resident_elems,
                                    int threads, cudaStream_t stream) {
   if (!valid(buffers, shape, batch, steps, start, threads) || resident_elems < 0 ||
       resident_elems > decoder::weight_elems(shape))
     return cudaErrorInvalidValue;
   if (batch == 0 || steps == 0) return cudaSuccess;
-  return with_scalar_type(dtype, [&](auto scalar) {
+  return dispatch(dtype, [&](auto scalar) {
     return launch<decltype(scalar)>(buffers, shape, batch, steps, start, resident_elems, threads, stream);
   });
 }

@@ -7,12 +7,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fastgen/cuda_dtype.h"
 #include "wavenet_decoder_layout.h"
 
 namespace fastgen {
 namespace cuda {
-
-enum class DecoderDType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
 
 // Device pointers, every tensor dense and of the model's dtype unless said otherwise.
 struct DecoderBuffers {
@@ -27,17 +26,17 @@ struct DecoderBuffers {
 };
 
 // Shared memory one block needs with the first `resident_elems` packed weights on chip.
-size_t wavenet_decoder_smem_bytes(DecoderDType dtype, const decoder::Shape& shape, int64_t resident_elems);
+size_t wavenet_decoder_smem_bytes(DType dtype, const decoder::Shape& shape, int64_t resident_elems);
 
 // Enqueues the generation of `steps` codes per sample from position `start` on `stream`; the
 // rings are read and updated in place. `threads`: a multiple of 32 in [32, 512]. Returns
 // cudaErrorInvalidValue for bad sizes (nothing launched), else cudaGetLastError().
-cudaError_t launch_wavenet_decoder(DecoderDType dtype, const DecoderBuffers& buffers, const decoder::Shape& shape,
+cudaError_t launch_wavenet_decoder(DType dtype, const DecoderBuffers& buffers, const decoder::Shape& shape,
                                    int64_t batch, int64_t steps, int64_t start, int64_t resident_elems,
                                    int threads, cudaStream_t stream);
 
 // Shared memory of one block of the cluster decoder under `plan`.
-size_t wavenet_decoder_cluster_smem_bytes(DecoderDType dtype, const decoder::Shape& shape,
+size_t wavenet_decoder_cluster_smem_bytes(DType dtype, const decoder::Shape& shape,
                                           const decoder::ClusterPlan& plan);
 
 // The same generation with `plan.cluster` blocks (1..16) per sample, a thread-block cluster each,
@@ -45,7 +44,7 @@ size_t wavenet_decoder_cluster_smem_bytes(DecoderDType dtype, const decoder::Sha
 // (wavenet_decoder_cluster.h). Returns cudaErrorNotSupported below sm_90 and
 // cudaErrorInvalidConfiguration when one cluster of this size and shared memory cannot be
 // resident on the GPU (nothing launched in either case).
-cudaError_t launch_wavenet_decoder_cluster(DecoderDType dtype, const DecoderBuffers& buffers,
+cudaError_t launch_wavenet_decoder_cluster(DType dtype, const DecoderBuffers& buffers,
                                            const decoder::Shape& shape, int64_t batch, int64_t steps, int64_t start,
                                            const decoder::ClusterPlan& plan, int threads, cudaStream_t stream);
 
