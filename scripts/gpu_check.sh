@@ -7,8 +7,9 @@
 #
 # It keeps going after a failing step so the report shows every result; the exit code is
 # non-zero if any step failed. The steps run most-valuable first (build, the compiled CUDA
-# kernels' tests, the sampling benchmark, the CUDA and Triton tests, the GPU benchmarks, then the
-# CPU-only tests CI also runs), and with
+# kernels' tests, the issues' GPU targets (copy-bandwidth share of the flow ops, the convolutions
+# against cuDNN with TFLOP/s, sampling speed), the CUDA and Triton tests, the full GPU benchmarks
+# with torch.compile, then the CPU-only tests CI also runs), and with
 # FASTGEN_GPU_CHECK_BUDGET_S=N the whole script stops after about N seconds: a step that would
 # run past it is cut off (exit 124) and later steps are skipped, so a time-boxed GPU lease
 # still brings back a report. FASTGEN_CUDA_ARCHS=9.0 builds for Hopper only (faster).
@@ -60,6 +61,11 @@ if "$python" -c "import xdist" 2>/dev/null; then parallel="-n 8"; fi
 # WaveNet decoder against the Triton one and the step ops: the checks nothing else can make.
 step "compiled CUDA kernels" tests_compiled_cuda.log env FASTGEN_REQUIRE_EXT=1 "$python" -m pytest -q -rs \
   tests/test_wavenet_decoder_cuda.py tests/test_gaussian_cuda.py
+# The numbers the open issues ask of a GPU need no torch.compile (minutes of Inductor compiles on
+# a GPU): fastgen vs eager (cuDNN for the convolutions) in float32 and bfloat16, short timings.
+step "GPU targets: flow ops vs copy bandwidth, convolutions vs cuDNN" bench_cuda_targets.log \
+  "$python" -m fastgen bench --device cuda --ops flows,masked_conv,pixelcnn,wavenet --impls eager,fastgen \
+  --dtypes fp32,bf16 --max-time 0.5 --no-progress --out "$out/bench-cuda-targets"
 step "autoregressive sampling (cuda)" sampling_cuda.log \
   "$python" benchmarks/autoregressive_sampling.py --device cuda --out "$out/autoregressive_sampling"
 step "tests on CUDA and Triton" tests_cuda.log env FASTGEN_REQUIRE_EXT=1 "$python" -m pytest -q -rs $parallel -k "cuda or triton"
@@ -93,7 +99,7 @@ step "benchmarks (cpu, quick)" bench_cpu.log "$python" -m fastgen bench --quick 
     tail -n 25 "$out/$log" 2>/dev/null
     echo '```'
   done
-  for b in autoregressive_sampling $(for f in $families; do echo "bench-cuda-$f"; done) bench-cpu; do
+  for b in bench-cuda-targets autoregressive_sampling $(for f in $families; do echo "bench-cuda-$f"; done) bench-cpu; do
     if [ -f "$out/$b/results.md" ]; then echo; echo "## $b"; cat "$out/$b/results.md"; fi
   done
 } >"$out/report.md"
