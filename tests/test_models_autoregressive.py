@@ -178,6 +178,11 @@ def test_sampling_argument_errors():
         pixel.sample(2, uniforms=torch.rand(2, 2, 3, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="uniforms must lie in"):
         wave.sample(1, 3, uniforms=torch.full((1, 3), 1.5, dtype=torch.float64))
+    for model, shape in ((wave, (1, 3)), (pixel, (2, 2, 3, 4))):  # NaN compares false both ways
+        uniforms = torch.rand(shape, dtype=torch.float64)
+        uniforms.view(-1)[1] = float("nan")
+        with pytest.raises(ValueError, match="uniforms must lie in"):
+            model.sample(shape[0], *shape[1:2] if model is wave else (), uniforms=uniforms)
     with pytest.raises(ValueError, match="method must be one of"):
         wave.sample(1, 3, method="fast")
     with pytest.raises(ValueError, match="length must be an int >= 1"):

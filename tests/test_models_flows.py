@@ -161,6 +161,30 @@ def test_bad_model_arguments(make, message):
         make()
 
 
+@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_and_inputs(name, dtype):
+    # A model converted to bfloat16/float16 runs (the LU algebra and slogdet of InvConv1x1 in
+    # float32 inside), and a half-precision batch through a float32 model is computed in float32.
+    model = _trained_a_little(name, torch.float32)
+    x = _data(model, 4, torch.float32)
+    full = model.log_prob(x)
+    half_input = model.log_prob(x.to(dtype))
+    assert half_input.dtype == torch.float32
+    torch.testing.assert_close(half_input, model.log_prob(x.to(dtype).float()))
+    half_model = _trained_a_little(name, torch.float32).to(dtype)
+    for mode in (half_model.train, half_model.eval):
+        mode()
+        log_prob = half_model.log_prob(x.to(dtype))
+        assert log_prob.dtype == torch.float32 and torch.isfinite(log_prob).all()
+        assert (log_prob - full).abs().max() <= 0.1 * full.abs().max() + 1.0
+        latents, _ = half_model(x.to(dtype))
+        back, _ = half_model.inverse(latents)
+        assert back.dtype == dtype
+        torch.testing.assert_close(back.float(), x, atol=0.1, rtol=0.1)
+        assert torch.isfinite(half_model.sample(3).float()).all()
+
+
 def test_bad_model_inputs():
     model = Glow((1, 4, 4), 17, num_levels=1, steps_per_level=1, hidden_channels=4)
     with pytest.raises(ValueError, match=r"\(N, 1, 4, 4\)"):
@@ -171,5 +195,7 @@ def test_bad_model_inputs():
         model.inverse([torch.zeros(1, 4, 2, 2)] * 3)
     with pytest.raises(ValueError, match="temperature"):
         model.sample(2, temperature=-1.0)
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        model.sample(2, temperature=float("nan"))
     with pytest.raises(ValueError, match="n must"):
         model.sample(0)

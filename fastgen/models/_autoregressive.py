@@ -95,8 +95,8 @@ def uniforms_for(uniforms: torch.Tensor | None, shape: tuple[int, ...], device: 
     if tuple(uniforms.shape) != tuple(shape):
         raise ValueError(f"uniforms must have shape {tuple(shape)} (one per categorical draw), "
                          f"got {tuple(uniforms.shape)}")
-    if bool(((uniforms < 0) | (uniforms > 1)).any()):
-        raise ValueError("uniforms must lie in [0, 1]")
+    if not bool(((uniforms >= 0) & (uniforms <= 1)).all()):  # written so that NaN fails too
+        raise ValueError("uniforms must lie in [0, 1] (no NaN)")
     return uniforms.to(device=device, dtype=dtype)
 
 

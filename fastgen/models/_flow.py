@@ -86,7 +86,9 @@ class FlowModel(nn.Module):
         """x (N, *data_shape) -> (latents, logdet (N,)): latents[i] for each split, the last
         for what remains at the end; logdet includes the preprocessing."""
         self._check_x(x)
-        h, logdet = self._preprocess(x)
+        # Computed in the parameters' dtype (a bfloat16 batch through a float32 model runs in
+        # float32), as the flow ops compute half-precision inputs in float32.
+        h, logdet = self._preprocess(x.to(self._param_dtype()))
         latents = []
         for layer in self.layers:
             h, ld = layer(h)
@@ -102,11 +104,11 @@ class FlowModel(nn.Module):
         latents = list(latents)
         if len(latents) != self.num_latents:
             raise ValueError(f"latents must be a list of {self.num_latents} tensors, got {len(latents)}")
-        h = latents.pop()
+        h = latents.pop().to(self._param_dtype())
         logdet = h.new_zeros(h.shape[0], dtype=accumulation_dtype(h.dtype))
         for layer in reversed(self.layers):
             if getattr(layer, "factors_out", False):
-                h = (h, latents.pop())
+                h = (h, latents.pop().to(h.dtype))
             h, ld = layer.inverse(h)
             logdet = logdet + ld
         x, ld = self._postprocess(h)
@@ -172,8 +174,9 @@ class FlowModel(nn.Module):
         grid ``k / (levels - 1)``, the form fastgen's image models return.
         """
         n = check_positive_int(n, "n")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
-            raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                or not math.isfinite(temperature) or temperature < 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
         device, dtype = self._device(), self._param_dtype()
         latents = [torch.randn((n, *shape), generator=generator, device=device, dtype=dtype) * temperature
                    for shape in self.latent_shapes()]

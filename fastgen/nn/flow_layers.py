@@ -17,6 +17,11 @@ from fastgen import ops
 from fastgen.ops._dispatch import accumulation_dtype
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when it is float16/bfloat16: slogdet and the triangular solves need it."""
+    return t.to(accumulation_dtype(t.dtype))
+
+
 def _check_channels(num_channels: object) -> int:
     if isinstance(num_channels, bool) or not isinstance(num_channels, int) or num_channels < 1:
         raise ValueError(f"num_channels must be an int >= 1, got {num_channels!r}")
@@ -175,21 +180,23 @@ class InvConv1x1(nn.Module):
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(L unit-lower, U upper with diagonal sign * exp(log_s)) of the LU parameterisation."""
-        lower = torch.addcmul(self.eye.to(self.lower.dtype), self.lower, self.lower_mask)
-        upper = torch.addcmul(torch.diag(self.sign_s * torch.exp(self.log_s)), self.upper, self.upper_mask)
+        lower_param, upper_param, log_s = _full(self.lower), _full(self.upper), _full(self.log_s)
+        lower = torch.addcmul(self.eye.to(lower_param.dtype), lower_param, self.lower_mask.to(lower_param.dtype))
+        upper = torch.addcmul(torch.diag(self.sign_s.to(log_s.dtype) * torch.exp(log_s)), upper_param,
+                              self.upper_mask.to(upper_param.dtype))
         return lower, upper
 
     def _compute_weight(self) -> torch.Tensor:
         """W (C, C)."""
         if not self.lu:
-            return self.weight
+            return _full(self.weight)
         lower, upper = self._factors()
-        return self.permutation @ (lower @ upper)
+        return self.permutation.to(lower.dtype) @ (lower @ upper)
 
     def _compute(self, with_inverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(W, log|det W| 0-dim, W^-1 or None), with autograd."""
         weight = self._compute_weight()
-        logabsdet = self.log_s.sum() if self.lu else torch.linalg.slogdet(weight).logabsdet
+        logabsdet = _full(self.log_s).sum() if self.lu else torch.linalg.slogdet(weight).logabsdet
         return weight, logabsdet, self._compute_inverse(weight) if with_inverse else None
 
     def _compute_inverse(self, weight: torch.Tensor) -> torch.Tensor:
@@ -197,7 +204,8 @@ class InvConv1x1(nn.Module):
             return torch.linalg.inv(weight)
         lower, upper = self._factors()
         # W^-1 = U^-1 L^-1 P^T, by triangular solves (torch.linalg, no deprecated torch.lu).
-        lower_inv_pt = torch.linalg.solve_triangular(lower, self.permutation.T, upper=False, unitriangular=True)
+        lower_inv_pt = torch.linalg.solve_triangular(lower, self.permutation.T.to(lower.dtype), upper=False,
+                                                     unitriangular=True)
         return torch.linalg.solve_triangular(upper, lower_inv_pt, upper=True)
 
     def _cached(self, with_inverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -212,7 +220,8 @@ class InvConv1x1(nn.Module):
         return cache[1], cache[2], cache[3]
 
     def weights(self, *, with_inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(W, log|det W|, W^-1 or None), in float32 (the parameters' dtype) also under autocast.
+        """(W, log|det W|, W^-1 or None) in the parameters' dtype (float32 for float16/bfloat16
+        parameters), also under autocast.
 
         In eval mode W^-1 (and log|det W| of the plain parameterisation, a ``slogdet``) come from
         a cache, rebuilt only when a parameter changes (compared by value); with autograd on they
@@ -230,7 +239,7 @@ class InvConv1x1(nn.Module):
                 return weight, logabsdet, inverse if with_inverse else None
             weight = self._compute_weight()  # a few small products: cheaper than any cache check
             if self.lu:
-                logabsdet = self.log_s.sum()
+                logabsdet = _full(self.log_s).sum()
             else:
                 logabsdet = _CachedLogabsdet.apply(weight, logabsdet, inverse)
             return weight, logabsdet, _CachedInverse.apply(weight, inverse) if with_inverse else None
