@@ -600,7 +600,7 @@ def test_load_folder_with_classes_resampled_and_padded(tmp_path):
     write_wav(tmp_path / "b_low" / "z.wav", _tone(300, 0.2, 44100), 44100)  # short: 1 padded clip
     (tmp_path / "b_low" / "notes.txt").write_text("not audio")  # ignored
     data = load_audio(tmp_path, clip_seconds=0.5, test_fraction=0.2)
-    assert data.class_names == ("a_high", "b_low") and data.name == str(tmp_path)
+    assert data.class_names == ("a_high", "b_low") and data.name == str(tmp_path.resolve())
     assert len(data.train) + len(data.test) == 5 and len(data.test) == 1
     assert data.shape == (1, 8000) and data.dims == 8000
     clips = torch.cat([data.train, data.test])

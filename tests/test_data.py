@@ -121,7 +121,7 @@ def test_folder_gray_png(tmp_path, Image):
     assert len(data.train) == 7 and len(data.test) == 3
     got = sorted(x.numpy().tobytes() for x in torch.cat([data.train, data.test])[:, 0])
     assert got == sorted(a.tobytes() for a in arrays)  # pixel values survive exactly
-    assert load_images(tmp_path).name == str(tmp_path)  # a Path works too
+    assert load_images(tmp_path).name == str(tmp_path.resolve())  # a Path works too (kept absolute)
 
 
 def test_folder_mixed_modes_become_rgb(tmp_path, Image):

@@ -119,6 +119,18 @@ def test_frechet_errors():
 # ---------------------------------------------------------------- classifier and coverage
 
 
+def test_loading_the_classifier_leaves_the_global_rng_alone():
+    # It is loaded lazily at a run's first evaluation: a resumed run must draw what an
+    # uninterrupted one draws (flow dropout uses the global RNG).
+    from fastgen.metrics import classifier
+
+    classifier._load.cache_clear()
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    load_digits_classifier()
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_shipped_classifier_accuracy(digits):
     _, _, x_te, y_te = digits
     model = load_digits_classifier()

@@ -122,7 +122,8 @@ def test_two_processes_give_the_metrics_of_one(tmp_path):
         (["train", "vae", "--data", "nosuchdata"], "nosuchdata"),
         (["train", "vae", "--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
         (["train", "vae", "--device", "cuda:7"] if not torch.cuda.is_available() else ["train", "vae", "--lr", "-1"],
-         "CUDA is not available" if not torch.cuda.is_available() else "--lr must be positive"),
+         "CUDA is not available" if not torch.cuda.is_available() else "--lr must be a finite positive number"),
+        (["train", "vae", "--lr", "inf"], "--lr must be a finite positive number, got inf"),
         (["sample", "/nonexistent/ckpt.pt"], "checkpoint not found"),
         (["evaluate", "/nonexistent/ckpt.pt"], "checkpoint not found"),
     ],
@@ -146,6 +147,32 @@ def test_checkpoint_of_another_model_and_garbage_files(tmp_path, capsys):
     garbage.write_bytes(b"not a checkpoint")
     assert main(["sample", str(garbage)]) == 2
     assert "cannot read checkpoint" in capsys.readouterr().err
+
+
+def test_out_naming_a_file_is_a_one_line_error(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["train", "vae", "--out", str(afile), "--no-progress", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a run folder" in err and "Traceback" not in err
+
+
+def test_inconsistent_checkpoints_are_one_line_errors(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_config(out, epochs=1))
+    payload = torch.load(out / "last.pt", weights_only=True)
+    cases = {
+        "relabelled": ({**payload, "model": "glow"}, "do not make a 'glow' model: TypeError"),
+        "no_config": ({k: v for k, v in payload.items() if k != "config"}, "no valid 'config' entry"),
+        "other_sizes": ({**payload, "config": {**payload["config"], "hidden": 7}}, "do not make a 'vae' model"),
+    }
+    for name, (edited, message) in cases.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(edited, path)
+        for command in (["sample", str(path), "-o", str(tmp_path / "s.png")], ["evaluate", str(path), "--quick"]):
+            assert main(command) == 2, (name, command)
+            err = capsys.readouterr().err
+            assert message in err and "Traceback" not in err, (name, err)
 
 
 def test_evaluate_refuses_data_of_another_shape(tmp_path, capsys):

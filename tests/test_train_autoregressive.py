@@ -45,7 +45,7 @@ def test_wavenet_on_a_wav_folder_writes_wav_samples(tmp_path, capsys, wav_folder
     for name in ("last.pt", "final_metrics.json", "samples.wav", "samples-epoch001.wav"):
         assert (run / name).is_file(), name
     final = json.loads((run / "final_metrics.json").read_text())
-    assert final["data"] == str(wav_folder) and 0 < final["bits_per_dim"] < 8.5
+    assert final["data"] == str(wav_folder.resolve()) and 0 < final["bits_per_dim"] < 8.5
     out = tmp_path / "two.wav"
     assert main(["sample", str(run), "-n", "2", "-o", str(out)]) == 0
     audio, rate = read_wav(out)
@@ -59,14 +59,23 @@ def test_wavenet_on_a_wav_folder_writes_wav_samples(tmp_path, capsys, wav_folder
     assert metrics["model"] == "wavenet" and metrics["unigram_baseline_bits_per_dim"] > 0
 
 
-def test_wavenet_trains_at_the_sample_rate_asked_for(tmp_path, capsys, wav_folder):
+def test_wavenet_trains_at_the_sample_rate_asked_for(tmp_path, capsys, wav_folder, monkeypatch):
     """--sample-rate 8000: the WAV files stay at their 8 kHz; the model, the checkpoint and the
-    generated WAV use it, and evaluate reloads the data at it."""
+    generated WAV use it, and evaluate reloads the data at it (from another working folder: a
+    relative --data is recorded as an absolute path), as --resume does without --sample-rate."""
     run = tmp_path / "wavenet8k"
-    assert main(["train", "wavenet", "--data", str(wav_folder), "--sample-rate", "8000", "--epochs", "1",
+    monkeypatch.chdir(wav_folder.parent)
+    assert main(["train", "wavenet", "--data", wav_folder.name, "--sample-rate", "8000", "--epochs", "1",
                  "--batch-size", "4", "--out", str(run), "--no-progress"]) == 0
     payload = torch.load(run / "last.pt", weights_only=False)
     assert payload["data"]["sample_rate"] == 8000 and payload["data"]["shape"][-1] == 4000
+    assert payload["data"]["name"] == str(wav_folder.resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "wavenet", "--data", str(wav_folder), "--epochs", "2", "--batch-size", "4",
+                 "--out", str(run), "--no-progress", "--resume"]) == 0
+    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 2
     assert payload["config"]["sample_rate"] == 8000
     out = tmp_path / "one.wav"
     assert main(["sample", str(run), "-n", "1", "-o", str(out)]) == 0

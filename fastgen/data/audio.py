@@ -41,7 +41,7 @@ class AudioData(SplitChecks):
     Attributes
     ----------
     name : str
-        ``"notes"`` or the path that was loaded.
+        ``"notes"`` or the (absolute) path that was loaded.
     train, test : torch.Tensor
         uint8 (N_train, 1, T) and (N_test, 1, T): one channel of T samples per clip, mu-law codes
         in ``[0, levels - 1]`` (``mu_law_decode(x, levels)`` gives the waveform in [-1, 1]).
@@ -242,7 +242,7 @@ def load_audio(
     codes = mu_law_encode(torch.from_numpy(clips), AUDIO_LEVELS).to(torch.uint8)[:, None]  # (N, 1, T)
     y = None if labels is None else torch.from_numpy(labels)
     return AudioData(
-        name=spec,
+        name=spec if spec in AUDIO_DATASETS else str(Path(spec).expanduser().resolve()),  # absolute: see load_images
         train=codes[train_idx],
         test=codes[test_idx],
         levels=AUDIO_LEVELS,

@@ -36,7 +36,7 @@ class ImageData(SplitChecks):
     Attributes
     ----------
     name : str
-        ``"digits"``, ``"faces"``, or the path that was loaded.
+        ``"digits"``, ``"faces"``, or the (absolute) path that was loaded.
     train, test : torch.Tensor
         uint8 (N_train, C, H, W) and (N_test, C, H, W), values in ``[0, levels - 1]``.
     levels : int
@@ -176,7 +176,8 @@ def load_images(spec: str | os.PathLike, *, test_fraction: float = 0.2, seed: in
         if loaded.labels is not None:
             y_train, y_test = loaded.labels[train_idx], loaded.labels[test_idx]
     return ImageData(
-        name=spec,
+        # A path is kept absolute: checkpoints record it, and `fastgen evaluate` may run elsewhere.
+        name=spec if spec in embedded.LOADERS else str(Path(spec).expanduser().resolve()),
         train=_tensor(train),
         test=_tensor(test),
         levels=loaded.levels,

@@ -77,7 +77,11 @@ def _load(device: str) -> DigitClassifier:
             f"shipped classifier weights are missing: {WEIGHTS_PATH} (package data not installed? "
             "regenerate with scripts/train_digits_classifier.py)"
         )
-    model = DigitClassifier()
+    # The random initialisation is overwritten at once; forked so that loading the classifier
+    # (lazily, at a training run's first evaluation) leaves the global RNG where it was: a run
+    # resumed after that point draws what an uninterrupted one draws.
+    with torch.random.fork_rng(devices=[]):
+        model = DigitClassifier()
     # weights_only=True: the file is a plain state_dict, so no pickled code is ever executed.
     model.load_state_dict(torch.load(WEIGHTS_PATH, map_location="cpu", weights_only=True))
     model.requires_grad_(False)

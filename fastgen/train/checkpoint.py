@@ -18,6 +18,7 @@ import torch
 FORMAT = "fastgen-checkpoint-1"
 LAST = "last.pt"
 BEST = "best.pt"  # written by recipes that keep the checkpoint best on a validation split
+REQUIRED = {"model": str, "config": dict, "data": dict, "state_dict": dict}  # entries every use reads
 
 
 class CheckpointError(ValueError):
@@ -78,8 +79,31 @@ def load(path: str | Path, *, expected_model: str | None = None) -> dict[str, An
         raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fastgen checkpoint")
+    for key, kind in REQUIRED.items():
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(f"{path} is an incomplete fastgen checkpoint: no valid '{key}' entry")
     if expected_model is not None and payload["model"] != expected_model:
         raise CheckpointError(
             f"{path} is a checkpoint of model '{payload['model']}', not '{expected_model}'"
         )
     return payload
+
+
+def rebuild_model(payload: dict[str, Any], recipe: Any) -> torch.nn.Module:
+    """The model of a loaded checkpoint: ``recipe.rebuild(config)`` with its weights loaded.
+
+    Raises
+    ------
+    CheckpointError
+        The config does not build the recipe's model, or its weights do not fit that model
+        (a checkpoint edited by hand or relabelled as another model).
+    """
+    try:
+        model = recipe.rebuild(payload["config"])
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as error:
+        raise CheckpointError(
+            f"the checkpoint's config and weights do not make a '{payload['model']}' model: "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from None
+    return model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -76,8 +77,8 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
             return 0
         if args.model is None:
             raise CommandError("MODEL is required (one of: " + ", ".join(recipes.names()) + ")")
-        if args.lr is not None and not args.lr > 0:
-            raise CommandError(f"--lr must be positive, got {args.lr}")
+        if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+            raise CommandError(f"--lr must be a finite positive number, got {args.lr}")
         from fastgen.train.trainer import TrainConfig, TrainingInterrupted, train
 
         try:
@@ -114,9 +115,7 @@ def _load_for_inference(path: str, device):
 
     payload = checkpoint.load(path)
     recipe = recipes.get(payload["model"])
-    model = recipe.rebuild(payload["config"])
-    model.load_state_dict(payload["state_dict"])
-    return payload, recipe, model.to(device).eval()
+    return payload, recipe, checkpoint.rebuild_model(payload, recipe).to(device).eval()
 
 
 @command("sample", help="draw samples from a checkpoint (a PNG grid; a WAV file for audio models)")

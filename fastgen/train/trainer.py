@@ -116,8 +116,16 @@ class Trainer:
         if self.batch_size < self.dist.world_size:
             raise ValueError(f"--batch-size {self.batch_size} is smaller than the {self.dist.world_size} processes")
         self.out = config.out or Path("runs") / config.model
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {self.out} is a file, not a run folder")
         self.files = RunFiles(self.out, enabled=self.dist.is_main)
-        self.data: ImageData = self.recipe.load_data(config.data, sample_rate=config.sample_rate)
+        self._resume_from = None
+        sample_rate = config.sample_rate
+        if config.resume:
+            self._resume_from = checkpoint.load(self.files.checkpoint, expected_model=self.recipe.name)
+            if sample_rate is None:  # audio: the rate the run was trained at, unless told otherwise
+                sample_rate = self._resume_from["data"].get("sample_rate")
+        self.data: ImageData = self.recipe.load_data(config.data, sample_rate=sample_rate)
         self.train_images, self.validation = self._validation_split()
 
     def _validation_split(self) -> tuple[torch.Tensor, ImageData | None]:
@@ -129,16 +137,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def _build(self) -> dict[str, Any]:
-        resume_from = None
-        if self.config.resume:
-            resume_from = checkpoint.load(self.files.checkpoint, expected_model=self.recipe.name)
+        resume_from, self._resume_from = self._resume_from, None
+        if resume_from is not None:
             self._check_data(resume_from)
         elif self.files.checkpoint.exists():
             raise checkpoint.CheckpointError(
                 f"{self.out} already holds a checkpoint: pass --resume to continue it, or choose another --out"
             )
         torch.manual_seed(self.config.seed)
-        model = (self.recipe.rebuild(resume_from["config"]) if resume_from else self.recipe.build(self.data))
+        model = checkpoint.rebuild_model(resume_from, self.recipe) if resume_from else self.recipe.build(self.data)
         model = model.to(self.device)
         parts = self.recipe.trained_parts(model)
         optimizers = self.recipe.optimizers(parts, self.lr)
@@ -149,7 +156,6 @@ class Trainer:
         position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "epoch_totals": {},
                     "best": {"value": None, "epoch": None}}
         if resume_from:
-            model.load_state_dict(resume_from["state_dict"])
             for name, opt in optimizers.items():
                 opt.load_state_dict(resume_from["optimizers"][name])
             for name, sched in schedulers.items():
