@@ -62,6 +62,27 @@ def test_round_trip(name, dtype):
     assert_round_trip(layer, layer.inverse, x, rtol=1e-5 if dtype == torch.float32 else 1e-12)
 
 
+@pytest.mark.parametrize("name", sorted(IMAGE_LAYERS))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_input_to_a_float32_layer(name, dtype):
+    # Computed in float32 inside (the conditioner and prior in the layer's dtype): y in the
+    # input's dtype, the log-determinant in float32, both near the float32 layer's results.
+    layer = _layer(name, 4, torch.float32)
+    x = torch.randn(3, 4, 4, 4)
+    y32, logdet32 = layer(x.to(dtype).float())
+    y, logdet = layer(x.to(dtype))
+    parts = y if isinstance(y, tuple) else (y,)
+    for part, part32 in zip(parts, y32 if isinstance(y32, tuple) else (y32,)):
+        assert part.dtype == dtype
+        torch.testing.assert_close(part.float(), part32, atol=3e-2, rtol=3e-2)
+    assert logdet.dtype == torch.float32
+    torch.testing.assert_close(logdet, logdet32, atol=5e-2, rtol=2e-2)
+    first = (lambda t: t[0] if isinstance(t, tuple) else t)
+    back, back32 = layer.inverse(y)[0], layer.inverse(tuple(p.float() for p in parts) if len(parts) > 1 else y.float())[0]
+    assert first(back).dtype == dtype
+    torch.testing.assert_close(first(back).float(), first(back32), atol=5e-2, rtol=5e-2)
+
+
 def test_vector_layers_round_trip_and_logdet():
     torch.manual_seed(1)
     for layer in [fnn.AffineCoupling(5, vector=True, hidden_channels=8), fnn.AffineCoupling(5, parity=1, vector=True),

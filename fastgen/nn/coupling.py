@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fastgen import ops
+from fastgen.nn._dtypes import in_layer_dtype
 from fastgen.ops._dispatch import accumulation_dtype
 from fastgen.ops.conditioner import kernel_runs
 from fastgen.reference.flows import SCALE_MAPS
@@ -181,6 +182,11 @@ class _Coupling(nn.Module):
         # Under autocast the conditioner may run in bfloat16/float16: the flow path stays in x's dtype.
         return out.to(like.dtype)
 
+    def _run(self, x: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checks x, then the subclass's ``_transform(x, reverse) -> (y, logdet)``."""
+        self._check(x, "y" if reverse else "x")
+        return in_layer_dtype(lambda h: self._transform(h, reverse), x, self.conditioner)
+
     def extra_repr(self) -> str:
         return f"num_channels={self.num_channels}, mask={self.mask!r}, parity={self.parity}"
 
@@ -221,8 +227,7 @@ class AffineCoupling(_Coupling):
         if not self.clamp > 0:
             raise ValueError(f"clamp must be > 0, got {clamp}")
 
-    def _run(self, x: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check(x, "y" if reverse else "x")
+    def _transform(self, x: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mask == "channel":
             cond, moved = self._halves(x)
             shift, raw = self._params(cond, x).chunk(2, dim=1)
@@ -263,8 +268,7 @@ class AdditiveCoupling(_Coupling):
                  dropout: float = 0.0) -> None:
         super().__init__(num_channels, mask, parity, conditioner, hidden_channels, 1, vector, dropout)
 
-    def _run(self, x: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check(x, "y" if reverse else "x")
+    def _transform(self, x: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         logdet = x.new_zeros(x.shape[0], dtype=accumulation_dtype(x.dtype))
         if self.mask == "channel":
             cond, moved = self._halves(x)

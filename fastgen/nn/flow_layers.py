@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from fastgen import ops
+from fastgen.nn._dtypes import in_layer_dtype
 from fastgen.ops._dispatch import accumulation_dtype
 
 
@@ -327,9 +328,12 @@ class Split(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         _check_input(x, "x", self.num_channels)
-        x1, x2 = ops.split_channels(x, self.keep)
         if self.prior is None:
-            return (x1, x2), x.new_zeros(x.shape[0], dtype=accumulation_dtype(x.dtype))
+            return ops.split_channels(x, self.keep), x.new_zeros(x.shape[0], dtype=accumulation_dtype(x.dtype))
+        return in_layer_dtype(self._standardise, x, self.prior)
+
+    def _standardise(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        x1, x2 = ops.split_channels(x, self.keep)
         mean, log_scale = self._mean_log_scale(x1)
         z2, logdet = ops.affine_coupling(x2.contiguous(), mean, log_scale, reverse=True, scale="exp")
         return (x1, z2), logdet
@@ -338,6 +342,10 @@ class Split(nn.Module):
         x1, z2 = y
         if self.prior is None:
             return ops.merge_channels(x1, z2), x1.new_zeros(x1.shape[0], dtype=accumulation_dtype(x1.dtype))
+        return in_layer_dtype(self._destandardise, (x1, z2), self.prior)
+
+    def _destandardise(self, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x1, z2 = y
         mean, log_scale = self._mean_log_scale(x1)
         x2, logdet = ops.affine_coupling(z2, mean, log_scale, scale="exp")
         return ops.merge_channels(x1, x2), logdet
