@@ -13,6 +13,9 @@
 # FASTGEN_GPU_CHECK_BUDGET_S=N the whole script stops after about N seconds: a step that would
 # run past it is cut off (exit 124) and later steps are skipped, so a time-boxed GPU lease
 # still brings back a report. FASTGEN_CUDA_ARCHS=9.0 builds for Hopper only (faster).
+# On a lent machine that returns at most 8 files from $OUT (the workplace's device tool):
+#   FASTGEN_GPU_CHECK_BUDGET_S=520 FASTGEN_CUDA_ARCHS=9.0 bash scripts/gpu_check.sh /tmp/gpu;
+#   cp /tmp/gpu/report.md "$OUT"/; tar czf "$OUT"/gpu.tgz -C /tmp gpu
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
