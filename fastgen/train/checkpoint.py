@@ -89,7 +89,7 @@ def load(path: str | Path, *, expected_model: str | None = None) -> dict[str, An
     return payload
 
 
-def rebuild_model(payload: dict[str, Any], recipe: Any) -> torch.nn.Module:
+def rebuild_model(payload: dict[str, Any], recipe: Any, path: str | Path) -> torch.nn.Module:
     """The model of a loaded checkpoint: ``recipe.rebuild(config)`` with its weights loaded.
 
     Raises
@@ -103,7 +103,7 @@ def rebuild_model(payload: dict[str, Any], recipe: Any) -> torch.nn.Module:
         model.load_state_dict(payload["state_dict"])
     except (TypeError, ValueError, KeyError, RuntimeError) as error:
         raise CheckpointError(
-            f"the checkpoint's config and weights do not make a '{payload['model']}' model: "
+            f"{path}: the checkpoint's config and weights do not make a '{payload['model']}' model: "
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         ) from None
     return model

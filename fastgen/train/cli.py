@@ -115,7 +115,7 @@ def _load_for_inference(path: str, device):
 
     payload = checkpoint.load(path)
     recipe = recipes.get(payload["model"])
-    return payload, recipe, checkpoint.rebuild_model(payload, recipe).to(device).eval()
+    return payload, recipe, checkpoint.rebuild_model(payload, recipe, path).to(device).eval()
 
 
 @command("sample", help="draw samples from a checkpoint (a PNG grid; a WAV file for audio models)")
