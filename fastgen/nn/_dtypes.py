@@ -7,12 +7,17 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-_HALF = (torch.float16, torch.bfloat16)
+from fastgen.ops._dispatch import accumulation_dtype
 
 
 def parameter_dtype(module: nn.Module, default: torch.dtype) -> torch.dtype:
     """The dtype of ``module``'s first floating-point parameter (``default`` if it has none)."""
     return next((p.dtype for p in module.parameters() if p.is_floating_point()), default)
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when it is float16/bfloat16 (slogdet and triangular solves need it)."""
+    return t.to(accumulation_dtype(t.dtype))
 
 
 def _cast(t: torch.Tensor | tuple, dtype: torch.dtype) -> torch.Tensor | tuple:
@@ -28,7 +33,7 @@ def in_layer_dtype(transform: Callable, x: torch.Tensor | tuple, network: nn.Mod
     """
     x_dtype = (x[0] if isinstance(x, tuple) else x).dtype
     dtype = parameter_dtype(network, x_dtype)
-    if x_dtype not in _HALF or dtype.itemsize <= x_dtype.itemsize:
+    if accumulation_dtype(x_dtype) == x_dtype or dtype.itemsize <= x_dtype.itemsize:  # not half, or no wider
         return transform(x)
     y, logdet = transform(_cast(x, dtype))
     return _cast(y, x_dtype), logdet

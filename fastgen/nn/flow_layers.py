@@ -14,13 +14,8 @@ import torch.distributed as dist
 from torch import nn
 
 from fastgen import ops
-from fastgen.nn._dtypes import in_layer_dtype
+from fastgen.nn._dtypes import full_precision, in_layer_dtype
 from fastgen.ops._dispatch import accumulation_dtype
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in float32 when it is float16/bfloat16: slogdet and the triangular solves need it."""
-    return t.to(accumulation_dtype(t.dtype))
 
 
 def _check_channels(num_channels: object) -> int:
@@ -181,24 +176,29 @@ class InvConv1x1(nn.Module):
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(L unit-lower, U upper with diagonal sign * exp(log_s)) of the LU parameterisation."""
-        lower_param, upper_param, log_s = _full(self.lower), _full(self.upper), _full(self.log_s)
-        lower = torch.addcmul(self.eye.to(lower_param.dtype), lower_param, self.lower_mask.to(lower_param.dtype))
-        upper = torch.addcmul(torch.diag(self.sign_s.to(log_s.dtype) * torch.exp(log_s)), upper_param,
-                              self.upper_mask.to(upper_param.dtype))
+        lower_param, upper_param, log_s = map(full_precision, (self.lower, self.upper, self.log_s))
+        dtype = log_s.dtype  # the buffers follow the parameters' dtype under module.to(); float32 here
+        lower = torch.addcmul(self.eye.to(dtype), lower_param, self.lower_mask.to(dtype))
+        upper = torch.addcmul(torch.diag(self.sign_s.to(dtype) * torch.exp(log_s)), upper_param,
+                              self.upper_mask.to(dtype))
         return lower, upper
 
     def _compute_weight(self) -> torch.Tensor:
         """W (C, C)."""
         if not self.lu:
-            return _full(self.weight)
+            return full_precision(self.weight)
         lower, upper = self._factors()
         return self.permutation.to(lower.dtype) @ (lower @ upper)
 
     def _compute(self, with_inverse: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(W, log|det W| 0-dim, W^-1 or None), with autograd."""
         weight = self._compute_weight()
-        logabsdet = _full(self.log_s).sum() if self.lu else torch.linalg.slogdet(weight).logabsdet
+        logabsdet = self._lu_logabsdet() if self.lu else torch.linalg.slogdet(weight).logabsdet
         return weight, logabsdet, self._compute_inverse(weight) if with_inverse else None
+
+    def _lu_logabsdet(self) -> torch.Tensor:
+        """log|det W| = sum(log_s) of the LU parameterisation (0-dim)."""
+        return full_precision(self.log_s).sum()
 
     def _compute_inverse(self, weight: torch.Tensor) -> torch.Tensor:
         if not self.lu:
@@ -240,7 +240,7 @@ class InvConv1x1(nn.Module):
                 return weight, logabsdet, inverse if with_inverse else None
             weight = self._compute_weight()  # a few small products: cheaper than any cache check
             if self.lu:
-                logabsdet = _full(self.log_s).sum()
+                logabsdet = self._lu_logabsdet()
             else:
                 logabsdet = _CachedLogabsdet.apply(weight, logabsdet, inverse)
             return weight, logabsdet, _CachedInverse.apply(weight, inverse) if with_inverse else None

@@ -145,7 +145,10 @@ class Trainer:
                 f"{self.out} already holds a checkpoint: pass --resume to continue it, or choose another --out"
             )
         torch.manual_seed(self.config.seed)
-        model = checkpoint.rebuild_model(resume_from, self.recipe, self.files.checkpoint) if resume_from else self.recipe.build(self.data)
+        if resume_from:
+            model = checkpoint.rebuild_model(resume_from, self.recipe, self.files.checkpoint)
+        else:
+            model = self.recipe.build(self.data)
         model = model.to(self.device)
         parts = self.recipe.trained_parts(model)
         optimizers = self.recipe.optimizers(parts, self.lr)
