@@ -8,6 +8,7 @@
 
 #include <c10/util/string_view.h>
 
+#include <algorithm>
 #include <array>
 #include <optional>
 
@@ -51,6 +52,18 @@ inline void check_conv_grad(const at::Tensor& grad_y, const at::Tensor& x, at::I
               grad_y.scalar_type());
 }
 
+// Tap offsets (and positions) stay below this, far from int64 overflow.
+constexpr int64_t kMaxReach = int64_t{1} << 62;
+
+// dilation >= 1, and the farthest tap offset, reach * dilation, below kMaxReach (reach is K - 1
+// for a causal kernel, the half-width for a masked one): the kernels compute tap offsets as
+// products and sums of it, and a wrapped product would read the wrong taps.
+inline void check_dilation(int64_t dilation, int64_t reach, const char* reach_name, const char* name = "dilation") {
+  TORCH_CHECK(dilation >= 1, "fastgen: ", name, " must be >= 1, got ", dilation);
+  TORCH_CHECK(reach <= 0 || dilation <= (kMaxReach - 1) / reach, "fastgen: ", name, " must keep ", reach_name, " * ",
+              name, " below 2**62, got ", dilation, " with ", reach_name, " = ", reach);
+}
+
 // x (N, C_in, T), weight (C_out, C_in, K >= 1), bias (C_out,) or None, dilation >= 1.
 inline void check_causal_conv1d_inputs(const at::Tensor& x, const at::Tensor& weight,
                                        const std::optional<at::Tensor>& bias, int64_t dilation,
@@ -62,7 +75,7 @@ inline void check_causal_conv1d_inputs(const at::Tensor& x, const at::Tensor& we
               x.size(1), " input channels (dim 1), got shape ", weight.sizes());
   TORCH_CHECK(weight.size(2) >= 1, "fastgen: weight must have a kernel size K >= 1 (dim 2), got shape ",
               weight.sizes());
-  TORCH_CHECK(dilation >= 1, "fastgen: dilation must be >= 1, got ", dilation);
+  check_dilation(dilation, weight.size(2) - 1, "(K - 1)");
 }
 
 inline void check_causal_conv1d_grad(const at::Tensor& grad_y, const at::Tensor& x,
@@ -82,7 +95,7 @@ inline void check_masked_conv2d_inputs(const at::Tensor& x, const at::Tensor& we
   check_conv_params(x, weight, bias, device_type);
   TORCH_CHECK(mask_type == "A" || mask_type == "B", "fastgen: mask_type must be \"A\" or \"B\", got \"",
               std::string(mask_type), "\"");
-  TORCH_CHECK(dilation >= 1, "fastgen: dilation must be >= 1, got ", dilation);
+  check_dilation(dilation, std::max(weight.size(2), weight.size(3)) / 2, "max(KH, KW) // 2");
   TORCH_CHECK(groups >= 1, "fastgen: groups must be >= 1, got ", groups);
   TORCH_CHECK(color_channels >= 1, "fastgen: color_channels must be >= 1, got ", color_channels);
   const int64_t c_in = x.size(1), c_out = weight.size(0);
@@ -148,7 +161,7 @@ inline void check_wavenet_layer_inputs(const at::Tensor& x, const at::Tensor& w_
   TORCH_CHECK(w_skip.size(1) == c_gate / 2, "fastgen: w_skip must have C_gate / 2 = ", c_gate / 2,
               " input channels (dim 1), got shape ", w_skip.sizes());
   check_wavenet_bias(b_skip, "b_skip", w_skip.size(0), x);
-  TORCH_CHECK(dilation >= 1, "fastgen: dilation must be >= 1, got ", dilation);
+  check_dilation(dilation, w_dilated.size(2) - 1, "(K - 1)");
   TORCH_CHECK(cond.has_value() == w_cond.has_value(),
               "fastgen: cond and w_cond must be given together or both be None");
   if (cond.has_value()) {

@@ -3,6 +3,7 @@
 // wrappers check the same with friendlier messages; these keep a direct torch.ops call from
 // reading out of bounds.
 #pragma once
+#include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -22,6 +23,14 @@ inline void check_step_shape(const at::Tensor& t, const char* name, at::IntArray
 inline void check_step_state(const at::Tensor& state, at::IntArrayRef shape, const at::Tensor& x) {
   check_step_shape(state, "state", shape, x);
   TORCH_CHECK(state.is_contiguous(), "fastgen: state must be contiguous (it is updated in place)");
+}
+
+// `t` (if given) is read while state is updated in place: they must not share memory, or the
+// result would depend on the order the kernel reads and writes.
+inline void check_apart_from_state(const std::optional<at::Tensor>& t, const char* name, const at::Tensor& state) {
+  if (!t.has_value() || t->numel() == 0 || state.numel() == 0 || !t->is_alias_of(state)) return;
+  TORCH_CHECK(at::get_overlap_status(*t, state) == at::MemOverlapStatus::No, "fastgen: ", name,
+              " must not share memory with state (state is updated in place while ", name, " is read)");
 }
 
 inline void check_step_cond(const std::optional<at::Tensor>& cond, const std::optional<at::Tensor>& w_cond,
@@ -50,7 +59,7 @@ inline void check_wavenet_layer_step_inputs(const at::Tensor& x, const at::Tenso
   const int64_t n = x.size(0), c_res = x.size(1), c_gate = w_dilated.size(0), k = w_dilated.size(2);
   TORCH_CHECK(w_dilated.size(1) == c_res && c_gate > 0 && c_gate % 2 == 0 && k >= 1,
               "fastgen: w_dilated must be (C_gate even, C_res, K >= 1), got ", w_dilated.sizes());
-  TORCH_CHECK(dilation >= 1, "fastgen: dilation must be >= 1, got ", dilation);
+  check_dilation(dilation, k - 1, "(K - 1)");
   check_step_state(state, {n, dilation * (k - 1), c_res}, x);
   TORCH_CHECK(position.dim() == 0 && position.scalar_type() == at::kLong,
               "fastgen: position must be a 0-dim int64 tensor, got ", position.scalar_type(), " ", position.sizes());
@@ -62,6 +71,8 @@ inline void check_wavenet_layer_step_inputs(const at::Tensor& x, const at::Tenso
   check_like_x(w_skip, "w_skip", x);
   check_wavenet_bias(b_skip, "b_skip", w_skip.size(0), x);
   check_step_cond(cond, w_cond, "w_cond", n, c_gate, x);
+  check_apart_from_state(x, "x", state);
+  check_apart_from_state(cond, "cond", state);
 }
 
 // new_row (N, C_in, W); state (N, C_in, n / 2 + 1, W) contiguous; w_v (2C, C_in, n / 2 + 1, n)
@@ -83,6 +94,8 @@ inline void check_pixelcnn_vertical_step_inputs(const at::Tensor& state, const a
   check_step_shape(w_v2h, "w_v2h", {two_c, two_c}, new_row);
   check_wavenet_bias(b_v2h, "b_v2h", two_c, new_row);
   check_step_cond(cond, w_cond_v, "w_cond_v", n, two_c, new_row);
+  check_apart_from_state(new_row, "new_row", state);
+  check_apart_from_state(cond, "cond", state);
 }
 
 // new_input (N, C_in); state (N, C_in, k + 1) contiguous; link (N, 2C); w_h (2C, C_in, 1, k + 1);
@@ -109,6 +122,9 @@ inline void check_pixelcnn_horizontal_step_inputs(const at::Tensor& state, const
   TORCH_CHECK(mask_type == "A" || c_in == two_c / 2, "fastgen: mask_type \"B\" needs C_in == C, got C_in ", c_in,
               " and C ", two_c / 2);
   check_step_cond(cond, w_cond_h, "w_cond_h", n, two_c, new_input);
+  check_apart_from_state(new_input, "new_input", state);
+  check_apart_from_state(link, "link", state);
+  check_apart_from_state(cond, "cond", state);
 }
 
 }  // namespace fastgen

@@ -165,6 +165,7 @@ W = torch.zeros(4, 3, 2)
         (lambda: ops.causal_conv1d(X, W, dilation=0), ValueError, "dilation must be >= 1"),
         (lambda: ops.causal_conv1d(X, W, dilation=-2), ValueError, "dilation must be >= 1"),
         (lambda: ops.causal_conv1d(X, W, dilation=1.5), TypeError, "dilation must be an int"),
+        (lambda: ops.causal_conv1d(X, W, dilation=2**62), ValueError, r"dilation must keep \(K - 1\) \* dilation"),
         (lambda: ops.causal_conv1d(X[0], W), ValueError, "x must have 3 dimensions"),
         (lambda: ops.causal_conv1d(X, W[0]), ValueError, "weight must have 3 dimensions"),
         (lambda: ops.causal_conv1d(X, torch.zeros(4, 2, 2)), ValueError, "weight must have C_in"),
@@ -186,6 +187,7 @@ def test_bad_input_names_the_argument(call, error, match):
     "call, match",
     [
         (lambda: OPS.causal_conv1d(X, W, None, 0), "dilation must be >= 1"),
+        (lambda: OPS.causal_conv1d(X, W, None, 2**62), "dilation must keep"),
         (lambda: OPS.causal_conv1d(X[0], W, None, 1), "x must have 3 dimensions"),
         (lambda: OPS.causal_conv1d(X, torch.zeros(4, 2, 2), None, 1), "weight must have C_in"),
         (lambda: OPS.causal_conv1d(X.long(), W.long(), None, 1), "x must be a floating-point"),

@@ -500,6 +500,8 @@ W = torch.zeros(6, 3, 3, 3)
         (lambda: ops.masked_conv2d(X, W, dilation=-1), ValueError, "dilation must be >= 1"),
         (lambda: ops.masked_conv2d(X, W, dilation=1.0), TypeError, "dilation must be an int"),
         (lambda: ops.masked_conv2d(X, W, dilation=True), TypeError, "dilation must be an int"),
+        # a tap offset (KH // 2) * dilation past int64 would wrap and read the wrong taps
+        (lambda: ops.masked_conv2d(X, W, dilation=2**62), ValueError, "dilation must keep"),
         (lambda: ops.masked_conv2d(X, W, groups=0), ValueError, "groups must be >= 1"),
         (lambda: ops.masked_conv2d(X, W, groups=2.0), TypeError, "groups must be an int"),
         (lambda: ops.masked_conv2d(X, W, color_channels=0), ValueError, "color_channels must be >= 1"),
@@ -546,6 +548,7 @@ ALL = [True, True, True]
         (lambda: OPS.masked_conv2d(X, W, None, "C", 1, 1, 1), "mask_type"),
         (lambda: OPS.masked_conv2d(X, W, None, "", 1, 1, 1), "mask_type"),
         (lambda: OPS.masked_conv2d(X, W, None, "A", 0, 1, 1), "dilation"),
+        (lambda: OPS.masked_conv2d(X, W, None, "A", 2**62, 1, 1), "dilation must keep"),
         (lambda: OPS.masked_conv2d(X, W, None, "A", 1, 0, 1), "groups"),
         (lambda: OPS.masked_conv2d(X, W, None, "A", 1, 2, 1), "groups"),
         (lambda: OPS.masked_conv2d(X, W, None, "A", 1, 1, 0), "color_channels"),

@@ -64,12 +64,41 @@ def test_opcheck_and_errors():
         ops.pixelcnn_generate_row(*args, **dict(kwargs, levels=1))
     with pytest.raises(ValueError, match="C_img \\* levels"):
         ops.pixelcnn_generate_row(*args, **dict(kwargs, levels=16))
-    with pytest.raises(ValueError, match="dtype and device of uniforms"):
+    with pytest.raises(TypeError, match="must have the dtype of uniforms"):
         ops.pixelcnn_generate_row(links, uniforms.double(), *args[2:], **kwargs)
     with pytest.raises(ValueError, match="cond and w_cond_h must be given together"):
         ops.pixelcnn_generate_row(*args, **dict(kwargs, cond=None))
     with pytest.raises(RuntimeError, match="sampling op without a gradient"):
         ops.pixelcnn_generate_row(links, uniforms, w_h, b_h, [w_res[0].requires_grad_(True)] + w_res[1:], b_res,
                                   masks, wh, bh, wo, bo, **kwargs)
-    with pytest.raises(RuntimeError, match="links\\[1\\] must be"):
+    with pytest.raises(RuntimeError, match="links\\[1\\] must have shape"):
         torch.ops.fastgen.pixelcnn_generate_row([links[0], links[1][:, :, :3], links[2]], *op_args[1:])
+
+
+@pytest.mark.parametrize("index, layer, value, name", [
+    (3, 0, torch.zeros(3), r"b_h\[0\]"),
+    (5, 2, torch.zeros(9), r"b_res\[2\]"),
+    (4, 1, torch.zeros(4, 3), r"w_res\[1\]"),
+    (8, None, torch.zeros(10), "b_hidden"),
+    (10, None, torch.zeros(33), "b_out"),
+])
+def test_every_tensor_of_the_model_is_checked(index, layer, value, name):
+    """A mis-shaped bias or weight anywhere in the per-layer lists is an error naming it, from the
+    function and from the op called directly, never an out-of-bounds read."""
+    args, kwargs = _row_args(dtype=torch.float32, cond_features=2)
+    bad = list(args)
+    if layer is None:
+        bad[index] = value
+    else:
+        bad[index] = list(bad[index])
+        bad[index][layer] = value
+    with pytest.raises(ValueError, match=name):
+        ops.pixelcnn_generate_row(*bad, **kwargs)
+    links, uniforms, w_h, b_h, w_res, b_res, masks, wh, bh, wo, bo = bad
+    with pytest.raises(RuntimeError, match=name):
+        torch.ops.fastgen.pixelcnn_generate_row(links, uniforms, w_h, b_h, w_res, b_res, masks, kwargs["cond"],
+                                                kwargs["w_cond_h"], wh, bh, wo, bo, kwargs["levels"])
+    w_cond_h = list(kwargs["w_cond_h"])
+    w_cond_h[1] = w_cond_h[1][:, :1]
+    with pytest.raises(ValueError, match=r"w_cond_h\[1\]"):
+        ops.pixelcnn_generate_row(*args, **dict(kwargs, w_cond_h=w_cond_h))

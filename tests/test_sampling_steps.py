@@ -328,7 +328,105 @@ def test_wavenet_generate_opcheck_and_errors():
         ops.wavenet_generate(args[0], *args[1:6], args[6][:3], *args[7:])
     with pytest.raises(ValueError, match="start must be an int >= 0"):
         ops.wavenet_generate(*args, start=-1)
-    with pytest.raises(TypeError, match="first_input must be a floating-point tensor"):
+    with pytest.raises(TypeError, match="first_input must have a floating dtype"):
         ops.wavenet_generate(args[0], args[1].long(), *args[2:])
-    with pytest.raises(RuntimeError, match="state 1 must be contiguous"):
-        torch.ops.fastgen.wavenet_generate([args[0][0], torch.zeros(2, 3, 5)] + args[0][2:], *op_args[1:])
+    with pytest.raises(RuntimeError, match=r"states\[1\] must be contiguous"):
+        torch.ops.fastgen.wavenet_generate([args[0][0], torch.zeros(2, 5, 2).transpose(1, 2)] + args[0][2:],
+                                           *op_args[1:])
+
+
+def _replaced(args, index, layer, value):
+    """``args`` with entry ``layer`` of the list at ``index`` (or the tensor there, for layer None) replaced."""
+    args = list(args)
+    if layer is None:
+        args[index] = value
+    else:
+        args[index] = list(args[index])
+        args[index][layer] = value
+    return tuple(args)
+
+
+# (argument index in ops.wavenet_generate's positional arguments, layer or None, bad value, what the
+# error names); the model: 4 layers, C_res 5, C_gate 6, C_skip 7, hidden 8, levels 9, K 2.
+_BAD_GENERATE_ARGS = [
+    (5, 1, torch.zeros(5), r"b_dilated\[1\]|b_dilated"),
+    (7, 2, torch.zeros(1), r"b_res\[2\]|b_res"),
+    (9, 0, torch.zeros(8), r"b_skip\[0\]|b_skip"),
+    (8, 3, torch.zeros(7, 2), r"w_skip\[3\]|w_skip"),
+    (12, None, torch.zeros(2), "b_hidden"),
+    (14, None, torch.zeros(200), "b_out"),
+    (13, None, torch.zeros(0, 8), "w_out"),
+    (3, None, torch.zeros(9, 4), "embedding"),
+    (2, None, torch.zeros(3, 3), "uniforms"),
+]
+
+
+@pytest.mark.parametrize("index, layer, value, names", _BAD_GENERATE_ARGS)
+def test_wavenet_generate_checks_every_tensor_of_the_model(index, layer, value, names):
+    """A mis-shaped bias or weight anywhere in the lists is an error naming it, from the function
+    and from the op called directly, never an out-of-bounds read."""
+    args, _ = _generate_args(n=2, steps=3, dtype=torch.float32)
+    bad = _replaced(args, index, layer, value)
+    with pytest.raises(ValueError, match=names):
+        ops.wavenet_generate(*bad)
+    op_args = bad[:10] + ([None] * 4,) + bad[10:] + (None, 0)
+    with pytest.raises(RuntimeError, match=names):
+        torch.ops.fastgen.wavenet_generate(*op_args)
+
+
+def test_wavenet_generate_conditioning_and_positions_are_checked():
+    args, kwargs = _generate_args(n=2, steps=3, dtype=torch.float32, cond_channels=3)
+    w_cond = list(kwargs["w_cond"])
+    w_cond[2] = w_cond[2][:, :1]
+    with pytest.raises(ValueError, match="layer 2: w_cond"):
+        ops.wavenet_generate(*args, cond=kwargs["cond"], w_cond=w_cond)
+    op_args = args[:10] + (w_cond,) + args[10:] + (kwargs["cond"], 0)
+    with pytest.raises(RuntimeError, match=r"w_cond\[2\] must have shape"):
+        torch.ops.fastgen.wavenet_generate(*op_args)
+    # start + t is a ring position: near 2**63 it would wrap negative and index before the buffer
+    with pytest.raises(ValueError, match="start"):
+        ops.wavenet_generate(*args, **kwargs, start=2**63 - 2)
+    op_args = args[:10] + (kwargs["w_cond"],) + args[10:] + (kwargs["cond"], 2**63 - 2)
+    with pytest.raises(RuntimeError, match="start"):
+        torch.ops.fastgen.wavenet_generate(*op_args)
+
+
+def test_a_huge_dilation_is_refused_not_wrapped():
+    """dilation * (K - 1) beyond int64 would wrap (a 2**62 + 1 dilation with K = 5 wraps to 4) and
+    make the kernels read the wrong taps: refused with an error naming the dilation."""
+    p = _wavenet_params(3, 4, 2, 5, dtype=torch.float32)
+    huge = 2**62 + 1
+    with pytest.raises(ValueError, match="dilation"):
+        ops.wavenet_layer_step(torch.randn(1, 3), torch.zeros(1, 4, 3), 0, **p, dilation=huge)
+    with pytest.raises(RuntimeError, match="dilation"):
+        torch.ops.fastgen.wavenet_layer_step(torch.randn(1, 3), torch.zeros(1, 4, 3), torch.tensor(0),
+                                             p["w_dilated"], None, p["w_res"], None, p["w_skip"], None, huge,
+                                             None, None)
+    args, _ = _generate_args(n=1, steps=2, dtype=torch.float32)
+    bad = _replaced(args, 10, 1, huge)
+    with pytest.raises(ValueError, match="dilation"):
+        ops.wavenet_generate(*bad)
+    with pytest.raises(RuntimeError, match=r"dilations\[1\]"):
+        torch.ops.fastgen.wavenet_generate(*(bad[:10] + ([None] * 4,) + bad[10:] + (None, 0)))
+
+
+def test_inputs_sharing_memory_with_the_state_are_refused():
+    """The steps update their state in place while reading the new input: an input that is a view
+    of the state would be read half-updated."""
+    (p, _), = _pixelcnn_layers(2, 2, (3,), dtype=torch.float32)
+    state = torch.randn(1, 2, 2)
+    link = torch.randn(1, 4)
+    with pytest.raises(ValueError, match="new_input must not share memory with state"):
+        ops.gated_pixelcnn_horizontal_step(state, state[:, :, 0], link, p["w_h"], p["b_h"], p["w_res"], p["b_res"])
+    with pytest.raises(RuntimeError, match="new_input must not share memory with state"):
+        torch.ops.fastgen.gated_pixelcnn_horizontal_step(state, state[:, :, 0], link, p["w_h"], p["b_h"], p["w_res"],
+                                                         p["b_res"], "B", None, None)
+    rows = torch.randn(1, 2, 2, 4)
+    with pytest.raises(ValueError, match="new_row must not share memory with state"):
+        ops.gated_pixelcnn_vertical_step(rows, rows[:, :, 1], p["w_v"], p["b_v"], p["w_v2h"], p["b_v2h"])
+    w = _wavenet_params(3, 4, 2, 2, dtype=torch.float32)
+    ring = torch.zeros(1, 2, 3)
+    with pytest.raises(ValueError, match="x must not share memory with state"):
+        ops.wavenet_layer_step(ring[:, 0], ring, 0, **w, dilation=2)
+    # a copy is fine
+    ops.gated_pixelcnn_horizontal_step(state, state[:, :, 0].clone(), link, p["w_h"], p["b_h"], p["w_res"], p["b_res"])

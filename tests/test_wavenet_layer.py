@@ -337,6 +337,7 @@ def _call(x=X, wd=WD, bd=None, wr=WR, br=None, ws=WS, bs=None, dilation=1, cond=
         (dict(dilation=0), ValueError, "dilation must be >= 1"),
         (dict(dilation=-2), ValueError, "dilation must be >= 1"),
         (dict(dilation=1.5), TypeError, "dilation must be an int"),
+        (dict(dilation=2**62), ValueError, "dilation must keep"),
         (dict(dilation=True), TypeError, "dilation must be an int"),
         (dict(cond=COND), ValueError, "cond and w_cond must be given together"),
         (dict(wc=WC), ValueError, "cond and w_cond must be given together"),

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "../generate_checks.h"
 #include "categorical_draw.h"
 #include "horizontal_pixel.h"
 #include "step_common.h"
@@ -70,25 +71,14 @@ Tensor pixelcnn_generate_row(at::TensorList links, const Tensor& uniforms, at::T
                              std::vector<std::string> mask_types, const OptTensor& cond,
                              const c10::List<OptTensor>& w_cond_h, const Tensor& w_hidden, const OptTensor& b_hidden,
                              const Tensor& w_out, const OptTensor& b_out, int64_t levels) {
-  const int64_t layers = static_cast<int64_t>(links.size());
-  TORCH_CHECK(layers >= 1, "fastgen: pixelcnn_generate_row needs at least one layer");
-  for (int64_t size : {static_cast<int64_t>(w_h.size()), static_cast<int64_t>(b_h.size()),
-                       static_cast<int64_t>(w_res.size()), static_cast<int64_t>(b_res.size()),
-                       static_cast<int64_t>(mask_types.size()), static_cast<int64_t>(w_cond_h.size())}) {
-    TORCH_CHECK(size == layers, "fastgen: pixelcnn_generate_row needs one entry per layer in every list");
-  }
+  check_pixelcnn_generate_row_inputs(links, uniforms, w_h, b_h, w_res, b_res, mask_types, cond, w_cond_h, w_hidden,
+                                     b_hidden, w_out, b_out, levels, "cpu");
+  const int64_t layers = static_cast<int64_t>(w_h.size());
   const at::ScalarType dtype = uniforms.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "fastgen: pixelcnn_generate_row runs float32 and "
               "float64 models, got ", dtype);
-  TORCH_CHECK(uniforms.dim() == 3 && uniforms.device().is_cpu(), "fastgen: uniforms must be (N, C_img, W) on the CPU");
   const int64_t N = uniforms.size(0), C_img = uniforms.size(1), W = uniforms.size(2);
   const int64_t C = w_res[0].size(0), D = cond.has_value() ? cond->size(1) : 0, hidden = w_hidden.size(0);
-  TORCH_CHECK(levels >= 2, "fastgen: levels must be >= 2, got ", levels);
-  TORCH_CHECK(w_hidden.dim() == 2 && w_hidden.size(1) == C && w_out.dim() == 2 && w_out.size(0) == C_img * levels &&
-                  w_out.size(1) == hidden,
-              "fastgen: w_hidden must be (H, C) and w_out (C_img * levels, H); got ", w_hidden.sizes(), " and ",
-              w_out.sizes());
-  if (cond.has_value()) TORCH_CHECK(cond->dim() == 2 && cond->size(0) == N, "fastgen: cond must be (N, D)");
   // Per layer: the window weight, b_h, w_res, b_res, w_cond_h (contiguous; undefined if absent).
   std::vector<std::array<Tensor, 5>> prepared(layers);
   std::vector<int64_t> inputs(layers), taps(layers);
@@ -97,23 +87,9 @@ Tensor pixelcnn_generate_row(at::TensorList links, const Tensor& uniforms, at::T
   for (int64_t l = 0; l < layers; ++l) {
     const std::string& mask = mask_types[l];
     const Tensor& w = w_h[l];
-    TORCH_CHECK(mask == "A" || mask == "B", "fastgen: mask_types must be \"A\" or \"B\", got \"", mask, "\"");
-    TORCH_CHECK(w.dim() == 4 && w.size(0) == 2 * C && w.size(1) == C_in && w.size(2) == 1 && w.size(3) >= 1,
-                "fastgen: w_h[", l, "] must be (2C, C_in, 1, k + 1) = (", 2 * C, ", ", C_in, ", 1, k + 1), got ",
-                w.sizes());
-    TORCH_CHECK(mask == "A" || C_in == C, "fastgen: mask \"B\" needs C_in == C at layer ", l);
-    TORCH_CHECK(links[l].dim() == 3 && links[l].size(0) == N && links[l].size(1) == 2 * C && links[l].size(2) == W,
-                "fastgen: links[", l, "] must be (N, 2C, W) = (", N, ", ", 2 * C, ", ", W, "), got ", links[l].sizes());
-    TORCH_CHECK(w_res[l].dim() == 2 && w_res[l].size(0) == C && w_res[l].size(1) == C,
-                "fastgen: w_res[", l, "] must be (C, C)");
-    TORCH_CHECK(w_cond_h.get(l).has_value() == cond.has_value(), "fastgen: w_cond_h and cond must be given together");
     const int64_t T = w.size(3), used = mask == "B" ? T : T - 1;
     const Tensor window = (mask == "B" ? w : w.narrow(3, 0, used)).reshape({2 * C, C_in * used}).contiguous();
     const OptTensor bh = b_h.get(l), br = b_res.get(l), wc = w_cond_h.get(l);
-    for (const Tensor* t : {&window, &w_res[l], &links[l]}) {
-      TORCH_CHECK(t->scalar_type() == dtype && t->device().is_cpu(), "fastgen: pixelcnn_generate_row tensors must "
-                  "share the dtype of uniforms and be on the CPU");
-    }
     prepared[l] = {window, contiguous_or_undefined(bh), w_res[l].contiguous(), contiguous_or_undefined(br),
                    contiguous_or_undefined(wc)};
     inputs[l] = C_in, taps[l] = T, mask_b[l] = mask == "B";

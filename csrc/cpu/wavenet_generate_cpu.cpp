@@ -32,7 +32,7 @@
 #include <optional>
 #include <vector>
 
-#include "../conv_checks.h"
+#include "../generate_checks.h"
 #include "categorical_draw.h"
 #include "conv_common.h"
 #include "gate_math.h"
@@ -264,31 +264,14 @@ Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const 
                         const c10::List<OptTensor>& b_skip, const c10::List<OptTensor>& w_cond,
                         at::IntArrayRef dilations, const Tensor& w_hidden, const OptTensor& b_hidden,
                         const Tensor& w_out, const OptTensor& b_out, const OptTensor& cond, int64_t start) {
+  check_wavenet_generate_inputs(states, first_input, uniforms, embedding, w_dilated, b_dilated, w_res, b_res, w_skip,
+                                b_skip, w_cond, dilations, w_hidden, b_hidden, w_out, b_out, cond, start, "cpu");
   const int64_t layers = static_cast<int64_t>(states.size());
-  TORCH_CHECK(layers >= 1, "fastgen: wavenet_generate needs at least one layer");
-  for (int64_t size : {static_cast<int64_t>(w_dilated.size()), static_cast<int64_t>(b_dilated.size()),
-                       static_cast<int64_t>(w_res.size()), static_cast<int64_t>(b_res.size()),
-                       static_cast<int64_t>(w_skip.size()), static_cast<int64_t>(b_skip.size()),
-                       static_cast<int64_t>(w_cond.size()), static_cast<int64_t>(dilations.size())}) {
-    TORCH_CHECK(size == layers, "fastgen: wavenet_generate needs one entry per layer in every list");
-  }
   const at::ScalarType dtype = first_input.scalar_type();
-  TORCH_CHECK(at::isFloatingType(dtype), "fastgen: wavenet_generate needs a floating-point first_input");
-  check_conv_tensor(first_input, "first_input", "(N, R)", 2);
-  check_conv_tensor(uniforms, "uniforms", "(N, T)", 2);
   const int64_t N = first_input.size(0), R = first_input.size(1), T = uniforms.size(1);
   const int64_t K = w_dilated[0].size(2), C_gate = w_dilated[0].size(0), S = w_skip[0].size(0);
   const int64_t H = w_hidden.size(0), levels = w_out.size(0);
-  TORCH_CHECK(C_gate % 2 == 0, "fastgen: w_dilated must have an even number of gate channels, got ", C_gate);
-  TORCH_CHECK(uniforms.size(0) == N && start >= 0, "fastgen: uniforms must be (N, T) and start >= 0");
-  TORCH_CHECK(embedding.dim() == 2 && embedding.size(0) == levels && embedding.size(1) == R,
-              "fastgen: embedding must be (levels, R) = (", levels, ", ", R, "), got ", embedding.sizes());
-  TORCH_CHECK(w_hidden.dim() == 2 && w_hidden.size(1) == S && w_out.dim() == 2 && w_out.size(1) == H,
-              "fastgen: w_hidden must be (H, C_skip) and w_out (levels, H)");
   const int64_t C_cond = cond.has_value() ? cond->size(1) : 0;
-  if (cond.has_value()) {
-    TORCH_CHECK(cond->dim() == 3 && cond->size(0) == N && cond->size(2) == T, "fastgen: cond must be (N, C_cond, T)");
-  }
   std::vector<Tensor> keep;  // contiguous (or transposed) copies alive for the kernel
   auto c = [&](const Tensor& t) -> const Tensor& {
     keep.push_back(t.contiguous());
@@ -313,19 +296,6 @@ Tensor wavenet_generate(at::TensorList states, const Tensor& first_input, const 
   const Tensor gate_order = at::empty({C_gate}, at::TensorOptions().dtype(at::kLong));
   std::copy(order.begin(), order.end(), gate_order.data_ptr<int64_t>());
   auto by_part = [&](const Tensor& t) { return t.index_select(0, gate_order); };
-  for (int64_t l = 0; l < layers; ++l) {
-    TORCH_CHECK(w_dilated[l].sizes() == at::IntArrayRef({C_gate, R, K}) && dilations[l] >= 1,
-                "fastgen: every w_dilated must be (C_gate, R, K) with a dilation >= 1");
-    TORCH_CHECK(states[l].sizes() == at::IntArrayRef({N, dilations[l] * (K - 1), R}) && states[l].is_contiguous(),
-                "fastgen: state ", l, " must be contiguous (N, dilation * (K - 1), R)");
-    TORCH_CHECK(w_res[l].sizes() == at::IntArrayRef({R, C_gate / 2}) && w_skip[l].sizes() == at::IntArrayRef({S, C_gate / 2}),
-                "fastgen: w_res must be (R, C_gate / 2) and w_skip (C_skip, C_gate / 2)");
-    TORCH_CHECK(w_cond.get(l).has_value() == cond.has_value(), "fastgen: w_cond and cond must be given together");
-  }
-  for (const Tensor& t : {first_input, uniforms, embedding, w_hidden, w_out}) {
-    TORCH_CHECK(t.scalar_type() == dtype && t.device().is_cpu(), "fastgen: wavenet_generate tensors must share "
-                "the dtype of first_input and be on the CPU");
-  }
   Tensor codes = at::empty({N, T}, first_input.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "wavenet_generate", [&] {
     using w_t = scalar_t;

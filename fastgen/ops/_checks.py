@@ -81,3 +81,25 @@ def check_positive_int(value: object, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value
+
+
+MAX_REACH = 2**62  # the kernels' int64 tap offsets stay far from overflow below this
+
+
+def check_dilation(value: object, reach: int, reach_name: str) -> int:
+    """``value`` must be an int >= 1 with ``reach * value`` (the farthest tap's offset: K - 1 for a
+    causal kernel, the half-width for a masked one) below 2**62."""
+    dilation = check_positive_int(value, "dilation")
+    if reach * dilation >= MAX_REACH:
+        raise ValueError(f"dilation must keep {reach_name} * dilation below 2**62, got dilation {dilation} "
+                         f"with {reach_name} = {reach}")
+    return dilation
+
+
+def check_apart(state: torch.Tensor, **inputs: torch.Tensor | None) -> None:
+    """The ``inputs`` (None skipped) are read while ``state`` is updated in place: none may share
+    memory with it (the result would depend on the order the kernel reads and writes)."""
+    for name, value in inputs.items():
+        if value is not None and torch._C._overlaps(value, state):
+            raise ValueError(f"{name} must not share memory with state (state is updated in place while "
+                             f"{name} is read): pass a copy")

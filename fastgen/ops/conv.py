@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from fastgen import reference
-from fastgen.ops._checks import check_bias, check_positive_int, check_rank, check_same
+from fastgen.ops._checks import check_bias, check_dilation, check_rank, check_same
 from fastgen.ops._dispatch import use_kernel
 
 
@@ -26,7 +26,7 @@ def _check_causal_conv1d(x: object, weight: object, bias: object, dilation: obje
     if weight.shape[2] < 1:
         raise ValueError(f"weight must have a kernel size K >= 1 (dim 2), got shape {tuple(weight.shape)}")
     check_bias(bias, weight.shape[0], x)
-    check_positive_int(dilation, "dilation")
+    check_dilation(dilation, weight.shape[2] - 1, "(K - 1)")
 
 
 def causal_conv1d(

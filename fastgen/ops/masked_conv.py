@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from fastgen import reference
-from fastgen.ops._checks import check_bias, check_positive_int, check_rank, check_same
+from fastgen.ops._checks import check_bias, check_dilation, check_positive_int, check_rank, check_same
 from fastgen.ops._dispatch import use_kernel
 
 
@@ -23,12 +23,12 @@ def check_masked_conv2d(x: object, weight: object, bias: object, mask_type: obje
     check_same(weight, "weight", x)
     if mask_type not in reference.MASK_TYPES:
         raise ValueError(f'mask_type must be "A" or "B", got {mask_type!r}')
-    check_positive_int(dilation, "dilation")
     groups = check_positive_int(groups, "groups")
     color_channels = check_positive_int(color_channels, "color_channels")
     c_in, c_out, kh, kw = x.shape[1], weight.shape[0], weight.shape[2], weight.shape[3]
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"weight must have odd kernel sizes KH and KW (a centre tap), got shape {tuple(weight.shape)}")
+    check_dilation(dilation, max(kh, kw) // 2, "max(KH, KW) // 2")
     if c_in % groups or c_out % groups:
         raise ValueError(f"groups = {groups} must divide C_in = {c_in} and C_out = {c_out}")
     if weight.shape[1] * groups != c_in:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 from fastgen.ops._dispatch import use_kernel
+from fastgen.ops._generate_checks import check_pixelcnn_generate_row
 from fastgen.ops.wavenet_step import check_no_grad
-from fastgen.reference import MASK_TYPES
 from fastgen.reference import steps as reference_steps
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -82,33 +82,11 @@ def pixelcnn_generate_row(
     torch.Tensor
         int64 levels (N, C_img, W).
     """
-    layers = len(w_h)
-    w_cond_h = [None] * layers if w_cond_h is None else list(w_cond_h)
-    lists = dict(links=links, b_h=b_h, w_res=w_res, b_res=b_res, mask_types=mask_types, w_cond_h=w_cond_h)
-    if layers == 0:
-        raise ValueError("w_h must have one entry per layer (at least one)")
-    for name, values in lists.items():
-        if len(values) != layers:
-            raise ValueError(f"{name} must have one entry per layer ({layers}), got {len(values)}")
-    if not isinstance(uniforms, torch.Tensor) or not uniforms.is_floating_point() or uniforms.dim() != 3:
-        raise ValueError("uniforms must be a floating-point (N, C_img, W) tensor")
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an int >= 2, got {levels!r}")
-    bad_masks = [m for m in mask_types if m not in MASK_TYPES]
-    if bad_masks:
-        raise ValueError(f"mask_types must each be one of {MASK_TYPES}, got {bad_masks[0]!r}")
-    if (cond is None) != all(w is None for w in w_cond_h):
-        raise ValueError("cond and w_cond_h must be given together (a projection per layer) or both be None")
-    w_res = [w.reshape(w.shape[0], -1) for w in w_res]
-    w_hidden, w_out = w_hidden.reshape(w_hidden.shape[0], -1), w_out.reshape(w_out.shape[0], -1)
-    tensors = [uniforms, w_hidden, b_hidden, w_out, b_out, cond, *links, *w_h, *b_h, *w_res, *b_res, *w_cond_h]
-    check_no_grad("pixelcnn_generate_row", *tensors)
-    for t in tensors:
-        if t is not None and (t.dtype != uniforms.dtype or t.device != uniforms.device):
-            raise ValueError(f"every tensor must have the dtype and device of uniforms ({uniforms.dtype}, "
-                             f"{uniforms.device}), got {t.dtype} on {t.device}")
-    if w_out.shape[0] != uniforms.shape[1] * levels:
-        raise ValueError(f"w_out must have C_img * levels = {uniforms.shape[1] * levels} rows, got {w_out.shape[0]}")
+    w_cond_h = [None] * len(w_h) if w_cond_h is None and isinstance(w_h, (list, tuple)) else w_cond_h
+    w_res, w_hidden, w_out = check_pixelcnn_generate_row(links, uniforms, w_h, b_h, w_res, b_res, mask_types,
+                                                         w_hidden, b_hidden, w_out, b_out, levels, cond, w_cond_h)
+    check_no_grad("pixelcnn_generate_row", uniforms, w_hidden, b_hidden, w_out, b_out, cond, *links, *w_h, *b_h,
+                  *w_res, *b_res, *w_cond_h)
     args = (links, uniforms, w_h, b_h, w_res, b_res, list(mask_types), cond, w_cond_h, w_hidden, b_hidden, w_out,
             b_out, levels)
     if (uniforms.dtype in KERNEL_DTYPES and use_kernel("pixelcnn_generate_row", uniforms)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from fastgen.ops._checks import check_bias, check_rank, check_same
+from fastgen.ops._checks import check_apart, check_bias, check_rank, check_same
 from fastgen.ops._dispatch import use_kernel
 from fastgen.ops.gated_pixelcnn import _pointwise_weight
 from fastgen.ops.wavenet_step import check_no_grad
@@ -107,6 +107,7 @@ def gated_pixelcnn_vertical_step(
     w_v2h = _pointwise_weight(w_v2h, "w_v2h", (two_c, two_c), new_row)
     check_bias(b_v2h, two_c, new_row, "b_v2h")
     _check_cond(cond, w_cond_v, "w_cond_v", n, two_c, new_row)
+    check_apart(state, new_row=new_row, cond=cond)
     check_no_grad("gated_pixelcnn_vertical_step", state, new_row, w_v, b_v, w_v2h, b_v2h, cond, w_cond_v)
     if not use_kernel("gated_pixelcnn_vertical_step", new_row):
         return reference_steps.gated_pixelcnn_vertical_step(state, new_row, w_v, b_v, w_v2h, b_v2h, cond, w_cond_v)
@@ -180,6 +181,7 @@ def gated_pixelcnn_horizontal_step(
         raise ValueError(f'mask_type "B" adds the horizontal residual, so new_input needs C_in = C = {c} '
                          f"channels, got {c_in}")
     _check_cond(cond, w_cond_h, "w_cond_h", n, two_c, new_input)
+    check_apart(state, new_input=new_input, link=link, cond=cond)
     check_no_grad("gated_pixelcnn_horizontal_step", state, new_input, link, w_h, b_h, w_res, b_res, cond, w_cond_h)
     if not use_kernel("gated_pixelcnn_horizontal_step", new_input):
         return reference_steps.gated_pixelcnn_horizontal_step(state, new_input, link, w_h, b_h, w_res, b_res,

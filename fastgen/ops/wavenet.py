@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from fastgen import reference
-from fastgen.ops._checks import check_bias, check_positive_int, check_rank, check_same
+from fastgen.ops._checks import check_bias, check_dilation, check_rank, check_same
 from fastgen.ops._dispatch import needs_grad, use_kernel
 
 
@@ -53,7 +53,7 @@ def check_layer_weights(x: torch.Tensor, w_dilated: object, b_dilated: object, w
     check_bias(b_res, c_res, x, "b_res")
     w_skip = _pointwise_weight(w_skip, "w_skip", "C_skip", c_gate // 2, x)
     check_bias(b_skip, w_skip.shape[0], x, "b_skip")
-    check_positive_int(dilation, "dilation")
+    check_dilation(dilation, w_dilated.shape[2] - 1, "(K - 1)")
     return w_dilated, w_res, w_skip
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from fastgen.ops._dispatch import use_kernel
+from fastgen.ops._generate_checks import check_wavenet_generate
 from fastgen.ops.wavenet_step import check_no_grad
 from fastgen.reference import steps as reference_steps
 
@@ -104,27 +105,12 @@ def wavenet_generate(
     torch.Tensor
         int64 codes (N, T).
     """
-    layers = len(states)
-    w_cond = [None] * layers if w_cond is None else list(w_cond)
-    lists = dict(w_dilated=w_dilated, b_dilated=b_dilated, w_res=w_res, b_res=b_res, w_skip=w_skip, b_skip=b_skip,
-                 dilations=dilations, w_cond=w_cond)
-    for name, values in lists.items():
-        if len(values) != layers:
-            raise ValueError(f"{name} must have one entry per layer ({layers}), got {len(values)}")
-    if not isinstance(first_input, torch.Tensor) or not first_input.is_floating_point():
-        raise TypeError(f"first_input must be a floating-point tensor, got "
-                        f"{first_input.dtype if isinstance(first_input, torch.Tensor) else type(first_input).__name__}")
-    if (cond is None) != all(w is None for w in w_cond):
-        raise ValueError("cond and w_cond must be given together (a projection per layer) or both be None")
-    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-        raise ValueError(f"start must be an int >= 0, got {start!r}")
-    tensors = [first_input, uniforms, embedding, w_hidden, b_hidden, w_out, b_out, cond, *states, *w_dilated,
-               *b_dilated, *w_res, *b_res, *w_skip, *b_skip, *w_cond]
-    check_no_grad("wavenet_generate", *tensors)
-    for t in tensors:
-        if t is not None and t.is_floating_point() and (t.dtype != first_input.dtype or t.device != first_input.device):
-            raise ValueError(f"every tensor must have the dtype and device of first_input ({first_input.dtype}, "
-                             f"{first_input.device}), got {t.dtype} on {t.device}")
+    w_cond = [None] * len(states) if w_cond is None and isinstance(states, (list, tuple)) else w_cond
+    w_res, w_skip, w_cond = check_wavenet_generate(states, first_input, uniforms, embedding, w_dilated, b_dilated,
+                                                   w_res, b_res, w_skip, b_skip, dilations, w_hidden, b_hidden,
+                                                   w_out, b_out, cond, w_cond, start)
+    check_no_grad("wavenet_generate", first_input, uniforms, embedding, w_hidden, b_hidden, w_out, b_out, cond,
+                  *states, *w_dilated, *b_dilated, *w_res, *b_res, *w_skip, *b_skip, *w_cond)
     if not use_kernel("wavenet_generate", first_input):
         return reference_steps.wavenet_generate(states, first_input, uniforms, embedding, w_dilated, b_dilated, w_res,
                                                 b_res, w_skip, b_skip, w_cond, list(dilations), w_hidden, b_hidden,

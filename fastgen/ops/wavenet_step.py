@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from fastgen.reference import steps as reference_steps
-from fastgen.ops._checks import check_positive_int, check_rank, check_same
+from fastgen.ops._checks import check_apart, check_positive_int, check_rank, check_same
 from fastgen.ops._dispatch import use_kernel
 from fastgen.ops.wavenet import check_cond_weight, check_layer_weights
 
@@ -68,6 +68,7 @@ def check_wavenet_layer_step(x: object, state: object, w_dilated: object, b_dila
         if cond.shape[0] != n:
             raise ValueError(f"cond must have the batch size of x, N = {n}, got shape {tuple(cond.shape)}")
         w_cond = check_cond_weight(cond, w_cond, w_dilated.shape[0], x)
+    check_apart(state, x=x, cond=cond)
     return w_res, w_skip, w_cond
 
 
