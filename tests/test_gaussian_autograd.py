@@ -89,6 +89,33 @@ def test_opcheck(device):
         opcheck(op, args)
 
 
+def test_opcheck_and_compile_with_non_contiguous_inputs(device):
+    """Transposed inputs: the fake kernels must promise the (contiguous) layout the kernels write,
+    or torch.compile and opcheck's fake-tensor test fail on a stride mismatch."""
+    mu, logvar, eps = (torch.randn(7, 5, device=device).t() for _ in range(3))
+    seed = torch.tensor(3, device=device)
+    grad_z, grad_kl = torch.randn(7, 5, device=device).t(), torch.randn(5, device=device)
+    for op, args in [(OPS.reparameterize.default, (mu, logvar, eps, None)),
+                     (OPS.reparameterize.default, (mu, logvar, None, seed)),
+                     (OPS.reparameterize_with_kl.default, (_leaf(mu), _leaf(logvar), eps, None)),
+                     (OPS.reparameterize_backward.default, (grad_z, grad_kl, mu, logvar, eps, None)),
+                     (OPS.standard_normal_log_prob_backward.default, (grad_kl, mu))]:
+        opcheck(op, args)
+    torch._dynamo.reset()
+
+    def step(m, v, e):
+        z, kl = ops.reparameterize_with_kl(m, v, e)
+        return (z * ops.reparameterize(m, v, e)).sum() + kl.sum() + ops.standard_normal_log_prob(z).sum()
+
+    m_c, v_c, m_e, v_e = _leaf(mu), _leaf(logvar), _leaf(mu), _leaf(logvar)
+    out_c, out_e = torch.compile(step, fullgraph=True)(m_c, v_c, eps), step(m_e, v_e, eps)
+    torch.testing.assert_close(out_c, out_e)
+    out_c.backward()
+    out_e.backward()
+    torch.testing.assert_close(m_c.grad, m_e.grad)
+    torch.testing.assert_close(v_c.grad, v_e.grad)
+
+
 def test_torch_compile_fullgraph_matches_eager(device):
     torch._dynamo.reset()
     mu, logvar = gaussian_inputs((8, 33), torch.float32, device)

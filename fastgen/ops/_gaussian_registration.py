@@ -27,12 +27,17 @@ def _per_sample(t: torch.Tensor) -> torch.Tensor:
     return t.new_empty((t.shape[0],))
 
 
+def _like(t: torch.Tensor) -> torch.Tensor:
+    """An output shaped like ``t``: the kernels read their inputs contiguous and so write contiguous outputs."""
+    return torch.empty_like(t, memory_format=torch.contiguous_format)
+
+
 def _register_fakes() -> None:
     lib = torch.library
 
     @lib.register_fake("fastgen::reparameterize")
     def _(mu, logvar, eps, seed):
-        return torch.empty_like(mu)
+        return _like(mu)
 
     @lib.register_fake("fastgen::gaussian_kl")
     def _(mu, logvar):
@@ -40,11 +45,11 @@ def _register_fakes() -> None:
 
     @lib.register_fake("fastgen::reparameterize_with_kl")
     def _(mu, logvar, eps, seed):
-        return torch.empty_like(mu), _per_sample(mu)
+        return _like(mu), _per_sample(mu)
 
     @lib.register_fake("fastgen::reparameterize_backward")
     def _(grad_z, grad_kl, mu, logvar, eps, seed):
-        return torch.empty_like(mu), torch.empty_like(mu)
+        return _like(mu), _like(mu)
 
     @lib.register_fake("fastgen::standard_normal_log_prob")
     def _(z):
@@ -52,7 +57,7 @@ def _register_fakes() -> None:
 
     @lib.register_fake("fastgen::standard_normal_log_prob_backward")
     def _(grad, z):
-        return torch.empty_like(z)
+        return _like(z)
 
 
 def _save_inputs(ctx, inputs, output) -> None:
