@@ -334,7 +334,7 @@ def test_write_results_json_and_markdown(tiny_run, tmp_path):
         assert key in row
     assert len(data["rows"]) == 4
     markdown = (tmp_path / "out" / "results.md").read_text()
-    assert "| op | shape | dtype | pass | impl | median | IQR | vs eager | vs compiled | GB/s" in markdown
+    assert "| op | shape | dtype | pass | implementation | median time | IQR | vs eager | vs compiled | GB/s" in markdown
     assert "torch " + torch.__version__ in markdown and "CPU threads" in markdown
     assert markdown.count("| axpy |") == 4
 
@@ -342,10 +342,10 @@ def test_write_results_json_and_markdown(tiny_run, tmp_path):
 def test_format_table_is_fixed_width(tiny_run):
     table = report.format_table(tiny_run.rows)
     lines = table.splitlines()
-    assert lines[0].split()[:5] == ["op", "shape", "dtype", "pass", "impl"]
+    assert lines[0].split()[:6] == ["op", "shape", "dtype", "pass", "implementation", "median"]
     assert "vs eager" in lines[0] and "GB/s" in lines[0] and "check" in lines[0]
     assert "FAIL" in table and "ref" in table
-    column = lines[0].index("impl")
+    column = lines[0].index("implementation")
     assert all(line[column:].split()[0] in {"eager", "fastgen"} for line in lines[2:] if line)
 
 

@@ -32,12 +32,18 @@ def test_report_on_a_tiny_step_budget(tmp_path, capsys):
     assert 0 < pixelcnn["bits_per_dim"] < 8 and len(pixelcnn["curve"]) >= 1
     report = (out / "report.md").read_text()
     for text in ("| vae |", "| gan |", "| pixelcnn |", "bound (importance-weighted, k=10)", "none (no likelihood)",
-                 "exact (discrete)", "Per-pixel histogram baseline", "trained in this run"):
+                 "exact (discrete)", "| histogram baseline |", "trained in this run"):
         assert text in report, text
+    baseline = results["histogram_baseline_bits_per_dim"]
+    assert 1 < baseline < 8 and all(row.get("histogram_baseline_bits_per_dim") in (None, baseline)
+                                    for row in results["models"].values())
+    gan_row = next(line for line in report.splitlines() if line.startswith("| gan |")).split(" | ")
+    assert gan_row[5] == "none"  # test bits/dim: the GAN has no likelihood
     for figure in ("samples.png", "bpd_vs_time.png", "sampling_throughput.png"):
         assert (out / figure).stat().st_size > 1000
         assert f"]({figure})" in report
-    assert "| pixelcnn |" in printed and "wrote" in printed
+    assert "| pixelcnn |" in printed and f"| histogram baseline | - | - | - | - | {baseline:.3g} |" in printed
+    assert "wrote" in printed
 
 
 def test_flows_invert_exactly_and_wavenet_has_an_audio_section(tmp_path):

@@ -31,9 +31,9 @@ import torch
 
 from fastgen.bench.harness import BenchRow, BenchRun
 
-COLUMNS = ("op", "shape", "dtype", "pass", "impl", "median", "IQR", "vs eager",
+COLUMNS = ("op", "shape", "dtype", "pass", "implementation", "median time", "IQR", "vs eager",
            "vs compiled", "GB/s", "% copy BW", "TFLOP/s", "check", "note")
-_RIGHT_ALIGNED = {"median", "IQR", "vs eager", "vs compiled", "GB/s", "% copy BW", "TFLOP/s"}
+_RIGHT_ALIGNED = {"median time", "IQR", "vs eager", "vs compiled", "GB/s", "% copy BW", "TFLOP/s"}
 # Shown only when some row has a value: the ops without FLOPs keep their table unchanged.
 _OPTIONAL_COLUMNS = {"TFLOP/s"}
 _NOTE_WIDTH = 60
@@ -108,8 +108,8 @@ def _cells(row: BenchRow) -> dict[str, str]:
         "shape": row.shape,
         "dtype": row.dtype,
         "pass": row.mode,
-        "impl": row.implementation,
-        "median": format_seconds(row.median_s),
+        "implementation": row.implementation,
+        "median time": format_seconds(row.median_s),
         "IQR": f"{100 * iqr / row.median_s:.1f}%" if iqr is not None and row.median_s else "-",
         "vs eager": f"{row.vs_eager:.2f}x" if row.vs_eager is not None else "-",
         "vs compiled": f"{row.vs_compiled:.2f}x" if row.vs_compiled is not None else "-",

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fastgen.cli import CommandError, Handler, command, int_at_least
+from fastgen.cli import CommandError, Handler, command, int_at_least, seed_value
 
 IMAGE_MODELS = ("vae", "gan", "realnvp", "glow", "pixelcnn")
 AUDIO_MODELS = ("wavenet",)
@@ -99,7 +99,7 @@ def _compare(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--out", type=Path, default=Path("reports/compare"), help="report folder")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_BUDGET} per model and quick evaluations "
                         "(about 5 minutes on 2 CPU cores)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     def run(args: argparse.Namespace) -> int:
@@ -129,7 +129,8 @@ def _run(args: argparse.Namespace, models: list[str], budget, budget_text, devic
 
     from fastgen.compare.audio import measure_wavenet
     from fastgen.compare.measure import measure_image_model
-    from fastgen.compare.report import markdown_table, table_rows, write_figures, write_report, COLUMNS
+    from fastgen.compare.report import (COLUMNS, histogram_baseline, markdown_table, table_rows, write_figures,
+                                        write_report)
     from fastgen.data import load_images
     from fastgen.train import recipes
 
@@ -156,7 +157,8 @@ def _run(args: argparse.Namespace, models: list[str], budget, budget_text, devic
         audio = {**measure_wavenet(recipe, trained.model, audio_data, device, quick=args.quick, seed=args.seed),
                  **_training_figures(trained), "data": audio_data.name}
     results = {"command": _command_line(args, models, budget_text), "data": args.data if image_models else "notes",
-               "budget": budget.label, "environment": _environment(device), "models": rows, "audio": audio}
+               "budget": budget.label, "environment": _environment(device), "models": rows,
+               "histogram_baseline_bits_per_dim": histogram_baseline(rows), "audio": audio}
     try:
         results["figures"] = write_figures(args.out, rows, samples)
         write_report(args.out, results)
