@@ -126,6 +126,15 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def seed_value(text: str) -> int:
+    """An argparse ``type`` for random seeds: integers in [0, 2**32) (a wider seed would overflow
+    the per-step generator seeds derived from it)."""
+    value = int_at_least(0)(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer below 2**32, got {value}")
+    return value
+
+
 def fail(message: str) -> NoReturn:
     """Stop the command with a user error (one line on stderr, exit status 2)."""
     raise CommandError(message)

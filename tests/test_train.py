@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,8 +100,14 @@ def test_global_batches_split_evenly_across_ranks():
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_metrics_of_one(tmp_path):
-    common = ["vae", "--epochs", "2", "--batch-size", "64", "--no-progress", "--quick", "--samples", "4", "--seed", "1"]
+@pytest.mark.parametrize("model, epochs, keys", [
+    ("vae", 2, ("loss", "recon", "kl", "test_bits_per_dim")),
+    # BatchNorm: its statistics must cover the global batch, not each process's half of it
+    ("gan", 1, ("d_loss", "g_loss", "test_frechet_distance")),
+])
+def test_two_processes_give_the_metrics_of_one(tmp_path, model, epochs, keys):
+    common = [model, "--epochs", str(epochs), "--batch-size", "64", "--no-progress", "--quick", "--samples", "4",
+              "--seed", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "fastgen", "train", *common, "--out", str(tmp_path / "one")],
                             capture_output=True, text=True, timeout=600, env=env)
@@ -109,10 +117,29 @@ def test_two_processes_give_the_metrics_of_one(tmp_path):
                             capture_output=True, text=True, timeout=600, env=env)
     assert double.returncode == 0, double.stderr
     one, two = _records(tmp_path / "one", "epoch"), _records(tmp_path / "two", "epoch")
-    assert len(one) == len(two) == 2
+    assert len(one) == len(two) == epochs
     for a, b in zip(one, two):
-        for key in ("loss", "recon", "kl", "test_bits_per_dim"):
+        for key in keys:
             assert a[key] == pytest.approx(b[key], rel=1e-4), key
+    first_one, first_two = _records(tmp_path / "one", "step")[0], _records(tmp_path / "two", "step")[0]
+    for key in keys[:2]:
+        assert first_one[key] == pytest.approx(first_two[key], rel=1e-5), key
+
+
+def test_a_last_batch_of_one_image_is_skipped_for_batchnorm_models(tmp_path, capsys):
+    """BatchNorm cannot normalise one image: the DCGAN skips an epoch's last batch of one (65
+    training images at batch size 64) and refuses --batch-size 1 in one line."""
+    images = tmp_path / "images.npy"
+    np.save(images, np.random.default_rng(0).integers(0, 256, (81, 8, 8), dtype=np.uint8))
+    out = tmp_path / "run"
+    assert main(["train", "gan", "--epochs", "1", "--quick", "--no-progress", "--samples", "4", "--data", str(images),
+                 "--out", str(out)]) == 0
+    assert [s["global_step"] for s in _records(out, "step")] == [1]
+    assert (out / "last.pt").is_file()
+    capsys.readouterr()
+    assert main(["train", "gan", "--batch-size", "1", "--quick", "--no-progress", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "at least 2 images per step" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -145,8 +172,40 @@ def test_checkpoint_of_another_model_and_garbage_files(tmp_path, capsys):
     assert "pass --resume" in capsys.readouterr().err
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    assert main(["sample", str(garbage)]) == 2
-    assert "cannot read checkpoint" in capsys.readouterr().err
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"args": argparse.Namespace(lr=1)}, pickled)  # needs weights_only=False: never done
+    for path in (garbage, pickled, tmp_path / "truncated.pt"):
+        if path.name == "truncated.pt":
+            path.write_bytes((out / "last.pt").read_bytes()[:200])
+        for command in ("sample", "evaluate"):
+            assert main([command, str(path)]) == 2
+            err = capsys.readouterr().err
+            assert "cannot read checkpoint" in err and path.name in err, err
+            assert len(err.strip().splitlines()) == 1 and "weights_only` set to `False" not in err and "\x1b" not in err
+
+
+def test_seeds_out_of_range_are_refused(capsys):
+    for command in (["train", "vae"], ["sample", "x.pt"], ["evaluate", "x.pt"], ["compare"]):
+        assert main([*command, "--seed", str(2**70)]) == 2
+        err = capsys.readouterr().err
+        assert "--seed" in err and "below 2**32" in err, err
+
+
+def test_resume_keeps_the_settings_the_run_started_with(tmp_path):
+    """``fastgen train MODEL --out RUN --resume`` alone continues the run as it was started (batch
+    size, epochs, seed, --quick...), not with the defaults."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    settings = ["--epochs", "2", "--batch-size", "128", "--seed", "3", "--quick", "--samples", "4", "--no-progress"]
+    assert main(["train", "vae", *settings, "--out", str(full)]) == 0
+    with pytest.raises(TrainingInterrupted):
+        train(TrainConfig(model="vae", epochs=2, batch_size=128, seed=3, quick=True, samples=4, progress=False,
+                          out=part, stop_after_steps=5))
+    assert main(["train", "vae", "--out", str(part), "--resume", "--no-progress"]) == 0
+    full_steps, part_steps = _records(full, "step"), _records(part, "step")
+    assert [s["global_step"] for s in part_steps] == [s["global_step"] for s in full_steps]
+    for a, b in zip(full_steps, part_steps):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-6), a["global_step"]
+    assert torch.load(part / "last.pt", weights_only=True)["train_config"]["batch_size"] == 128
 
 
 def test_out_naming_a_file_is_a_one_line_error(tmp_path, capsys):
@@ -176,8 +235,6 @@ def test_inconsistent_checkpoints_are_one_line_errors(tmp_path, capsys):
 
 
 def test_evaluate_refuses_data_of_another_shape(tmp_path, capsys):
-    import numpy as np
-
     out = tmp_path / "run"
     train(_config(out, epochs=1))
     other = tmp_path / "other.npy"

@@ -22,6 +22,7 @@ from fastgen.compare.budget import Budget
 from fastgen.train import checkpoint
 from fastgen.train.recipes import Amp, Recipe
 from fastgen.train.step_context import StepContext, global_batches
+from fastgen.train.sync_batchnorm import has_batchnorm
 from fastgen.train.trainer import hold_out, warmup_schedulers
 
 
@@ -71,6 +72,9 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
     amp = Amp(None, device)
     train, validation = (data.train, None) if select == "last" else hold_out(data, 0.1)
     batch_size = min(recipe.batch_size, len(train))
+    min_batch = 2 if has_batchnorm(model) else 1  # BatchNorm cannot normalise a single image
+    if len(train) < min_batch:
+        raise ValueError(f"{recipe.name} (BatchNorm) needs at least 2 training images, got {len(train)}")
     best: tuple[float, float, dict] | None = None  # (validation score, seconds, state)
     bar = _bar(recipe.name, budget) if progress else None
     spent, steps, images, epoch = 0.0, 0, 0, 0
@@ -79,7 +83,7 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
     losses: dict[str, float] = {}
     try:
         while not budget.done(spent, steps):
-            for rows in global_batches(len(train), batch_size, 1, seed=seed, epoch=epoch):
+            for rows in global_batches(len(train), batch_size, 1, seed=seed, epoch=epoch, min_batch=min_batch):
                 if budget.done(spent, steps):
                     break
                 start = time.perf_counter()

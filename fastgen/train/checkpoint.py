@@ -8,7 +8,9 @@ recipe name and constructor config, the data's shape and levels) and to resume t
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,12 @@ REQUIRED = {"model": str, "config": dict, "data": dict, "state_dict": dict}  # e
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, not fastgen's, or of another model."""
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception's first non-empty line without terminal escape codes: one line for the user."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
@@ -75,8 +83,13 @@ def load(path: str | Path, *, expected_model: str | None = None) -> dict[str, An
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message is a page of advice to load with weights_only=False, which would run
+        # whatever code the file holds; a fastgen checkpoint never needs that
+        raise CheckpointError(f"cannot read checkpoint {path}: not a fastgen checkpoint (torch.load with "
+                              "weights_only=True finds more than tensors and plain values in it)") from None
     except Exception as error:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {_first_line(error)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fastgen checkpoint")
     for key, kind in REQUIRED.items():
@@ -104,6 +117,6 @@ def rebuild_model(payload: dict[str, Any], recipe: Any, path: str | Path) -> tor
     except (TypeError, ValueError, KeyError, RuntimeError) as error:
         raise CheckpointError(
             f"{path}: the checkpoint's config and weights do not make a '{payload['model']}' model: "
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            f"{type(error).__name__}: {_first_line(error)}"
         ) from None
     return model

@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from fastgen.cli import CommandError, Handler, command, int_at_least
+from fastgen.cli import CommandError, Handler, command, int_at_least, seed_value
 
 
 def parse_device(name: str):
@@ -63,10 +63,13 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--out", type=Path, help="run folder (default runs/MODEL)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    parser.add_argument("--quick", action="store_true", help="a short run (a few minutes on 2 CPU cores)")
-    parser.add_argument("--samples", type=int_at_least(1), default=64, help="images in each epoch's sample grid")
+    parser.add_argument("--seed", type=seed_value, help="random seed (default 0)")
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out, with the settings "
+                        "it was started with (data, epochs, batch size, lr, amp, seed, --quick, samples) unless "
+                        "given again")
+    parser.add_argument("--quick", action="store_true", default=None,
+                        help="a short run (a few minutes on 2 CPU cores)")
+    parser.add_argument("--samples", type=int_at_least(1), help="images in each epoch's sample grid (default 64)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(args: argparse.Namespace) -> int:
@@ -82,10 +85,10 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
         from fastgen.train.trainer import TrainConfig, TrainingInterrupted, train
 
         try:
-            data = args.data or recipes.get(args.model).default_data
+            recipes.get(args.model)
         except recipes.UnknownModelError as error:
             raise CommandError(str(error)) from None
-        config = TrainConfig(model=args.model, data=data, epochs=args.epochs, batch_size=args.batch_size,
+        config = TrainConfig(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                              lr=args.lr, out=args.out, device=str(parse_device(args.device)), amp=args.amp,
                              seed=args.seed, resume=args.resume, quick=args.quick, samples=args.samples,
                              progress=not args.no_progress, sample_rate=args.sample_rate)
@@ -125,7 +128,7 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("checkpoint")
     parser.add_argument("-n", type=int_at_least(1), default=64, help="number of samples")
     parser.add_argument("-o", "--output", type=Path, help="file to write (default samples.png, or samples.wav)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--device", default="cpu")
 
     def run(args: argparse.Namespace) -> int:
@@ -157,7 +160,7 @@ def _evaluate(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("checkpoint")
     parser.add_argument("--data", help="dataset (default: the one it was trained on)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--quick", action="store_true", help="fewer importance samples / generated images")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
 

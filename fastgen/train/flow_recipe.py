@@ -1,7 +1,7 @@
 """``fastgen train glow`` and ``fastgen train realnvp``: flows trained by maximum likelihood on
 uniformly dequantized images, with the checkpoint best on a validation split kept.
 
-On small datasets (the 1,437 training digits) a flow overfits after a few minutes: the test
+On small datasets (the 1,438 training digits) a flow overfits after a few minutes: the test
 bits/dim falls, then climbs back. So 10% of the training split is held out, scored after every
 epoch, and the final test figures come from the best epoch (``best.pt``).
 """

@@ -15,15 +15,18 @@ import torch
 _STEP_STRIDE = 1_000_003  # a prime, so (seed, step) pairs do not collide for small seeds
 
 
-def global_batches(n: int, batch_size: int, world_size: int, *, seed: int, epoch: int) -> list[torch.Tensor]:
+def global_batches(n: int, batch_size: int, world_size: int, *, seed: int, epoch: int,
+                   min_batch: int = 1) -> list[torch.Tensor]:
     """The epoch's global batches: a seeded permutation of range(n) cut into ``batch_size`` pieces.
 
     Every rank computes the same list and takes rows ``rank::world_size`` of each batch (the
-    distributed sampler). A last batch smaller than ``world_size`` is dropped so no rank idles.
+    distributed sampler). A last batch smaller than ``world_size`` is dropped so no rank idles,
+    and one smaller than ``min_batch`` (2 for a model with BatchNorm, which cannot normalise a
+    single image) so the step can run.
     """
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * _STEP_STRIDE + 7919 * epoch + 1))
     batches = list(order.split(batch_size))
-    if batches and len(batches[-1]) < world_size:
+    if batches and len(batches[-1]) < max(world_size, min_batch):
         batches.pop()
     return batches
 

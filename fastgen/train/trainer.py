@@ -24,30 +24,57 @@ from fastgen.train import checkpoint, distributed
 from fastgen.train.recipes import Amp, Recipe, get
 from fastgen.train.run_files import RunFiles
 from fastgen.train.step_context import StepContext, global_batches
+from fastgen.train.sync_batchnorm import convert_batchnorm, has_batchnorm
 
 WARMUP_STEPS = 100  # linear learning-rate warm-up, then constant
 
 
 @dataclass
 class TrainConfig:
-    """Everything ``fastgen train`` accepts (None means the recipe's default)."""
+    """Everything ``fastgen train`` accepts (None means the recipe's default; with ``resume``, the
+    settings in RESUMED_SETTINGS left None are those the checkpoint's run was started with)."""
 
     model: str
-    data: str = "digits"
+    data: str | None = None  # the recipe's default data (digits for images)
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
     out: Path | None = None
     device: str = "cpu"
     amp: str | None = None
-    seed: int = 0
+    seed: int | None = None  # 0
     resume: bool = False
-    quick: bool = False
-    samples: int = 64
+    quick: bool | None = None  # False
+    samples: int | None = None  # 64
     progress: bool = True
     sample_rate: int | None = None  # audio data: resample to this rate (None: the recipe's default)
     stop_after_steps: int | None = None  # end as if interrupted after this many steps (tests)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# What a resumed run keeps from the run it continues unless given again, and the defaults of
+# those a new run leaves None without a recipe default. (Data: the checkpoint records where it
+# came from, as a dataset name or an absolute path.)
+RESUMED_SETTINGS = ("data", "epochs", "batch_size", "lr", "amp", "seed", "quick", "samples", "sample_rate")
+_DEFAULTS = {"seed": 0, "quick": False, "samples": 64}
+
+
+def resolve_settings(config: TrainConfig, default_data: str, payload: dict[str, Any] | None) -> TrainConfig:
+    """``config`` with its None settings filled: from the checkpoint ``payload`` being resumed
+    (its run's settings), then the defaults."""
+    saved = dict((payload or {}).get("train_config") or {})
+    if payload is not None:
+        saved["data"] = payload["data"].get("name", saved.get("data"))
+        saved["sample_rate"] = payload["data"].get("sample_rate", saved.get("sample_rate"))
+    values = {}
+    for name in RESUMED_SETTINGS:
+        value = getattr(config, name)
+        if value is None:
+            value = saved.get(name)
+        if value is None:
+            value = default_data if name == "data" else _DEFAULTS.get(name)
+        values[name] = value
+    return dataclasses.replace(config, **values)
 
 
 class TrainingInterrupted(Exception):
@@ -104,28 +131,25 @@ class Trainer:
     """Runs one training job; see :func:`train`."""
 
     def __init__(self, config: TrainConfig) -> None:
-        self.config = config
         self.recipe: Recipe = get(config.model)
+        self.out = config.out or Path("runs") / config.model
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {self.out} is a file, not a run folder")
         self.device = torch.device(config.device)
         self.dist = distributed.setup(self.device)
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
+        self.files = RunFiles(self.out, enabled=self.dist.is_main)
+        self._resume_from = None
+        if config.resume:
+            self._resume_from = checkpoint.load(self.files.checkpoint, expected_model=self.recipe.name)
+        self.config = config = resolve_settings(config, self.recipe.default_data, self._resume_from)
         self.epochs = config.epochs or (self.recipe.quick_epochs if config.quick else self.recipe.epochs)
         self.batch_size = config.batch_size or self.recipe.batch_size
         self.lr = config.lr or self.recipe.lr
         if self.batch_size < self.dist.world_size:
             raise ValueError(f"--batch-size {self.batch_size} is smaller than the {self.dist.world_size} processes")
-        self.out = config.out or Path("runs") / config.model
-        if self.out.exists() and not self.out.is_dir():
-            raise ValueError(f"--out {self.out} is a file, not a run folder")
-        self.files = RunFiles(self.out, enabled=self.dist.is_main)
-        self._resume_from = None
-        sample_rate = config.sample_rate
-        if config.resume:
-            self._resume_from = checkpoint.load(self.files.checkpoint, expected_model=self.recipe.name)
-            if sample_rate is None:  # audio: the rate the run was trained at, unless told otherwise
-                sample_rate = self._resume_from["data"].get("sample_rate")
-        self.data: ImageData = self.recipe.load_data(config.data, sample_rate=sample_rate)
+        self.data: ImageData = self.recipe.load_data(config.data, sample_rate=config.sample_rate)
         self.train_images, self.validation = self._validation_split()
 
     def _validation_split(self) -> tuple[torch.Tensor, ImageData | None]:
@@ -150,6 +174,12 @@ class Trainer:
         else:
             model = self.recipe.build(self.data)
         model = model.to(self.device)
+        self.min_batch = 2 if has_batchnorm(model) else 1  # BatchNorm cannot normalise a single image
+        if self.batch_size < self.min_batch or len(self.train_images) < self.min_batch:
+            raise ValueError(f"a {self.recipe.name} (BatchNorm) trains on at least 2 images per step: got "
+                             f"--batch-size {self.batch_size} and {len(self.train_images)} training images")
+        if self.dist.enabled:  # statistics over the global batch, as in a 1-process run
+            model = convert_batchnorm(model)
         parts = self.recipe.trained_parts(model)
         optimizers = self.recipe.optimizers(parts, self.lr)
         schedulers = warmup_schedulers(optimizers)
@@ -228,7 +258,8 @@ class Trainer:
         steps_done = 0
         with _SignalFlag() as flag:
             for epoch in range(state["epoch"], self.epochs):
-                batches = global_batches(len(train), self.batch_size, world, seed=self.config.seed, epoch=epoch)
+                batches = global_batches(len(train), self.batch_size, world, seed=self.config.seed, epoch=epoch,
+                                         min_batch=self.min_batch)
                 steps = len(batches)
                 totals = state["epoch_totals"]
                 start = time.perf_counter()
