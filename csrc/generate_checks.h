@@ -73,8 +73,9 @@ inline void check_wavenet_generate_inputs(
   TORCH_CHECK(c_gate > 0 && c_gate % 2 == 0 && k >= 1, "fastgen: w_dilated[0] must be (C_gate even, R, K >= 1), got ",
               w_dilated[0].sizes());
   TORCH_CHECK(w_skip[0].dim() == 2, "fastgen: w_skip[0] must be (C_skip, C_gate / 2), got ", w_skip[0].sizes());
+  TORCH_CHECK(w_hidden.dim() == 2, "fastgen: w_hidden must be (H, C_skip), got ", w_hidden.sizes());
   TORCH_CHECK(w_out.dim() == 2 && w_out.size(0) >= 1, "fastgen: w_out must be (levels >= 1, H), got ", w_out.sizes());
-  const int64_t skip = w_skip[0].size(0), levels = w_out.size(0), hidden = w_out.size(1);
+  const int64_t skip = w_skip[0].size(0), levels = w_out.size(0), hidden = w_hidden.size(0);
   int64_t c_cond = 0;
   if (cond.has_value()) {
     TORCH_CHECK(cond->dim() == 3, "fastgen: cond must be (N, C_cond, T), got ", cond->sizes());

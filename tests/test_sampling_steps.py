@@ -358,6 +358,8 @@ _BAD_GENERATE_ARGS = [
     (13, None, torch.zeros(0, 8), "w_out"),
     (3, None, torch.zeros(9, 4), "embedding"),
     (2, None, torch.zeros(3, 3), "uniforms"),
+    (4, 1, torch.zeros(6, 5, 3), r"w_dilated\[1\]|every layer's w_dilated"),  # another K than layer 0
+    (11, None, torch.zeros(8, 6), "w_hidden"),
 ]
 
 

@@ -85,16 +85,21 @@ def check_wavenet_generate(states: object, first_input: object, uniforms: object
             raise ValueError(f"cond must have shape (N, C_cond, T) = ({n}, C_cond, {steps}), got {tuple(cond.shape)}")
         # the layer checks want one step's (N, C_cond) column
         cond_column = cond[:, :, 0] if steps else cond.new_zeros(n, cond.shape[1])
+    first = check_rank(w_dilated[0], "w_dilated[0]", 3, "(C_gate, R, K)")
+    for layer, weight in enumerate(w_dilated):  # one C_gate and K for all layers (before the states' shapes)
+        weight = check_rank(weight, f"w_dilated[{layer}]", 3, "(C_gate, R, K)")
+        if weight.shape[0] != first.shape[0] or weight.shape[2] != first.shape[2]:
+            raise ValueError(f"every layer's w_dilated must have the C_gate and K of w_dilated[0] "
+                             f"{tuple(first.shape)}, got {tuple(weight.shape)} at layer {layer}")
     res2d, skip2d, cond2d = [], [], []
     for layer in range(layers):
         w_r, w_s, w_c = _in_layer(layer, lambda: check_wavenet_layer_step(
             first_input, states[layer], w_dilated[layer], b_dilated[layer], w_res[layer], b_res[layer],
             w_skip[layer], b_skip[layer], dilations[layer], cond_column, w_cond[layer]))
         res2d.append(w_r), skip2d.append(w_s), cond2d.append(w_c)
-        for name, value, first in (("w_dilated", w_dilated[layer], w_dilated[0]), ("w_skip", w_s, skip2d[0])):
-            if value.shape[0] != first.shape[0] or value.shape[-1] != first.shape[-1]:
-                raise ValueError(f"every layer's {name} must have the shape of {name}[0] {tuple(first.shape)}, "
-                                 f"got {tuple(value.shape)} at layer {layer}")
+        if w_s.shape[0] != skip2d[0].shape[0]:
+            raise ValueError(f"every layer's w_skip must have the C_skip of w_skip[0] ({skip2d[0].shape[0]}), "
+                             f"got {tuple(w_s.shape)} at layer {layer}")
     skip = skip2d[0].shape[0]
     w_hidden = check_rank(w_hidden, "w_hidden", 2, "(H, C_skip)")
     if w_hidden.shape[1] != skip:

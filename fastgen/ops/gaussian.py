@@ -72,7 +72,9 @@ def reparameterize(
         inside the kernel from fastgen's counter-based stream, seeded from ``generator``
         (or torch's default generator), so ``torch.manual_seed`` reproduces it.
     generator : torch.Generator, optional
-        Source of the seed when ``eps`` is None.
+        Source of the seed when ``eps`` is None. Inside ``torch.compile(fullgraph=True)`` leave it
+        None and seed with ``torch.manual_seed``: Dynamo cannot trace a ``torch.Generator``
+        object (a graph break, an error with fullgraph).
 
     Returns
     -------
