@@ -82,3 +82,14 @@ def on_device(args, kwargs, device):
         return v
 
     return tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}
+
+
+def replaced(args, index, layer, value):
+    """``args`` with entry ``layer`` of the list at ``index`` (or the tensor there, for layer None) replaced."""
+    args = list(args)
+    if layer is None:
+        args[index] = value
+    else:
+        args[index] = list(args[index])
+        args[index][layer] = value
+    return tuple(args)

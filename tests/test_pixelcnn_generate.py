@@ -8,6 +8,7 @@ import torch
 
 from fastgen import ops
 from fastgen.reference import steps as reference_steps
+from step_cases import replaced
 from step_cases import row_args as _row_args
 
 
@@ -86,12 +87,7 @@ def test_every_tensor_of_the_model_is_checked(index, layer, value, name):
     """A mis-shaped bias or weight anywhere in the per-layer lists is an error naming it, from the
     function and from the op called directly, never an out-of-bounds read."""
     args, kwargs = _row_args(dtype=torch.float32, cond_features=2)
-    bad = list(args)
-    if layer is None:
-        bad[index] = value
-    else:
-        bad[index] = list(bad[index])
-        bad[index][layer] = value
+    bad = replaced(args, index, layer, value)
     with pytest.raises(ValueError, match=name):
         ops.pixelcnn_generate_row(*bad, **kwargs)
     links, uniforms, w_h, b_h, w_res, b_res, masks, wh, bh, wo, bo = bad

@@ -14,6 +14,7 @@ from fastgen import ops
 from fastgen.reference import steps as reference_steps
 from step_cases import clone_states as _clone_states
 from step_cases import generate_args as _generate_args
+from step_cases import replaced as _replaced
 from step_cases import wavenet_params as _wavenet_params
 
 TOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 3e-2, torch.bfloat16: 8e-2}
@@ -333,17 +334,6 @@ def test_wavenet_generate_opcheck_and_errors():
     with pytest.raises(RuntimeError, match=r"states\[1\] must be contiguous"):
         torch.ops.fastgen.wavenet_generate([args[0][0], torch.zeros(2, 5, 2).transpose(1, 2)] + args[0][2:],
                                            *op_args[1:])
-
-
-def _replaced(args, index, layer, value):
-    """``args`` with entry ``layer`` of the list at ``index`` (or the tensor there, for layer None) replaced."""
-    args = list(args)
-    if layer is None:
-        args[index] = value
-    else:
-        args[index] = list(args[index])
-        args[index][layer] = value
-    return tuple(args)
 
 
 # (argument index in ops.wavenet_generate's positional arguments, layer or None, bad value, what the
