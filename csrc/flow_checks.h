@@ -42,7 +42,9 @@ inline void check_flow_device(const at::Tensor& x, const char* device_type) {
 // scale one of "tanh_clamp", "sigmoid", "exp"; clamp finite and > 0 (checked for every map, as
 // the Python wrapper does).
 inline ScaleMap check_scale_map(c10::string_view scale, double clamp) {
-  TORCH_CHECK(std::isfinite(clamp) && clamp > 0, "fastgen: clamp must be a finite number > 0, got ", clamp);
+  // Above 1e4 the float32 soft clamp overflows (fastgen.ops.flows.MAX_CLAMP).
+  TORCH_CHECK(std::isfinite(clamp) && clamp > 0 && clamp <= 1e4,
+              "fastgen: clamp must be a finite number > 0 and <= 1e+04, got ", clamp);
   if (scale == "tanh_clamp") return ScaleMap::kTanhClamp;
   if (scale == "sigmoid") return ScaleMap::kSigmoid;
   TORCH_CHECK(scale == "exp", "fastgen: scale must be one of \"tanh_clamp\", \"sigmoid\", \"exp\", got \"",

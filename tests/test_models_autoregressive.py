@@ -197,6 +197,16 @@ def test_sampling_argument_errors():
     torch.testing.assert_close(wave.log_prob(uint8_codes), wave.log_prob(uint8_codes[:, 0].long()))
     with pytest.raises(TypeError, match="x must be an integer tensor"):
         wave.log_prob(torch.rand(1, 4))
+    # PixelCNN: images on the grid of its levels only (not clamped and rounded into one)
+    for value in (-5.0, 0.1, float("nan")):
+        with pytest.raises(ValueError, match="x must hold images in"):
+            pixel.log_prob(torch.full((1, 2, 3, 4), value, dtype=torch.float64))
+    with pytest.raises(ValueError, match="layers_per_stack = 64"):
+        WaveNet(layers_per_stack=64)
+    with pytest.raises(ValueError, match=r"context must hold codes in \[0, 10\]"):
+        wave.next_params(torch.tensor([[0, 99]]))
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        wave.sample(1, 3, generator="seed")
     with pytest.raises(ValueError, match=r"x must have shape \(N, 2, 3, 4\)"):
         pixel.log_prob(torch.rand(1, 1, 3, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="kernel_size must be odd"):

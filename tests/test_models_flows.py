@@ -147,7 +147,11 @@ def test_glow_trains_under_bf16_autocast_without_non_finite_values():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: Glow((1, 6, 6), 17, num_levels=2), "divisible by 4"),
+    (lambda: Glow((1, 6, 6), 17, num_levels=2), r"divisible by 2\*\*2"),
+    (lambda: Glow((1, 8, 8), 17, num_levels=2**40), r"divisible by 2\*\*1099511627776"),  # refused at once
+    (lambda: RealNVP((1, 8, 8), 17, num_scales=2**40), "divisible by"),
+    (lambda: Glow((1, 8.7, 8), 17), "3 ints"),  # not truncated to 8
+    (lambda: Glow((True, 8, 8), 17), "3 ints"),
     (lambda: Glow((1, 8, 8), 17, coupling="spline"), "coupling"),
     (lambda: Glow((1, 8, 8), 17, scale="softplus"), "scale"),
     (lambda: Glow((1, 8), 17), "3 positive ints"),
@@ -199,3 +203,31 @@ def test_bad_model_inputs():
         model.sample(2, temperature=float("nan"))
     with pytest.raises(ValueError, match="n must"):
         model.sample(0)
+
+
+@pytest.mark.parametrize("name", ["glow", "realnvp"])
+def test_bits_per_dim_refuses_images_off_the_level_grid(name):
+    """A discrete likelihood is defined on the level grid only: values outside it (8-bit values,
+    negative levels, dequantized floats, NaN) used to be clamped and rounded into a level."""
+    model = TINY[name]().eval()
+    for bad in (torch.full((2, 1, 4, 4), 200, dtype=torch.uint8), torch.full((2, 1, 4, 4), -3),
+                torch.full((2, 1, 4, 4), 0.03), torch.full((2, 1, 4, 4), float("nan")), torch.full((2, 1, 4, 4), 2.0)):
+        with pytest.raises(ValueError, match="x must hold"):
+            model.bits_per_dim(bad)
+    levels = torch.randint(0, 17, (3, 1, 4, 4))
+    generator = torch.Generator().manual_seed(0)
+    from_ints = model.bits_per_dim(levels, generator=generator)
+    from_floats = model.bits_per_dim(levels / 16.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(from_ints, from_floats)
+    assert model.bits_per_dim(levels[:0]).shape == (0,) and model.log_prob(torch.rand(0, 1, 4, 4)).shape == (0,)
+
+
+def test_inverse_checks_the_latents_shapes():
+    model = Glow((1, 8, 8), 17, num_levels=2, steps_per_level=1, hidden_channels=4).eval()
+    latents, _ = model(torch.rand(2, 1, 8, 8))
+    for i, bad in ((0, latents[0][:, :1]), (1, latents[1][:1]), (1, latents[1].long())):
+        wrong = list(latents)
+        wrong[i] = bad
+        with pytest.raises((ValueError, TypeError), match=rf"latents\[{i}\]"):
+            model.inverse(wrong)
+

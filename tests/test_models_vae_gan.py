@@ -338,3 +338,21 @@ def test_wrong_inputs_raise():
         vae(torch.zeros(2, 1, 8, 8), eps=torch.zeros(2, 3))
     with pytest.raises(ValueError, match="k must"):
         vae.log_likelihood(torch.zeros(2, 1, 8, 8), k=0)
+    with pytest.raises(TypeError, match=r"z must be a floating-point tensor \(N, 32\), got list"):
+        gan.generate([0.0] * 32)
+    with pytest.raises(ValueError, match=r"z: expected shape \(N, 16\)"):
+        vae.decode(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"out must be decode\(z\) for the 2 images of x"):
+        vae.log_prob_x_given_z(torch.zeros(2, 1, 8, 8), torch.zeros(2, 5, 8, 8))
+
+
+def test_images_of_another_float_dtype_and_empty_batches():
+    """float64 images go into a float32 model as its dtype (like the flows); an empty batch gives
+    an empty result, not a division by zero."""
+    torch.manual_seed(0)
+    vae, gan = VAE((1, 8, 8), levels=17, hidden=4).eval(), DCGAN((1, 8, 8), hidden=4).eval()
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(vae.encode(x), vae.encode(x.float()))
+    torch.testing.assert_close(gan(x), gan(x.float()))
+    assert vae.log_likelihood(x[:0], k=4).shape == (0,)
+    assert gan.generate(torch.zeros(2, 32, dtype=torch.float64)).dtype == torch.float32

@@ -266,6 +266,9 @@ def test_coupling_under_bf16_autocast_keeps_the_flow_in_float32():
     (lambda: fnn.ActNorm(3), torch.randn(2, 4, 2), r"\(N, 3, \.\.\.\)"),
     (lambda: fnn.InvConv1x1(3), torch.randn(2, 2, 2, 2), r"\(N, 3, \.\.\.\)"),
     (lambda: fnn.Squeeze(), torch.randn(2, 1, 3, 4), "divisible"),
+    # ActNorm initialises from its first training batch: an empty or NaN one would stay in it
+    (lambda: fnn.ActNorm(3), torch.randn(0, 3, 2, 2), "non-empty and finite"),
+    (lambda: fnn.ActNorm(3), torch.full((2, 3, 2, 2), float("nan")), "non-empty and finite"),
 ])
 def test_bad_inputs_name_the_problem(make, x, message):
     with pytest.raises(ValueError, match=message):
@@ -276,12 +279,35 @@ def test_bad_inputs_name_the_problem(make, x, message):
     (lambda: fnn.AffineCoupling(4, mask="stripes"), "mask"),
     (lambda: fnn.AffineCoupling(4, scale="softplus"), "scale"),
     (lambda: fnn.AffineCoupling(4, clamp=0.0), "clamp"),
+    (lambda: fnn.AffineCoupling(4, clamp=1e300), "clamp must be a finite number > 0 and <="),  # NaN in float32
     (lambda: fnn.AffineCoupling(1), "num_channels >= 2"),
     (lambda: fnn.AffineCoupling(4, parity=2), "parity"),
     (lambda: fnn.AffineCoupling(4, mask="checkerboard", vector=True), "vectors"),
     (lambda: fnn.ActNorm(0), "num_channels"),
+    (lambda: fnn.ActNorm(3, eps=-1.0), "eps must be a finite number > 0"),
+    (lambda: fnn.Squeeze(0), "factor must be an int >= 1"),
     (lambda: fnn.Split(1), "num_channels"),
 ])
 def test_bad_arguments_name_the_problem(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_inverse_of_actnorm_and_split_check_their_input():
+    norm = fnn.ActNorm(3).eval()
+    with pytest.raises(ValueError, match=r"y must have shape \(N, 3, \.\.\.\)"):
+        norm.inverse(torch.randn(2, 5, 4, 4))
+    for learned_prior in (False, True):
+        split = fnn.Split(5, learned_prior=learned_prior)
+        with pytest.raises(ValueError, match=r"x1 must have shape \(N, 3, \.\.\.\)"):
+            split.inverse((torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)))
+        with pytest.raises(TypeError, match=r"pair \(x1, z2\)"):
+            split.inverse(torch.randn(3, 5, 4, 4))
+        with pytest.raises(ValueError, match="must share the batch"):
+            split.inverse((torch.randn(3, 3, 4, 4), torch.randn(2, 2, 4, 4)))
+
+
+def test_a_conditioner_must_be_a_module():
+    with pytest.raises(TypeError, match="conditioner must be an nn.Module"):
+        fnn.AffineCoupling(4, conditioner=5)
+

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from fastgen.models._likelihood import discretized_logistic_log_prob
+from fastgen.ops._checks import check_generator
 
 OUTPUTS = ("categorical", "logistic_mixture")
 SAMPLING_METHODS = ("cached", "naive")
@@ -88,7 +89,7 @@ def uniforms_for(uniforms: torch.Tensor | None, shape: tuple[int, ...], device: 
                  dtype: torch.dtype, generator: torch.Generator | None) -> torch.Tensor:
     """The uniforms of a sampling run: the given ones (checked) or fresh draws from ``generator``."""
     if uniforms is None:
-        return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+        return torch.rand(shape, generator=check_generator(generator), device=device, dtype=dtype)
     if not isinstance(uniforms, torch.Tensor) or not uniforms.is_floating_point():
         raise TypeError(f"uniforms must be a floating-point tensor of shape {shape}, got "
                         f"{type(uniforms).__name__ if not isinstance(uniforms, torch.Tensor) else uniforms.dtype}")

@@ -55,6 +55,15 @@ def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
     return v
 
 
+def check_latents(z: object, latent_dim: int, name: str = "z") -> None:
+    """Raise unless ``z`` is a floating tensor shaped (N, latent_dim)."""
+    if not isinstance(z, torch.Tensor) or not z.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor (N, {latent_dim}), got "
+                        f"{z.dtype if isinstance(z, torch.Tensor) else type(z).__name__}")
+    if z.dim() != 2 or z.shape[1] != latent_dim:
+        raise ValueError(f"{name}: expected shape (N, {latent_dim}), got {tuple(z.shape)}")
+
+
 def check_images(x: torch.Tensor, data_shape: tuple[int, int, int], name: str = "x") -> None:
     """Raise ValueError unless ``x`` is a floating tensor shaped (N, *data_shape)."""
     if not isinstance(x, torch.Tensor):

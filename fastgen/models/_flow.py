@@ -21,6 +21,7 @@ from torch import nn
 from fastgen.data import bits_per_dim as _bits_per_dim
 from fastgen.data import dequantize, discrete_nll_from_density
 from fastgen.models._conv import check_positive_int
+from fastgen.models._discrete import image_levels
 from fastgen.ops._dispatch import accumulation_dtype
 
 _log = logging.getLogger(__name__)
@@ -33,11 +34,11 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
     """Per-sample sum of log N(z; 0, 1), (N,) in float32 or float64."""
     z = z.to(accumulation_dtype(z.dtype))
-    return -(0.5 * z * z + _HALF_LOG_2PI).reshape(z.shape[0], -1).sum(1)
+    return -(0.5 * z * z + _HALF_LOG_2PI).flatten(1).sum(1)
 
 
 def _per_sample(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1).sum(1)
+    return t.flatten(1).sum(1)
 
 
 class FlowModel(nn.Module):
@@ -104,6 +105,13 @@ class FlowModel(nn.Module):
         latents = list(latents)
         if len(latents) != self.num_latents:
             raise ValueError(f"latents must be a list of {self.num_latents} tensors, got {len(latents)}")
+        for i, (z, shape) in enumerate(zip(latents, self.latent_shapes())):
+            if not isinstance(z, torch.Tensor) or not z.is_floating_point():
+                raise TypeError(f"latents[{i}] must be a floating-point tensor, got "
+                                f"{z.dtype if isinstance(z, torch.Tensor) else type(z).__name__}")
+            if tuple(z.shape[1:]) != shape or z.dim() != len(shape) + 1 or z.shape[0] != latents[0].shape[0]:
+                raise ValueError(f"latents[{i}] must have shape (N, {', '.join(map(str, shape))}) with the batch "
+                                 f"size of latents[0] ({latents[0].shape[0]}), got {tuple(z.shape)}")
         h = latents.pop().to(self._param_dtype())
         logdet = h.new_zeros(h.shape[0], dtype=accumulation_dtype(h.dtype))
         for layer in reversed(self.layers):
@@ -156,7 +164,9 @@ class FlowModel(nn.Module):
             raise ValueError("bits_per_dim needs discrete data: this model was built without levels")
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        k = x if not x.dtype.is_floating_point else torch.round(x.clamp(0, 1) * (self.levels - 1)).long()
+        if x.dim() != len(self.data_shape) + 1 or tuple(x.shape[1:]) != tuple(self.data_shape):
+            raise ValueError(f"x must have shape (N, {', '.join(map(str, self.data_shape))}), got {tuple(x.shape)}")
+        k = image_levels(x, self.levels)
         y = dequantize(k, self.levels, generator=generator).to(self._param_dtype())
         dims = math.prod(self.data_shape)
         return _bits_per_dim(discrete_nll_from_density(self.log_prob(y), dims, self.levels), dims)

@@ -17,6 +17,7 @@ from fastgen.models._conv import (
     ConvEncoder,
     check_data_shape,
     check_images,
+    check_latents,
     check_positive_int,
     normal_like,
 )
@@ -113,14 +114,13 @@ class DCGAN(nn.Module):
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """(N, latent_dim) noise -> (N, C, H, W) images in [0, 1] (in the current train/eval mode)."""
-        if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"z: expected shape (N, {self.latent_dim}), got {tuple(z.shape)}")
-        return self.generator(z)
+        check_latents(z, self.latent_dim)
+        return self.generator(z.to(next(self.parameters()).dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Discriminator logits (N,) for images ``x`` (N, C, H, W) in [0, 1]."""
         check_images(x, self.data_shape)
-        return self.discriminator(x)
+        return self.discriminator(x.to(next(self.parameters()).dtype))
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:

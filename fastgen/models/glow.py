@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 from torch import nn
 
 from fastgen import nn as fnn
@@ -12,16 +14,19 @@ from fastgen.reference.flows import SCALE_MAPS
 COUPLINGS = ("affine", "additive")
 
 
-def check_image_shape(data_shape: object, factor: int) -> tuple[int, int, int]:
-    """(C, H, W) of positive ints with H and W divisible by ``factor`` (the squeezes need it)."""
+def check_image_shape(data_shape: object, squeezes: int) -> tuple[int, int, int]:
+    """(C, H, W) of positive ints with H and W divisible by 2**squeezes (each squeeze halves them)."""
     try:
-        dims = tuple(int(d) for d in data_shape)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
+        if any(isinstance(d, bool) for d in data_shape):  # type: ignore[union-attr]
+            raise TypeError
+        dims = tuple(operator.index(d) for d in data_shape)  # type: ignore[union-attr]
+    except TypeError:
         raise ValueError(f"data_shape must be 3 ints (C, H, W), got {data_shape!r}") from None
     if len(dims) != 3 or min(dims) < 1:
         raise ValueError(f"data_shape must be 3 positive ints (C, H, W), got {data_shape!r}")
-    if dims[1] % factor or dims[2] % factor:
-        raise ValueError(f"data_shape: H and W must be divisible by {factor} (one squeeze by 2 per level), "
+    # compare bit lengths first: 2**squeezes is never built for an absurd count
+    if squeezes >= max(dims[1:]).bit_length() or dims[1] % (1 << squeezes) or dims[2] % (1 << squeezes):
+        raise ValueError(f"data_shape: H and W must be divisible by 2**{squeezes} (one squeeze by 2 per level), "
                          f"got {dims}")
     return dims
 
@@ -71,7 +76,7 @@ class Glow(FlowModel):
         self.num_levels = check_positive_int(num_levels, "num_levels")
         self.steps_per_level = check_positive_int(steps_per_level, "steps_per_level")
         self.hidden_channels = check_positive_int(hidden_channels, "hidden_channels")
-        self.data_shape = check_image_shape(data_shape, 2 ** self.num_levels)
+        self.data_shape = check_image_shape(data_shape, self.num_levels)
         self.levels = check_positive_int(levels, "levels", minimum=2)
         if coupling not in COUPLINGS:
             raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")

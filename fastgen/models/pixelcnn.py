@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastgen.models import _autoregressive as ar
+from fastgen.models._discrete import image_levels
 from fastgen.nn import GatedPixelCNNLayer
 from fastgen.ops import _dispatch
 from fastgen.ops.pixelcnn_generate import KERNEL_DTYPES as PIXELCNN_ROW_DTYPES
@@ -148,7 +149,7 @@ class PixelCNN(nn.Module):
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log-likelihood (nats) of the discrete images ``x`` (N, C, H, W): shape (N,)."""
         params = self.forward(x, y)
-        target = torch.round(x.clamp(0, 1) * (self.levels - 1)).long()
+        target = image_levels(x, self.levels)
         return ar.log_prob_of(params, target, self.output, self.levels).flatten(1).sum(1)
 
     def bits_per_dim(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -64,7 +64,7 @@ class RealNVP(FlowModel):
                 raise ValueError(f"data_shape: vectors need D >= 2 to couple, got {shape}")
             self.data_shape = shape
         else:
-            self.data_shape = check_image_shape(shape, 2 ** (self.num_scales - 1))
+            self.data_shape = check_image_shape(shape, self.num_scales - 1)
         # Vectors are continuous data: no levels, whatever was passed (bits_per_dim is for images).
         self.levels = None if levels is None or self.vector else check_positive_int(levels, "levels", minimum=2)
         if scale not in SCALE_MAPS:

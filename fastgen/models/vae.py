@@ -21,6 +21,7 @@ from fastgen.models._conv import (
     ConvEncoder,
     check_data_shape,
     check_images,
+    check_latents,
     check_positive_int,
     normal_like,
     quantize,
@@ -101,12 +102,14 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C, H, W) images -> posterior (mu, logvar), each (N, latent_dim)."""
         check_images(x, self.data_shape)
+        x = x.to(next(self.parameters()).dtype)  # float64 or half images into a float32 model
         mu, logvar = self.encoder(x * 2.0 - 1.0).chunk(2, dim=1)
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(N, latent_dim) -> raw decoder output (N, C or 2C, H, W): logits or (mean, log-scale)."""
-        return self.decoder(z)
+        check_latents(z, self.latent_dim)
+        return self.decoder(z.to(next(self.parameters()).dtype))
 
     def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # The mean is parameterised around 0.5 so a zero-initialised output sits mid-range.
@@ -119,6 +122,12 @@ class VAE(nn.Module):
         Computed in float32 (float64 stays float64), also under autocast: the bin masses of
         256-level data are far below bfloat16/float16 resolution.
         """
+        check_images(x, self.data_shape)
+        channels = self.data_shape[0] * (1 if self.likelihood == "bernoulli" else 2)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (x.shape[0], channels, *self.data_shape[1:]):
+            raise ValueError(f"out must be decode(z) for the {x.shape[0]} images of x, shape "
+                             f"{(x.shape[0], channels, *self.data_shape[1:])}, got "
+                             f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
         dtype = torch.promote_types(out.dtype, torch.float32)
         x, out = x.to(dtype), out.to(dtype)
         if self.likelihood == "bernoulli":
@@ -224,6 +233,8 @@ class VAE(nn.Module):
         k = check_positive_int(k, "k")
         batch_size = check_positive_int(batch_size, "batch_size")
         check_images(x, self.data_shape)
+        if x.shape[0] == 0:
+            return x.new_zeros(0, dtype=torch.promote_types(x.dtype, torch.float32))
         per_x = max(1, batch_size // k)
         results = []
         for xb in x.split(per_x):

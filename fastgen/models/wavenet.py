@@ -101,6 +101,10 @@ class WaveNet(nn.Module):
             ar.check_count(value, name)
         if gate_channels % 2:
             raise ValueError(f"gate_channels must be even (tanh half, sigmoid half), got {gate_channels}")
+        # the last layer's dilation 2**(layers_per_stack - 1) times (K - 1) must fit the kernels' int64 offsets
+        if layers_per_stack > 62 or (kernel_size - 1) * 2 ** (layers_per_stack - 1) >= 2**62:
+            raise ValueError(f"layers_per_stack = {layers_per_stack} with kernel_size = {kernel_size}: the last "
+                             "dilation, 2**(layers_per_stack - 1), times (kernel_size - 1) must stay below 2**62")
         ar.check_output(output, mixtures)
         if cond_channels is not None:
             ar.check_count(cond_channels, "cond_channels")
@@ -299,6 +303,12 @@ class WaveNet(nn.Module):
         ``cond`` (N, C_cond, L + 1) is the conditioning at the sample rate (local and global
         parts, as built by :meth:`sample`), None without conditioning.
         """
+        if (not isinstance(context, torch.Tensor) or context.is_floating_point() or context.dim() != 2
+                or context.dtype == torch.bool):
+            raise TypeError(f"context must be an integer tensor of codes (N, L), got "
+                            f"{context.dtype if isinstance(context, torch.Tensor) else type(context).__name__}")
+        if context.numel() and bool(((context < 0) | (context >= self.levels)).any()):
+            raise ValueError(f"context must hold codes in [0, {self.levels - 1}]")
         n, length = context.shape
         start = max(0, length + 1 - self.receptive_field)
         # Input at position p is the embedding of code p - 1 (zeros at p = 0), p in [start, length].

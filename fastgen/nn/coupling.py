@@ -15,6 +15,8 @@ the conditioner sees the masked input and its outputs on conditioning pixels are
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -22,6 +24,7 @@ from fastgen import ops
 from fastgen.nn._dtypes import in_layer_dtype
 from fastgen.ops._dispatch import accumulation_dtype
 from fastgen.ops.conditioner import kernel_runs
+from fastgen.ops.flows import MAX_CLAMP
 from fastgen.reference.flows import SCALE_MAPS
 
 MASKS = ("channel", "checkerboard")
@@ -151,6 +154,9 @@ class _Coupling(nn.Module):
         if conditioner is None:
             make = mlp_conditioner if self.vector else conv_conditioner
             conditioner = make(self.cond_channels, params_per_channel * self.out_channels, hidden_channels, dropout)
+        elif not isinstance(conditioner, nn.Module):
+            raise TypeError(f"conditioner must be an nn.Module (or None for the default), "
+                            f"got {type(conditioner).__name__}")
         self.conditioner = conditioner
 
     def _check(self, x: torch.Tensor, name: str) -> None:
@@ -223,9 +229,11 @@ class AffineCoupling(_Coupling):
                  clamp: float = 2.0, vector: bool = False, dropout: float = 0.0) -> None:
         super().__init__(num_channels, mask, parity, conditioner, hidden_channels, 2, vector, dropout)
         self.scale = _check_choice(scale, "scale", SCALE_MAPS)
+        if isinstance(clamp, bool) or not isinstance(clamp, (int, float)):
+            raise TypeError(f"clamp must be a float, got {type(clamp).__name__}")
         self.clamp = float(clamp)
-        if not self.clamp > 0:
-            raise ValueError(f"clamp must be > 0, got {clamp}")
+        if not (math.isfinite(self.clamp) and 0 < self.clamp <= MAX_CLAMP):
+            raise ValueError(f"clamp must be a finite number > 0 and <= {MAX_CLAMP:.0e}, got {clamp}")
 
     def _transform(self, x: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mask == "channel":

@@ -53,6 +53,8 @@ class ActNorm(nn.Module):
     def __init__(self, num_channels: int, *, eps: float = 1e-6) -> None:
         super().__init__()
         self.num_channels = _check_channels(num_channels)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
+            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
         self.eps = float(eps)
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.log_scale = nn.Parameter(torch.zeros(num_channels))
@@ -71,10 +73,14 @@ class ActNorm(nn.Module):
         x = _check_input(x, "x", self.num_channels)
         flat = x.detach().transpose(0, 1).reshape(self.num_channels, -1).double()
         stats = torch.stack([flat.sum(1), (flat * flat).sum(1),
-                             torch.full_like(flat[:, 0], flat.shape[1])])
+                             flat.new_full((self.num_channels,), flat.shape[1])])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(stats)
-        count = stats[2].clamp_min(1)
+        # one check, once: bad statistics would stay in the parameters for the whole run
+        if not bool(torch.isfinite(stats).all() & (stats[2] > 0).all()):
+            raise ValueError("ActNorm initialises from its first training batch, which must be non-empty and finite "
+                             f"(got shape {tuple(x.shape)}{'' if x.numel() == 0 else ' with non-finite values'})")
+        count = stats[2]
         mean = stats[0] / count
         var = (stats[1] / count - mean * mean).clamp_min(0)
         self.bias.copy_(-mean)
@@ -84,12 +90,14 @@ class ActNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (N, C, *spatial) -> (y, logdet (N,))."""
+        _check_input(x, "x", self.num_channels)
         if not self._initialized and self.training:
             self.initialize(x)
         return ops.actnorm(x, self.bias.to(x.dtype), self.log_scale.to(x.dtype))
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """y -> (x, logdet (N,)) of the inverse."""
+        _check_input(y, "y", self.num_channels)
         return ops.actnorm(y, self.bias.to(y.dtype), self.log_scale.to(y.dtype), reverse=True)
 
     def extra_repr(self) -> str:
@@ -271,6 +279,8 @@ class Squeeze(nn.Module):
 
     def __init__(self, factor: int = 2) -> None:
         super().__init__()
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"factor must be an int >= 1, got {factor!r}")
         self.factor = factor
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -339,7 +349,15 @@ class Split(nn.Module):
         return (x1, z2), logdet
 
     def inverse(self, y: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """y = (kept half x1, factored-out z2) -> (x, logdet (N,))."""
+        if not isinstance(y, (tuple, list)) or len(y) != 2:
+            raise TypeError(f"y must be the pair (x1, z2) that forward returns, got {type(y).__name__}")
         x1, z2 = y
+        _check_input(x1, "x1", self.keep)
+        _check_input(z2, "z2", self.out)
+        if x1.shape[0] != z2.shape[0] or x1.shape[2:] != z2.shape[2:] or x1.dtype != z2.dtype:
+            raise ValueError(f"x1 and z2 must share the batch, spatial size and dtype, got {tuple(x1.shape)} "
+                             f"{x1.dtype} and {tuple(z2.shape)} {z2.dtype}")
         if self.prior is None:
             return ops.merge_channels(x1, z2), x1.new_zeros(x1.shape[0], dtype=accumulation_dtype(x1.dtype))
         return in_layer_dtype(self._destandardise, (x1, z2), self.prior)

@@ -23,6 +23,10 @@ from fastgen.ops._dispatch import use_kernel
 from fastgen.reference.flows import SCALE_MAPS
 
 
+# Above this the float32 soft clamp clamp * tanh(r / clamp) overflows (inf * 0 = NaN); a scale
+# of exp(1e4) is far past any useful one anyway.
+MAX_CLAMP = 1e4
+
 def _check_input(x: object, name: str = "x", min_dim: int = 2) -> torch.Tensor:
     x = check_float_tensor(x, name, min_dim=min_dim)
     return x
@@ -33,8 +37,8 @@ def _check_scale(scale: object, clamp: object) -> float:
         raise ValueError(f"scale must be one of {', '.join(repr(s) for s in SCALE_MAPS)}, got {scale!r}")
     if isinstance(clamp, bool) or not isinstance(clamp, (int, float)):
         raise TypeError(f"clamp must be a float, got {type(clamp).__name__}")
-    if not (math.isfinite(clamp) and clamp > 0):
-        raise ValueError(f"clamp must be a finite number > 0, got {clamp}")
+    if not (math.isfinite(clamp) and 0 < clamp <= MAX_CLAMP):
+        raise ValueError(f"clamp must be a finite number > 0 and <= {MAX_CLAMP:.0e}, got {clamp}")
     return float(clamp)
 
 
