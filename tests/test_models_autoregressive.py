@@ -207,6 +207,8 @@ def test_sampling_argument_errors():
         wave.next_params(torch.tensor([[0, 99]]))
     with pytest.raises(TypeError, match="generator must be a torch.Generator"):
         wave.sample(1, 3, generator="seed")
+    with pytest.raises(TypeError, match="fused must be True or False"):
+        pixel.sample(1, fused="yes")
     with pytest.raises(ValueError, match=r"x must have shape \(N, 2, 3, 4\)"):
         pixel.log_prob(torch.rand(1, 1, 3, 4, dtype=torch.float64))
     with pytest.raises(ValueError, match="kernel_size must be odd"):

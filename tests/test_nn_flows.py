@@ -282,6 +282,7 @@ def test_bad_inputs_name_the_problem(make, x, message):
     (lambda: fnn.AffineCoupling(4, clamp=1e300), "clamp must be a finite number > 0 and <="),  # NaN in float32
     (lambda: fnn.AffineCoupling(1), "num_channels >= 2"),
     (lambda: fnn.AffineCoupling(4, parity=2), "parity"),
+    (lambda: fnn.AffineCoupling(4, parity=True), "parity must be 0 or 1"),
     (lambda: fnn.AffineCoupling(4, mask="checkerboard", vector=True), "vectors"),
     (lambda: fnn.ActNorm(0), "num_channels"),
     (lambda: fnn.ActNorm(3, eps=-1.0), "eps must be a finite number > 0"),
@@ -310,4 +311,14 @@ def test_inverse_of_actnorm_and_split_check_their_input():
 def test_a_conditioner_must_be_a_module():
     with pytest.raises(TypeError, match="conditioner must be an nn.Module"):
         fnn.AffineCoupling(4, conditioner=5)
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: fnn.InvConv1x1(4, lu="no"), "lu"),
+    (lambda: fnn.GaussianReparameterization(sample_in_eval="no"), "sample_in_eval"),
+])
+def test_flags_must_be_bools(make, name):
+    """A string flag such as "no" would count as true."""
+    with pytest.raises(TypeError, match=f"{name} must be True or False"):
+        make()
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from fastgen.models._likelihood import discretized_logistic_log_prob
-from fastgen.ops._checks import check_generator
+from fastgen.ops._checks import check_flag, check_generator
 
 OUTPUTS = ("categorical", "logistic_mixture")
 SAMPLING_METHODS = ("cached", "naive")
@@ -72,6 +72,8 @@ def use_fused(fused: bool | None, why_not: str | None, sampler: str, caller: str
     """Whether cached sampling runs the fused ``sampler``: ``fused`` None takes it where it can run
     (``why_not`` is None) and logs why not otherwise, True insists (raises if it cannot run),
     False declines (the per-layer step ops)."""
+    if fused is not None:
+        check_flag(fused, "fused")
     if fused and why_not:
         raise ValueError(f"fused=True, but the {sampler} cannot run here: {why_not}")
     if fused is None and why_not:

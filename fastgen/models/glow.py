@@ -9,6 +9,7 @@ from torch import nn
 from fastgen import nn as fnn
 from fastgen.models._conv import check_positive_int
 from fastgen.models._flow import PREPROCESSING, FlowModel
+from fastgen.ops._checks import check_flag
 from fastgen.reference.flows import SCALE_MAPS
 
 COUPLINGS = ("affine", "additive")
@@ -85,7 +86,8 @@ class Glow(FlowModel):
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
         self.coupling, self.scale, self.clamp = coupling, scale, float(clamp)
-        self.lu, self.learned_prior, self.preprocessing = bool(lu), bool(learned_prior), preprocessing
+        self.lu, self.learned_prior = check_flag(lu, "lu"), check_flag(learned_prior, "learned_prior")
+        self.preprocessing = preprocessing
         self.dropout = float(dropout)
         layers: list[nn.Module] = []
         c = self.data_shape[0]

@@ -136,7 +136,7 @@ class _Coupling(nn.Module):
             raise ValueError(f"num_channels must be an int >= 1, got {num_channels!r}")
         self.num_channels = num_channels
         self.mask = _check_choice(mask, "mask", MASKS)
-        if parity not in (0, 1):
+        if isinstance(parity, bool) or not isinstance(parity, int) or parity not in (0, 1):
             raise ValueError(f"parity must be 0 or 1, got {parity!r}")
         self.parity = parity
         self.vector = bool(vector)

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from fastgen import ops
+from fastgen.ops._checks import check_flag
 from fastgen.nn._dtypes import full_precision, in_layer_dtype
 from fastgen.ops._dispatch import accumulation_dtype
 
@@ -156,7 +157,7 @@ class InvConv1x1(nn.Module):
     def __init__(self, num_channels: int, *, lu: bool = True) -> None:
         super().__init__()
         c = self.num_channels = _check_channels(num_channels)
-        self.lu = bool(lu)
+        self.lu = check_flag(lu, "lu")
         q = torch.linalg.qr(torch.randn(c, c, dtype=torch.float64))[0]
         if not self.lu:
             self.weight = nn.Parameter(q.float())

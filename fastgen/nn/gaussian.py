@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fastgen import ops
+from fastgen.ops._checks import check_flag
 
 
 class GaussianReparameterization(nn.Module):
@@ -30,7 +31,7 @@ class GaussianReparameterization(nn.Module):
 
     def __init__(self, sample_in_eval: bool = True) -> None:
         super().__init__()
-        self.sample_in_eval = sample_in_eval
+        self.sample_in_eval = check_flag(sample_in_eval, "sample_in_eval")
         self.kl = None
 
     def forward(

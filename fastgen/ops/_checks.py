@@ -74,6 +74,13 @@ def check_bias(bias: object, c_out: int, x: torch.Tensor, name: str = "bias") ->
         raise ValueError(f"{name} must have shape (C_out,) = ({c_out},), got {tuple(bias.shape)}")
 
 
+def check_flag(value: object, name: str) -> bool:
+    """``value`` must be a bool (a string such as "no" would otherwise count as true)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_positive_int(value: object, name: str) -> int:
     """``value`` must be a Python int >= 1 (bools are refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
