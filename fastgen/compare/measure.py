@@ -38,21 +38,23 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _seconds(fn, device: torch.device, repeats: int) -> float:
-    """Best of ``repeats`` timed calls (after one warm-up)."""
-    fn()
+def _seconds(fn, device: torch.device, repeats: int, warmups: int = 1) -> float:
+    """Best of ``repeats`` timed calls (after ``warmups`` untimed ones)."""
+    for _ in range(warmups):
+        fn()
     return min(timed(fn, device) for _ in range(repeats))
 
 
-def sampling_throughput(recipe: Recipe, model: nn.Module, device: torch.device, *, quick: bool
-                        ) -> dict[str, float]:
+def sampling_throughput(recipe: Recipe, model: nn.Module, device: torch.device) -> dict[str, float]:
     """Images per second at each batch size; for PixelCNN also with its naive sampler."""
     generator = torch.Generator(device=device).manual_seed(0)
-    repeats = 1 if quick else 3
     result = {}
     for n in THROUGHPUT_BATCHES:
         with torch.no_grad():
-            seconds = _seconds(lambda: recipe.sample(model, n, generator), device, repeats)
+            # Three warm-ups and best of three even with --quick (a call takes milliseconds): after
+            # the evaluation's large batches, oneDNN's first batch-1 convolutions of a trained VAE
+            # were measured at ~32 ms for up to three calls, then 0.3 ms (100x off with one warm-up).
+            seconds = _seconds(lambda: recipe.sample(model, n, generator), device, 3, warmups=3)
         result[f"sample_images_per_s_batch{n}"] = n / seconds
         if _is_autoregressive(model):
             with torch.no_grad():
@@ -103,7 +105,7 @@ def measure_image_model(recipe: Recipe, model: nn.Module, data: Any, device: tor
                 "frechet_floor", "iw_samples", "dequantization_draws"):
         if key in metrics:
             row[key] = metrics[key]
-    row.update(sampling_throughput(recipe, model, device, quick=quick))
+    row.update(sampling_throughput(recipe, model, device))
     row.update(inference_map(model, data, device))
     row.update(sampling_kind(model, data))
     return row
