@@ -18,7 +18,9 @@
 
 namespace fastgen {
 
-inline std::string nth(const char* name, int64_t index) { return std::string(name) + "[" + std::to_string(index) + "]"; }
+inline std::string nth(const char* name, int64_t index) {
+  return std::string(name) + "[" + std::to_string(index) + "]";
+}
 
 // `t` must have `like`'s dtype and device and exactly `shape`.
 inline void check_model_tensor(const at::Tensor& t, const std::string& name, at::IntArrayRef shape,

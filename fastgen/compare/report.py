@@ -129,7 +129,8 @@ def write_report(out: Path, results: dict[str, Any]) -> str:
         lines += [
             "Histogram baseline: each pixel an independent categorical fit on the training split (with "
             "add-one smoothing), scored on the test split: a model that beats it has learned more than the "
-            "pixels' marginals. Training: each model's own recipe (optimizer, learning rate, batch size, warm-up) on the training "
+            "pixels' marginals. Training: each model's own recipe (optimizer, learning rate, batch size, "
+            "warm-up) on the training "
             "split (90% of it with `--select best`, the rest held out for the selection); only training steps "
             "count against the budget. Test bits/dim: the recipe's test "
             "evaluation (what `fastgen evaluate` prints). Fréchet distance and classes: the embedded digits "

@@ -22,7 +22,7 @@ from fastgen.compare.budget import Budget
 from fastgen.train import checkpoint
 from fastgen.train.recipes import Amp, Recipe
 from fastgen.train.step_context import StepContext, global_batches
-from fastgen.train.sync_batchnorm import has_batchnorm
+from fastgen.train.sync_batchnorm import min_batch_size
 from fastgen.train.trainer import hold_out, warmup_schedulers
 
 
@@ -72,7 +72,7 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
     amp = Amp(None, device)
     train, validation = (data.train, None) if select == "last" else hold_out(data, 0.1)
     batch_size = min(recipe.batch_size, len(train))
-    min_batch = 2 if has_batchnorm(model) else 1  # BatchNorm cannot normalise a single image
+    min_batch = min_batch_size(model)
     if len(train) < min_batch:
         raise ValueError(f"{recipe.name} (BatchNorm) needs at least 2 training images, got {len(train)}")
     best: tuple[float, float, dict] | None = None  # (validation score, seconds, state)

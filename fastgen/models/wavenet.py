@@ -309,6 +309,11 @@ class WaveNet(nn.Module):
                             f"{context.dtype if isinstance(context, torch.Tensor) else type(context).__name__}")
         if context.numel() and bool(((context < 0) | (context >= self.levels)).any()):
             raise ValueError(f"context must hold codes in [0, {self.levels - 1}]")
+        return self._next_params(context, cond)
+
+    def _next_params(self, context: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`next_params` without the checks (the naive sampler's own codes need none, and a
+        range check per step would be a host sync inside the loop it times)."""
         n, length = context.shape
         start = max(0, length + 1 - self.receptive_field)
         # Input at position p is the embedding of code p - 1 (zeros at p = 0), p in [start, length].
@@ -322,7 +327,7 @@ class WaveNet(nn.Module):
         n, length = u.shape
         codes = torch.zeros(n, length, dtype=torch.long, device=u.device)
         for t in range(length):
-            codes[:, t] = self._draw(self.next_params(codes[:, :t], cond), u[:, t])
+            codes[:, t] = self._draw(self._next_params(codes[:, :t], cond), u[:, t])
         return codes
 
     def _ring_buffers(self, u: torch.Tensor) -> list[torch.Tensor]:

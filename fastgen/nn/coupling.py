@@ -15,8 +15,6 @@ the conditioner sees the masked input and its outputs on conditioning pixels are
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -24,7 +22,7 @@ from fastgen import ops
 from fastgen.nn._dtypes import in_layer_dtype
 from fastgen.ops._dispatch import accumulation_dtype
 from fastgen.ops.conditioner import kernel_runs
-from fastgen.ops.flows import MAX_CLAMP
+from fastgen.ops.flows import check_clamp
 from fastgen.reference.flows import SCALE_MAPS
 
 MASKS = ("channel", "checkerboard")
@@ -229,11 +227,7 @@ class AffineCoupling(_Coupling):
                  clamp: float = 2.0, vector: bool = False, dropout: float = 0.0) -> None:
         super().__init__(num_channels, mask, parity, conditioner, hidden_channels, 2, vector, dropout)
         self.scale = _check_choice(scale, "scale", SCALE_MAPS)
-        if isinstance(clamp, bool) or not isinstance(clamp, (int, float)):
-            raise TypeError(f"clamp must be a float, got {type(clamp).__name__}")
-        self.clamp = float(clamp)
-        if not (math.isfinite(self.clamp) and 0 < self.clamp <= MAX_CLAMP):
-            raise ValueError(f"clamp must be a finite number > 0 and <= {MAX_CLAMP:.0e}, got {clamp}")
+        self.clamp = check_clamp(clamp)
 
     def _transform(self, x: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mask == "channel":

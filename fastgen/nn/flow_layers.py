@@ -14,9 +14,10 @@ import torch.distributed as dist
 from torch import nn
 
 from fastgen import ops
-from fastgen.ops._checks import check_flag
 from fastgen.nn._dtypes import full_precision, in_layer_dtype
+from fastgen.ops._checks import check_flag
 from fastgen.ops._dispatch import accumulation_dtype
+from fastgen.ops.flows import check_factor
 
 
 def _check_channels(num_channels: object) -> int:
@@ -280,9 +281,7 @@ class Squeeze(nn.Module):
 
     def __init__(self, factor: int = 2) -> None:
         super().__init__()
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"factor must be an int >= 1, got {factor!r}")
-        self.factor = factor
+        self.factor = check_factor(factor)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = ops.squeeze2d(x, self.factor)

@@ -27,6 +27,7 @@ from fastgen.reference.flows import SCALE_MAPS
 # of exp(1e4) is far past any useful one anyway.
 MAX_CLAMP = 1e4
 
+
 def _check_input(x: object, name: str = "x", min_dim: int = 2) -> torch.Tensor:
     x = check_float_tensor(x, name, min_dim=min_dim)
     return x
@@ -35,6 +36,11 @@ def _check_input(x: object, name: str = "x", min_dim: int = 2) -> torch.Tensor:
 def _check_scale(scale: object, clamp: object) -> float:
     if scale not in SCALE_MAPS:
         raise ValueError(f"scale must be one of {', '.join(repr(s) for s in SCALE_MAPS)}, got {scale!r}")
+    return check_clamp(clamp)
+
+
+def check_clamp(clamp: object) -> float:
+    """The soft clamp of ``affine_coupling``: a finite number in (0, MAX_CLAMP]."""
     if isinstance(clamp, bool) or not isinstance(clamp, (int, float)):
         raise TypeError(f"clamp must be a float, got {type(clamp).__name__}")
     if not (math.isfinite(clamp) and 0 < clamp <= MAX_CLAMP):
@@ -237,9 +243,15 @@ def invertible_conv1x1(
     return torch.ops.fastgen.invertible_conv1x1(x, matrix, logabsdet, reverse)
 
 
-def _check_factor(x: torch.Tensor, factor: object, *, squeeze: bool) -> int:
+def check_factor(factor: object) -> int:
+    """The space-to-depth factor of ``squeeze2d``/``unsqueeze2d``: an int >= 1."""
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
         raise ValueError(f"factor must be an int >= 1, got {factor!r}")
+    return factor
+
+
+def _check_factor(x: torch.Tensor, factor: object, *, squeeze: bool) -> int:
+    factor = check_factor(factor)
     if x.dim() != 4:
         raise ValueError(f"x must have 4 dimensions (N, C, H, W), got shape {tuple(x.shape)}")
     if squeeze and (x.shape[2] % factor or x.shape[3] % factor):

@@ -61,9 +61,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         self.running_var.lerp_(unbiased_var.to(self.running_var.dtype), momentum)
 
 
-def has_batchnorm(module: nn.Module) -> bool:
-    """Whether a BatchNorm in training mode would need at least 2 values per channel."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+def min_batch_size(module: nn.Module) -> int:
+    """The fewest images a training step of ``module`` can take: 2 with a BatchNorm (it cannot
+    normalise a single image), else 1."""
+    return 2 if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()) else 1
 
 
 def convert_batchnorm(module: nn.Module) -> nn.Module:

@@ -24,7 +24,7 @@ from fastgen.train import checkpoint, distributed
 from fastgen.train.recipes import Amp, Recipe, get
 from fastgen.train.run_files import RunFiles
 from fastgen.train.step_context import StepContext, global_batches
-from fastgen.train.sync_batchnorm import convert_batchnorm, has_batchnorm
+from fastgen.train.sync_batchnorm import convert_batchnorm, min_batch_size
 
 WARMUP_STEPS = 100  # linear learning-rate warm-up, then constant
 
@@ -174,7 +174,7 @@ class Trainer:
         else:
             model = self.recipe.build(self.data)
         model = model.to(self.device)
-        self.min_batch = 2 if has_batchnorm(model) else 1  # BatchNorm cannot normalise a single image
+        self.min_batch = min_batch_size(model)
         if self.batch_size < self.min_batch or len(self.train_images) < self.min_batch:
             raise ValueError(f"a {self.recipe.name} (BatchNorm) trains on at least 2 images per step: got "
                              f"--batch-size {self.batch_size} and {len(self.train_images)} training images")
