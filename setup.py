@@ -15,6 +15,7 @@ Environment switches:
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 
 from setuptools import setup
@@ -23,7 +24,12 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def _flag(name: str) -> bool:
-    return os.environ.get(name, "0") not in ("", "0", "false", "False")
+    """fastgen's own reading of an on/off variable (fastgen/_env.py, loaded alone: importing the
+    package would import the extension that is being built)."""
+    spec = importlib.util.spec_from_file_location("fastgen_env", os.path.join(ROOT, "fastgen", "_env.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.env_flag(name)
 
 
 def _sources(pattern: str) -> list[str]:
@@ -42,7 +48,7 @@ def _extensions() -> tuple[list, dict]:
     include_dirs = [os.path.join(ROOT, "kernels", "include")]
     # -fopenmp at link time: at::parallel_for is inlined into our code and only runs in
     # parallel when compiled with OpenMP; libgomp resolves to the copy torch already loaded.
-    common = dict(include_dirs=include_dirs, extra_link_args=["-fopenmp"])
+    common = {"include_dirs": include_dirs, "extra_link_args": ["-fopenmp"]}
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", os.environ.get("FASTGEN_CUDA_ARCHS", "8.0;9.0"))
         sources += _sources("csrc/cuda/*.cpp") + _sources("kernels/**/*.cu")

@@ -21,6 +21,7 @@ import os
 import pytest
 import torch
 
+from fastgen._env import env_flag
 from fastgen.bench.harness import (
     EAGER,
     CaseSpec,
@@ -38,7 +39,7 @@ pytest.importorskip("pytest_benchmark")
 
 DEVICE = torch.device(os.environ.get("FASTGEN_BENCH_DEVICE")
                       or ("cuda" if torch.cuda.is_available() else "cpu"))
-QUICK = os.environ.get("FASTGEN_BENCH_QUICK", "0") not in ("", "0")
+QUICK = env_flag("FASTGEN_BENCH_QUICK")
 _DTYPES = os.environ.get("FASTGEN_BENCH_DTYPES")
 DTYPES = tuple(parse_dtype(name) for name in _DTYPES.split(",")) if _DTYPES else None
 

@@ -8,10 +8,11 @@ an error (for CI and for users who want to be sure they run the kernels).
 from __future__ import annotations
 
 import importlib
-import os
 import warnings
 
 import torch
+
+from fastgen._env import env_flag
 
 _loaded = False
 _load_error: str | None = None
@@ -30,7 +31,8 @@ def _describe_failure(error: BaseException) -> str:
 
 def _load() -> None:
     global _loaded, _load_error, _cuda_kernels
-    if os.environ.get("FASTGEN_DISABLE_EXT") == "1":
+    require = env_flag("FASTGEN_REQUIRE_EXT")  # read first: a misspelt value fails every import
+    if env_flag("FASTGEN_DISABLE_EXT"):
         _load_error = "disabled by FASTGEN_DISABLE_EXT=1"
     else:
         try:
@@ -43,7 +45,7 @@ def _load() -> None:
     if _loaded:
         return
     message = f"fastgen._C could not be loaded ({_load_error}); using the plain-PyTorch reference."
-    if os.environ.get("FASTGEN_REQUIRE_EXT") == "1":
+    if require:
         raise ImportError(message + " FASTGEN_REQUIRE_EXT=1 makes this an error.")
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
@@ -97,7 +99,7 @@ def check_ops(names: list[str], compiled_autograd: tuple[str, ...] = ()) -> bool
     message = (f"fastgen._C lacks the op(s) {', '.join(missing)}: it was built from older sources than "
                "this package, so they run the plain-PyTorch reference; rebuild it with "
                "`pip install --no-build-isolation -e .`.")
-    if os.environ.get("FASTGEN_REQUIRE_EXT") == "1":
+    if env_flag("FASTGEN_REQUIRE_EXT"):
         raise ImportError(message + " FASTGEN_REQUIRE_EXT=1 makes this an error.")
     warnings.warn(message, RuntimeWarning, stacklevel=3)
     return False

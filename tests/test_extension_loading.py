@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import fastgen
 from fastgen import _ext
+from fastgen._env import env_flag
 
 SCRIPT = """
 import warnings, torch
@@ -45,3 +48,27 @@ def test_require_ext_turns_the_warning_into_an_error():
     result = _run({"FASTGEN_DISABLE_EXT": "1", "FASTGEN_REQUIRE_EXT": "1"})
     assert result.returncode != 0
     assert "FASTGEN_REQUIRE_EXT=1" in result.stderr
+
+
+def test_flags_read_true_and_yes_as_on():
+    result = _run({"FASTGEN_DISABLE_EXT": "yes", "FASTGEN_REQUIRE_EXT": "true"})
+    assert result.returncode != 0
+    assert "FASTGEN_REQUIRE_EXT=1 makes this an error" in result.stderr
+
+
+def test_a_misspelt_flag_is_an_error_naming_the_variable():
+    result = _run({"FASTGEN_DISABLE_EXT": "0", "FASTGEN_REQUIRE_EXT": "ture"})
+    assert result.returncode != 0
+    assert "FASTGEN_REQUIRE_EXT" in result.stderr and "'ture'" in result.stderr
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("ON", True), (" Yes ", True), ("", False),
+                                             ("off", False), ("False", False)])
+def test_env_flag_values(monkeypatch, value, expected):
+    monkeypatch.setenv("FASTGEN_SOME_FLAG", value)
+    assert env_flag("FASTGEN_SOME_FLAG") is expected
+
+
+def test_env_flag_unset_is_off(monkeypatch):
+    monkeypatch.delenv("FASTGEN_SOME_FLAG", raising=False)
+    assert env_flag("FASTGEN_SOME_FLAG") is False

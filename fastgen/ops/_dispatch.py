@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-import os
 from collections.abc import Callable
 
 import torch
 
 from fastgen import _ext
+from fastgen._env import env_flag
 
 _log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ KERNEL_DEVICES: dict[str, frozenset[str]] = {}
 
 def record_kernels(op_names: list[str]) -> None:
     """Fill KERNEL_DEVICES for ``op_names`` from the dispatcher (call after registering kernels)."""
-    force_reference = os.environ.get("FASTGEN_FORCE_REFERENCE") == "1"
+    force_reference = env_flag("FASTGEN_FORCE_REFERENCE")
     for name in op_names:
         devices = set()
         if _ext.has_op(name) and not force_reference:
