@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from fastgen.cli import main
 from fastgen.train import TrainConfig, TrainingInterrupted, train
+from fastgen.train.recipes import Amp
 from fastgen.train.step_context import StepContext, global_batches
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,3 +253,24 @@ def test_mixed_precision_steps_are_finite(tmp_path, amp):
     steps = _records(out, "step")
     assert len(steps) == 5 and all(torch.isfinite(torch.tensor(s["loss"])) for s in steps)
     assert torch.load(out / "last.pt", weights_only=True)["train_config"]["amp"] == amp
+
+
+def test_float16_scaler_skips_hold_the_learning_rate_schedule(tmp_path):
+    amp = Amp("fp16", torch.device("cpu"))
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    amp.backward_and_step((weight * 1e35).sum(), optimizer)  # scaled gradient overflows float32
+    assert not amp.stepped(optimizer) and torch.equal(weight.detach(), torch.ones(3))
+    amp.backward_and_step(weight.sum(), optimizer)
+    assert amp.stepped(optimizer) and not torch.equal(weight.detach(), torch.ones(3))
+    # In a run: each schedule advances once per optimizer step that ran, and torch does not warn
+    # that a schedule stepped before its optimizer.
+    out = tmp_path / "fp16"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*lr_scheduler.step.*")
+        with pytest.raises(TrainingInterrupted):
+            train(_config(out, amp="fp16", stop_after_steps=6))
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    for name, schedule in checkpoint["schedulers"].items():
+        adam_steps = int(checkpoint["optimizers"][name]["state"][0]["step"])
+        assert schedule["last_epoch"] == adam_steps, name

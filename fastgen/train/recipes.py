@@ -123,6 +123,7 @@ class Amp:
         self.dtype = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
         self.device_type = device.type
         self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
+        self._skipped: set[int] = set()  # ids of the optimizers whose last step the scaler skipped
 
     def autocast(self):
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
@@ -133,9 +134,20 @@ class Amp:
             loss.backward()
             optimizer.step()
         else:
+            scale = self.scaler.get_scale()
             self.scaler.scale(loss).backward()
             self.scaler.step(optimizer)
             self.scaler.update()
+            # The scaler lowers its scale exactly when it skipped the step (inf/NaN gradients).
+            if self.scaler.get_scale() < scale:
+                self._skipped.add(id(optimizer))
+            else:
+                self._skipped.discard(id(optimizer))
+
+    def stepped(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether ``optimizer``'s last step ran (float16's scaler skips those with inf/NaN
+        gradients): its learning-rate schedule advances only then."""
+        return id(optimizer) not in self._skipped
 
     def state_dict(self) -> dict[str, Any]:
         return self.scaler.state_dict() if self.scaler is not None else {}

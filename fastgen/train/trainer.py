@@ -271,7 +271,8 @@ class Trainer:
                     losses = self.recipe.train_step(state["model"], state["parts"], state["optimizers"], batch,
                                                     self.data.levels, ctx, state["amp"])
                     for sched in state["schedulers"].values():
-                        sched.step()
+                        if state["amp"].stepped(sched.optimizer):
+                            sched.step()
                     # Means over the global batch, whatever the number of processes.
                     losses = distributed.average(losses, self.dist, self.device, weight=ctx.loss_scale)
                     state["global_step"] += 1
