@@ -19,8 +19,21 @@ import os
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.autotuner import Autotuner
+from triton.runtime.jit import JITFunction
 
-wrap = getattr(torch.library, "wrap_triton", lambda kernel: kernel)
+_wrap_triton = getattr(torch.library, "wrap_triton", None)
+
+
+def wrap(kernel):
+    """``kernel`` launched through ``torch.library.wrap_triton``, which lets a Triton launch back a
+    ``torch.library.triton_op`` that torch.compile traces into (outside tracing: a plain launch).
+    The kernel itself where torch has no wrap_triton, or for the interpreter's kernels, which
+    torch < 2.13 refuses to wrap (they run on CPU tensors, where no triton_op dispatches)."""
+    if _wrap_triton is None or not isinstance(kernel, (JITFunction, Autotuner)):
+        return kernel
+    return _wrap_triton(kernel)
+
 
 # The Triton dtype of each input dtype: what ``mma_low`` rounds accumulation-dtype tiles to.
 LOW = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,

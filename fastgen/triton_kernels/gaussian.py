@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgen.triton_kernels._common import row_tile
+from fastgen.triton_kernels._common import row_tile, wrap
 
 # Elements per program and warps per program. 2048 elements at 8 warps is 8 elements per
 # thread: enough in flight to stream memory, and few enough registers for the 4-word Philox
@@ -32,9 +32,6 @@ NUM_WARPS = 8
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
-# Launching through wrap_triton lets these functions back a torch.library.triton_op, which
-# torch.compile can trace into; outside tracing it is a plain launch.
-_wrap = getattr(torch.library, "wrap_triton", lambda kernel: kernel)
 
 
 @triton.jit
@@ -203,7 +200,7 @@ def _forward(mu, logvar, eps, seed, write_z: bool, write_kl: bool):
         return z, kl
     partials = tiles.partials() if write_kl else mu
     with tiles.guard():
-        _wrap(_forward_kernel)[tiles.grid](
+        wrap(_forward_kernel)[tiles.grid](
             mu, logvar, eps if has_eps else mu, seed if write_z else mu, z, partials, *tiles.args(),
             WRITE_Z=write_z, HAS_EPS=has_eps, WRITE_KL=write_kl, **tiles.meta())
     kl = partials.sum(1).to(mu.dtype) if write_kl else None
@@ -247,7 +244,7 @@ def reparameterize_backward(grad_z: torch.Tensor | None, grad_kl: torch.Tensor |
             raise ValueError(f"grad_kl must have shape ({tiles.n},), got {tuple(grad_kl.shape)}")
         grad_kl = grad_kl.reshape(tiles.n).contiguous()
     with tiles.guard():
-        _wrap(_backward_kernel)[tiles.grid](
+        wrap(_backward_kernel)[tiles.grid](
             grad_z if has_gz else mu, grad_kl if has_gkl else mu, mu, logvar,
             eps if has_gz and has_eps else mu, seed if has_gz and not has_eps else mu,
             grad_mu, grad_logvar, *tiles.args(),
@@ -264,7 +261,7 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
         return torch.zeros(tiles.n, dtype=z.dtype, device=z.device)
     partials = tiles.partials()
     with tiles.guard():
-        _wrap(_sum_squares_kernel)[tiles.grid](z, partials, *tiles.args(), **tiles.meta())
+        wrap(_sum_squares_kernel)[tiles.grid](z, partials, *tiles.args(), **tiles.meta())
     return (-0.5 * partials.sum(1) - tiles.d * _HALF_LOG_2PI).to(z.dtype)
 
 
@@ -279,5 +276,5 @@ def standard_normal_log_prob_backward(grad: torch.Tensor, z: torch.Tensor) -> to
         raise ValueError(f"grad must have shape ({tiles.n},), got {tuple(grad.shape)}")
     grad = grad.reshape(tiles.n).contiguous()
     with tiles.guard():
-        _wrap(_log_prob_backward_kernel)[tiles.grid](grad, z, out, *tiles.args(), **tiles.meta())
+        wrap(_log_prob_backward_kernel)[tiles.grid](grad, z, out, *tiles.args(), **tiles.meta())
     return out
