@@ -97,7 +97,6 @@ Tensor pixelcnn_generate_row(at::TensorList links, const Tensor& uniforms, at::T
   }
   Tensor codes = at::empty({N, C_img, W}, uniforms.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(dtype, "pixelcnn_generate_row", [&] {
-    using acc_t = scalar_t;
     std::vector<HorizontalWeights<scalar_t>> weights(layers);
     for (int64_t l = 0; l < layers; ++l) {
       const auto& [window, bh_l, wr_l, br_l, wc_l] = prepared[l];
