@@ -23,31 +23,9 @@ out="${1:-benchmarks/results/gpu-$(date -u +%Y%m%d)}"
 mkdir -p "$out"
 python="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
-status=0
 started=$(date +%s)
 budget="${FASTGEN_GPU_CHECK_BUDGET_S:-0}"  # 0: no limit
-
-step() {  # step NAME LOGFILE COMMAND...
-  local name="$1" log="$2"; shift 2
-  echo "== $name"
-  local t0=$(date +%s) limit=()
-  if [ "$budget" -gt 0 ]; then
-    local left=$(( budget - (t0 - started) ))
-    if [ "$left" -lt 15 ]; then
-      echo "   skipped: time budget spent"; echo "| $name | skipped | 0 s | - |" >>"$out/steps.md"; status=1
-      return
-    fi
-    limit=(timeout --kill-after=5 "$left")
-  fi
-  "${limit[@]}" "$@" >"$out/$log" 2>&1
-  local rc=$?
-  echo "   exit $rc after $(( $(date +%s) - t0 )) s (log: $out/$log)"; tail -n 3 "$out/$log" | sed 's/^/   | /'
-  [ $rc -eq 0 ] || status=1
-  echo "| $name | $rc | $(( $(date +%s) - t0 )) s | $log |" >>"$out/steps.md"
-}
-
-echo "| step | exit | time | log |" >"$out/steps.md"
-echo "|---|---|---|---|" >>"$out/steps.md"
+source scripts/steps.sh  # step, report_head
 
 step "build with CUDA" build.log "$python" -m pip install --no-build-isolation --no-deps -v -e .
 if ! "$python" -c "import fastgen._C" 2>/dev/null; then
@@ -82,14 +60,7 @@ step "nvcc compile check" nvcc_check.log bash scripts/nvcc_check.sh
 step "benchmarks (cpu, quick)" bench_cpu.log "$python" -m fastgen bench --quick --device cpu --no-progress --out "$out/bench-cpu"
 
 {
-  echo "# GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo
-  echo '```'
-  cat "$out/info.txt" 2>/dev/null
-  echo '```'
-  echo
-  cat "$out/steps.md"
-  echo
+  report_head "GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
   if [ -f "$out/build_cpu.log" ]; then
     echo "## The CUDA build's first errors (build.log)"
     echo '```'

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Before a GPU lease, on a machine without a GPU: the GPU machine's software stack (by default
+# torch 2.11.0 built with CUDA 13.0 and Triton 3.6.0, what the lent H100/H200 machines run) in a
+# virtual environment, then
+#   1. the extension built with CUDA against that torch (the real CUDA glue build, which CI's
+#      nvcc check only parses against the CPU torch's headers),
+#   2. the test suite (CPU kernels, Triton in the interpreter; the CUDA tests skip),
+#   3. the Triton kernels compiled for sm_90 by that Triton (scripts/triton_compile_check.py),
+# so that a version difference breaks here and not in the lease's first minutes.
+#
+#   bash scripts/gpu_stack_check.sh [OUT_DIR]          (default bench-results/gpu-stack)
+#
+# Environment: FASTGEN_STACK_TORCH (2.11.0), FASTGEN_STACK_TRITON (3.6.0), FASTGEN_STACK_VENV
+# (/tmp/fastgen-gpu-stack; reused when it already holds those versions), FASTGEN_CUDA_ARCHS (9.0).
+# Needs PyPI (the CUDA torch and its CUDA libraries: about 5 GB installed) and nvcc. The working
+# tree (tracked and untracked, not ignored files) is copied and built in a scratch folder, so this
+# checkout's own build of fastgen._C is left alone. Exits non-zero if any step failed.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+torch_version="${FASTGEN_STACK_TORCH:-2.11.0}"
+triton_version="${FASTGEN_STACK_TRITON:-3.6.0}"
+venv="${FASTGEN_STACK_VENV:-/tmp/fastgen-gpu-stack}"
+out="$(mkdir -p "${1:-bench-results/gpu-stack}" && cd "${1:-bench-results/gpu-stack}" && pwd)"
+python="$venv/bin/python"
+
+have_stack() {
+  "$python" -c "import sys, torch, triton; sys.exit(not (torch.__version__.startswith('$torch_version') and
+    torch.version.cuda and triton.__version__ == '$triton_version'))" 2>/dev/null
+}
+
+install_stack() {
+  rm -rf "$venv" && python3 -m venv "$venv" &&
+    "$python" -m pip install -q --upgrade pip wheel &&
+    # The workplace's pip constraints cap torch for the main environment; this one pins its own.
+    # numpy < 2.3: Triton 3.6's interpreter turns scalar arguments into 1-element arrays, which
+    # newer numpy refuses to convert with int() (the compiled kernels are not affected).
+    PIP_CONSTRAINT="" "$python" -m pip install -q "torch==$torch_version" "triton==$triton_version" \
+      ninja setuptools "numpy<2.3" tqdm scikit-learn pillow matplotlib pytest pytest-benchmark hypothesis scikit-image
+}
+
+cuda_home() {  # the CUDA toolkit's folder (/usr/local/bin/nvcc may be a wrapper script)
+  local nvcc dir
+  nvcc="$(command -v nvcc)" || return 1
+  for dir in "${CUDA_HOME:-}" /usr/local/cuda "$(dirname "$(dirname "$(readlink -f "$nvcc")")")"; do
+    if [ -n "$dir" ] && [ -x "$dir/bin/nvcc" ] && [ -f "$dir/include/cuda_runtime.h" ]; then echo "$dir"; return; fi
+  done
+  return 1
+}
+
+copy_tree() {
+  rm -rf "$src" && mkdir -p "$src" &&
+    git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$src" &&
+    if [ -d ../shared ]; then ln -sfn "$(cd ../shared && pwd)" "$(dirname "$src")/shared"; fi
+}
+
+source scripts/steps.sh  # step, report_head
+
+if ! have_stack; then
+  step "install torch $torch_version (CUDA) and triton $triton_version into $venv" install.log install_stack
+fi
+if ! have_stack; then
+  echo "the stack could not be installed (see $out/install.log)" >&2
+  exit 1
+fi
+
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+src="$scratch/main"
+step "copy the working tree" copy.log copy_tree
+cuda="$(cuda_home)"
+step "build with CUDA (sm_${FASTGEN_CUDA_ARCHS:-9.0})" build.log env -C "$src" CUDA_HOME="$cuda" \
+  FASTGEN_CUDA_ARCHS="${FASTGEN_CUDA_ARCHS:-9.0}" "$python" -m pip install --no-build-isolation --no-deps -v -e .
+step "fastgen info" info.txt env -C "$scratch" "$python" -m fastgen info
+step "test suite" tests.log env -C "$src" FASTGEN_REQUIRE_EXT=1 "$python" -m pytest -q -p no:cacheprovider
+step "Triton kernels compiled for sm_90" triton_compile.log env -C "$src" \
+  "$python" scripts/triton_compile_check.py --quick --markdown "$out/triton_compile.md"
+
+{
+  report_head "The GPU machine's software stack, checked without a GPU ($(date -u +%Y-%m-%d))"
+  echo "Build warnings (fastgen's sources):"
+  echo '```'
+  grep -E "warning" "$out/build.log" | grep -E "/(csrc|kernels)/" | sort -u | head -n 20
+  echo '```'
+  echo "Tests: $(tail -n 1 "$out/tests.log")"
+  echo "Triton compile check: $(grep -E "kernel variants compiled" "$out/triton_compile.log" | tail -n 1)"
+} >"$out/report.md"
+echo "report: $out/report.md"
+exit $status

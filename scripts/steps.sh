@@ -1,0 +1,39 @@
+# Sourced by gpu_check.sh and gpu_stack_check.sh (from the repository root): run named steps with
+# their output in log files, keep going after a failure, and list them in $out/steps.md for the
+# report. Needs $out; $budget (seconds for the whole run, 0: none) counts from $started. A failed
+# or skipped step sets status=1.
+status=0
+started="${started:-$(date +%s)}"
+budget="${budget:-0}"
+echo "| step | exit | time | log |" >"$out/steps.md"
+echo "|---|---|---|---|" >>"$out/steps.md"
+
+step() {  # step NAME LOGFILE COMMAND...
+  local name="$1" log="$2"; shift 2
+  echo "== $name"
+  local t0=$(date +%s) limit=()
+  if [ "$budget" -gt 0 ]; then
+    local left=$(( budget - (t0 - started) ))
+    if [ "$left" -lt 15 ]; then
+      echo "   skipped: time budget spent"; echo "| $name | skipped | 0 s | - |" >>"$out/steps.md"; status=1
+      return
+    fi
+    limit=(timeout --kill-after=5 "$left")
+  fi
+  "${limit[@]}" "$@" >"$out/$log" 2>&1
+  local rc=$?
+  echo "   exit $rc after $(( $(date +%s) - t0 )) s (log: $out/$log)"; tail -n 3 "$out/$log" | sed 's/^/   | /'
+  [ $rc -eq 0 ] || status=1
+  echo "| $name | $rc | $(( $(date +%s) - t0 )) s | $log |" >>"$out/steps.md"
+}
+
+report_head() {  # report_head TITLE: the report's title, `fastgen info` and the steps table
+  echo "# $1"
+  echo
+  echo '```'
+  cat "$out/info.txt" 2>/dev/null
+  echo '```'
+  echo
+  cat "$out/steps.md"
+  echo
+}
