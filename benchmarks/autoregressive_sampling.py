@@ -311,7 +311,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (on cuda the fused WaveNet decoder is the "
                         "persistent CUDA kernel where built, also timed against the Triton one, else Triton)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu-2core-20261130/autoregressive_sampling"))
+    parser.add_argument("--out", type=Path, default=Path("bench-results/autoregressive_sampling"),
+                        help="results folder (default: ./bench-results/autoregressive_sampling, "
+                        "git-ignored; pass a benchmarks/results/... folder to publish)")
     args = parser.parse_args()
     global DEVICE
     DEVICE = torch.device(args.device)

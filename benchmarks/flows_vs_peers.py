@@ -55,8 +55,7 @@ from fastgen import nn as fnn
 from fastgen.data import dequantize, load_images
 from fastgen.models import Glow
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "cpu-2core-20261201" / "flows_vs_peers.md"
+DEFAULT_OUT = Path("bench-results") / "flows_vs_peers.md"  # git-ignored: published reports are passed with --out
 INSTALL = "pip install --no-deps normflows==1.7.3 nflows==0.14"
 TARGET = 1.5  # the target: fastgen's Glow training step >= 1.5x the faster peer's
 
@@ -1048,8 +1047,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="few repeats (a smoke run)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="where the markdown report goes (default: benchmarks/results/cpu-2core-20261130/"
-                             "flows_vs_peers.md)")
+                        help=f"where the markdown report goes (default: ./{DEFAULT_OUT}, git-ignored)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")

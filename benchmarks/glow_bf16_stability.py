@@ -30,7 +30,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu-2core-20261130/glow_bf16_stability.md"))
+    parser.add_argument("--out", type=Path, default=Path("bench-results/glow_bf16_stability.md"),
+                        help="report file (default: ./bench-results/glow_bf16_stability.md, git-ignored)")
     parser.add_argument("--backward-inside-autocast", action="store_true",
                         help="also run the loss and its backward inside the autocast region")
     args = parser.parse_args()

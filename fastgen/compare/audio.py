@@ -1,9 +1,10 @@
 """The audio section of ``fastgen compare``: WaveNet on the embedded notes (or given audio).
 
 Trained (or loaded) like the image models, then: test NLL in bits per audio sample (exact) with
-the unigram baseline, and sampling speed at batch 1: cached (the fused decoder on the CPU, the
-step ops elsewhere) and naive (the network rerun over its receptive field for every sample),
-with the real-time factor (generation time / audio duration).
+the unigram baseline, and sampling speed at batch 1: cached (``WaveNet.sample``'s default: the
+fused decoder where one runs, C++ on the CPU, CUDA or Triton on a GPU) and naive (the network
+rerun over its receptive field for every sample), with the real-time factor (generation time /
+audio duration).
 """
 
 from __future__ import annotations
