@@ -132,7 +132,9 @@ def _actnorm_rank(rank, world, path, queue):
     layer = fnn.ActNorm(3)
     x = torch.randn(4 + 3 * rank, 3, 2, 2) * (rank + 1) + rank
     layer(x)
-    queue.put((rank, x, layer.bias.detach().clone(), layer.log_scale.detach().clone()))
+    # numpy arrays travel by value: a tensor would be shared through a file descriptor that the
+    # parent can only fetch while this process is still alive (a race, seen once in CI).
+    queue.put((rank, x.numpy(), layer.bias.detach().numpy(), layer.log_scale.detach().numpy()))
     dist.destroy_process_group()
 
 
@@ -144,7 +146,8 @@ def test_actnorm_initialisation_is_reduced_across_ranks(tmp_path):
     procs = [ctx.Process(target=_actnorm_rank, args=(r, 2, str(tmp_path / "rendezvous"), queue)) for r in range(2)]
     for p in procs:
         p.start()
-    results = sorted(queue.get(timeout=120) for _ in procs)
+    results = sorted((queue.get(timeout=120) for _ in procs), key=lambda result: result[0])
+    results = [(rank, *map(torch.from_numpy, arrays)) for rank, *arrays in results]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
