@@ -25,7 +25,9 @@ python="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 started=$(date +%s)
 budget="${FASTGEN_GPU_CHECK_BUDGET_S:-0}"  # 0: no limit
-source scripts/steps.sh  # step, report_head
+source scripts/steps.sh  # step, report_head, cuda_home
+# torch guesses CUDA_HOME from nvcc's path, wrong where that is a wrapper (/usr/local/bin/nvcc).
+if [ -z "${CUDA_HOME:-}" ] && cuda="$(cuda_home)"; then export CUDA_HOME="$cuda"; fi
 
 step "build with CUDA" build.log "$python" -m pip install --no-build-isolation --no-deps -v -e .
 if ! "$python" -c "import fastgen._C" 2>/dev/null; then

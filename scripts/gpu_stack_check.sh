@@ -39,22 +39,14 @@ install_stack() {
       ninja setuptools "numpy<2.3" tqdm scikit-learn pillow matplotlib pytest pytest-benchmark hypothesis scikit-image
 }
 
-cuda_home() {  # the CUDA toolkit's folder (/usr/local/bin/nvcc may be a wrapper script)
-  local nvcc dir
-  nvcc="$(command -v nvcc)" || return 1
-  for dir in "${CUDA_HOME:-}" /usr/local/cuda "$(dirname "$(dirname "$(readlink -f "$nvcc")")")"; do
-    if [ -n "$dir" ] && [ -x "$dir/bin/nvcc" ] && [ -f "$dir/include/cuda_runtime.h" ]; then echo "$dir"; return; fi
-  done
-  return 1
-}
-
 copy_tree() {
   rm -rf "$src" && mkdir -p "$src" &&
     git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$src" &&
     if [ -d ../shared ]; then ln -sfn "$(cd ../shared && pwd)" "$(dirname "$src")/shared"; fi
 }
 
-source scripts/steps.sh  # step, report_head
+source scripts/steps.sh  # step, report_head, cuda_home
+if [ -z "${CUDA_HOME:-}" ] && cuda="$(cuda_home)"; then export CUDA_HOME="$cuda"; fi
 
 if ! have_stack; then
   step "install torch $torch_version (CUDA) and triton $triton_version into $venv" install.log install_stack
@@ -68,8 +60,7 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 src="$scratch/main"
 step "copy the working tree" copy.log copy_tree
-cuda="$(cuda_home)"
-step "build with CUDA (sm_${FASTGEN_CUDA_ARCHS:-9.0})" build.log env -C "$src" CUDA_HOME="$cuda" \
+step "build with CUDA (sm_${FASTGEN_CUDA_ARCHS:-9.0})" build.log env -C "$src" \
   FASTGEN_CUDA_ARCHS="${FASTGEN_CUDA_ARCHS:-9.0}" "$python" -m pip install --no-build-isolation --no-deps -v -e .
 step "fastgen info" info.txt env -C "$scratch" "$python" -m fastgen info
 step "test suite" tests.log env -C "$src" FASTGEN_REQUIRE_EXT=1 "$python" -m pytest -q -p no:cacheprovider

@@ -1,7 +1,7 @@
 # Sourced by gpu_check.sh and gpu_stack_check.sh (from the repository root): run named steps with
 # their output in log files, keep going after a failure, and list them in $out/steps.md for the
 # report. Needs $out; $budget (seconds for the whole run, 0: none) counts from $started. A failed
-# or skipped step sets status=1.
+# or skipped step sets status=1. cuda_home finds the CUDA toolkit for the extension build.
 status=0
 started="${started:-$(date +%s)}"
 budget="${budget:-0}"
@@ -25,6 +25,15 @@ step() {  # step NAME LOGFILE COMMAND...
   echo "   exit $rc after $(( $(date +%s) - t0 )) s (log: $out/$log)"; tail -n 3 "$out/$log" | sed 's/^/   | /'
   [ $rc -eq 0 ] || status=1
   echo "| $name | $rc | $(( $(date +%s) - t0 )) s | $log |" >>"$out/steps.md"
+}
+
+cuda_home() {  # the CUDA toolkit's folder (/usr/local/bin/nvcc may be a wrapper script)
+  local nvcc dir
+  nvcc="$(command -v nvcc || true)"
+  for dir in "${CUDA_HOME:-}" /usr/local/cuda ${nvcc:+"$(dirname "$(dirname "$(readlink -f "$nvcc")")")"}; do
+    if [ -n "$dir" ] && [ -x "$dir/bin/nvcc" ] && [ -f "$dir/include/cuda_runtime.h" ]; then echo "$dir"; return; fi
+  done
+  return 1
 }
 
 report_head() {  # report_head TITLE: the report's title, `fastgen info` and the steps table

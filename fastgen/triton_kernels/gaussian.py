@@ -33,7 +33,6 @@ NUM_WARPS = 8
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-
 @triton.jit
 def _philox4x32_10(c0, c1, c2, c3, k0, k1):
     """Ten Philox rounds on uint32 counters (c0..c3) with uint32 key (k0, k1)."""
