@@ -207,6 +207,9 @@ struct ConvConditioner : torch::autograd::Function<ConvConditioner> {
     ctx->saved_data["b2"] = b2.has_value();
     ctx->saved_data["b3"] = b3.has_value();
     ctx->mark_non_differentiable({h1, h2});
+    // No zero-filled gradients for h1 and h2 (two (N*H*W, hidden) tensors, fresh pages each
+    // step): the backward reads only y's.
+    ctx->set_materialize_grads(false);
     return {y, h1, h2};
   }
 
@@ -216,6 +219,7 @@ struct ConvConditioner : torch::autograd::Function<ConvConditioner> {
     at::NoGradGuard no_grad;
     const auto s = ctx->get_saved_variables();
     const Opt seed = s[6].defined() ? Opt(s[6]) : Opt();
+    if (!grads[0].defined()) return variable_list(9);  // y's gradient is zero: so are all of these
     auto [gx, gw1, gb1, gw2, gb2, gw3, gb3] =
         kernel.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], ctx->saved_data["dropout"].toDouble(), seed);
     // The kernel sums the gradient of every bias; a missing one gets none.

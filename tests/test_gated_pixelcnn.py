@@ -601,3 +601,22 @@ def test_direct_op_calls_are_checked_too(call, match):
     _needs_kernel("cpu")
     with pytest.raises(RuntimeError, match=match):
         call()
+
+
+@pytest.mark.parametrize("used", [0, 1])
+def test_gradients_when_only_one_output_is_used(used, device):
+    """Autograd gives no gradient for an unused output (v_out or h_out; the layer makes no zero
+    tensors up front): the backward supplies the zeros and matches the reference."""
+    _needs_kernel(device)
+    case = Case(2, 4, 4, 5, 6, 3, "B", cond=2)
+    grads = []
+    for run in (lambda t: _call(ops.gated_pixelcnn_layer, t, "B"), lambda t: _reference(t, "B")):
+        t = {name: value.detach().clone().requires_grad_(True) if value is not None else None
+             for name, value in _tensors(case, torch.float64, device).items()}
+        out = run(t)[used]
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)).sum().backward()
+        # the reference leaves the unused output's own weights (w_res, b_res) without a gradient: zero
+        grads.append({name: torch.zeros_like(v) if v.grad is None else v.grad for name, v in t.items()
+                      if v is not None})
+    for name, got in grads[0].items():
+        torch.testing.assert_close(got, grads[1][name], msg=name)

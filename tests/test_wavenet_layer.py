@@ -400,3 +400,21 @@ def _raw_backward(gr=None, gs=None, x=X, h=None, wd=WD, wr=WR, ws=WS, dilation=1
 def test_direct_op_calls_are_checked_too(call, match):
     with pytest.raises(RuntimeError, match=match):
         call()
+
+
+@pytest.mark.parametrize("used", ["residual", "skip"])
+def test_gradients_when_only_one_output_is_used(used, device):
+    """Autograd gives no gradient for an unused output (the layer does not make zero tensors for
+    its outputs up front): the backward supplies the zeros and matches the reference."""
+    case = Case(2, 3, 4, 5, 2, 17, 3, 2)
+    tensors = _inputs(case, torch.float64, device)
+    pick = 0 if used == "residual" else 1
+    grads = []
+    for fn in (ops.wavenet_layer, reference.wavenet_layer):
+        leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in tensors]
+        out = _run(fn, leaves, case.dilation)[pick]
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)).sum().backward()
+        # the reference leaves the unused output's own weights without a gradient: zero
+        grads.append([torch.zeros_like(t) if t.grad is None else t.grad for t in leaves if t is not None])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want)

@@ -107,6 +107,12 @@ def once_differentiable(op_name: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
+def zeros_for_none(grads: tuple, shapes: tuple, like: torch.Tensor) -> tuple:
+    """The output gradients a fused layer's backward kernel takes, with zeros of the output's shape
+    (dtype and device of ``like``) for an output autograd gave none (it was not used)."""
+    return tuple(like.new_zeros(shape) if grad is None else grad for grad, shape in zip(grads, shapes))
+
+
 def register_fused_layer(op_names: list[str], triton_module: str, register_fakes: Callable[[], None],
                          backward: Callable, setup_context: Callable) -> None:
     """Register a fused layer ``[forward op, backward op]``: its fake kernels, the autograd of the

@@ -48,6 +48,9 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.mask_type = mask_type
     ctx.saved_pre_activation = save
     ctx.mark_non_differentiable(output[2], output[3])
+    # No zero gradients are made for the two pre-activations; an unused output's is made in _backward.
+    ctx.set_materialize_grads(False)
+    ctx.output_shapes = (output[0].shape, output[1].shape)
 
 
 def _backward(ctx, grad_v_out, grad_h_out, _grad_v_pre, _grad_h_pre):
@@ -55,6 +58,7 @@ def _backward(ctx, grad_v_out, grad_h_out, _grad_v_pre, _grad_h_pre):
         raise RuntimeError("fastgen::gated_pixelcnn_layer was called with save_pre_activation=False, so it cannot "
                            "be differentiated: call fastgen.ops.gated_pixelcnn_layer, which sets it when needed")
     v, h, v_pre, h_pre, w_v, w_h, w_v2h, w_res, cond, w_cond_v, w_cond_h = ctx.saved_tensors
+    grad_v_out, grad_h_out = _dispatch.zeros_for_none((grad_v_out, grad_h_out), ctx.output_shapes, v)
     grads = list(torch.ops.fastgen.gated_pixelcnn_layer_backward(
         grad_v_out, grad_h_out, v, h, v_pre, h_pre, w_v, w_h, w_v2h, w_res, ctx.mask_type, cond, w_cond_v,
         w_cond_h))

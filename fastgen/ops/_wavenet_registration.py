@@ -43,6 +43,10 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.saved_pre_activation = save
     ctx.has_bias = [b is not None for b in (b_dilated, b_res, b_skip)]
     ctx.mark_non_differentiable(output[2])
+    # No zero gradient is made for the pre-activation h (a (N, 2 * gate, T) fill each backward);
+    # an unused residual or skip output's is made in _backward.
+    ctx.set_materialize_grads(False)
+    ctx.output_shapes = (output[0].shape, output[1].shape)
 
 
 def _backward(ctx, grad_residual, grad_skip, _grad_h):
@@ -50,6 +54,7 @@ def _backward(ctx, grad_residual, grad_skip, _grad_h):
         raise RuntimeError("fastgen::wavenet_layer was called with save_pre_activation=False, so it cannot be "
                            "differentiated: call fastgen.ops.wavenet_layer, which sets it when needed")
     x, h, w_dilated, w_res, w_skip, cond, w_cond = ctx.saved_tensors
+    grad_residual, grad_skip = _dispatch.zeros_for_none((grad_residual, grad_skip), ctx.output_shapes, x)
     grads = torch.ops.fastgen.wavenet_layer_backward(grad_residual, grad_skip, x, h, w_dilated, w_res, w_skip,
                                                      ctx.dilation, cond, w_cond)
     gx, gwd, gbd, gwr, gbr, gws, gbs, gc, gwc = grads
