@@ -23,13 +23,15 @@ from setuptools import setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def _flag(name: str) -> bool:
-    """fastgen's own reading of an on/off variable (fastgen/_env.py, loaded alone: importing the
-    package would import the extension that is being built)."""
+def _load_env_module():
+    """fastgen/_env.py loaded alone: importing the package would import the extension being built."""
     spec = importlib.util.spec_from_file_location("fastgen_env", os.path.join(ROOT, "fastgen", "_env.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.env_flag(name)
+    return module
+
+
+_flag = _load_env_module().env_flag  # fastgen's own reading of an on/off variable
 
 
 def _sources(pattern: str) -> list[str]:

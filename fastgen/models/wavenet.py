@@ -13,6 +13,7 @@ from torch import nn
 from fastgen.models import _autoregressive as ar
 from fastgen.nn import WaveNetLayer
 from fastgen.ops import _dispatch
+from fastgen.ops._checks import MAX_REACH
 from fastgen.ops.wavenet_generate import decoder_limits, wavenet_generate
 from fastgen.ops.wavenet_step import wavenet_layer_step, wavenet_state
 from fastgen.reference import steps as reference_steps
@@ -102,7 +103,7 @@ class WaveNet(nn.Module):
         if gate_channels % 2:
             raise ValueError(f"gate_channels must be even (tanh half, sigmoid half), got {gate_channels}")
         # the last layer's dilation 2**(layers_per_stack - 1) times (K - 1) must fit the kernels' int64 offsets
-        if layers_per_stack > 62 or (kernel_size - 1) * 2 ** (layers_per_stack - 1) >= 2**62:
+        if layers_per_stack > 62 or (kernel_size - 1) * 2 ** (layers_per_stack - 1) >= MAX_REACH:
             raise ValueError(f"layers_per_stack = {layers_per_stack} with kernel_size = {kernel_size}: the last "
                              "dilation, 2**(layers_per_stack - 1), times (kernel_size - 1) must stay below 2**62")
         ar.check_output(output, mixtures)

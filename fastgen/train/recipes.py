@@ -134,9 +134,9 @@ class Amp:
             loss.backward()
             optimizer.step()
         else:
-            scale = self.scaler.get_scale()
             self.scaler.scale(loss).backward()
-            self.scaler.step(optimizer)
+            self.scaler.step(optimizer)  # waits for its inf/NaN check: reading the scale now stalls nothing
+            scale = self.scaler.get_scale()
             self.scaler.update()
             # The scaler lowers its scale exactly when it skipped the step (inf/NaN gradients).
             if self.scaler.get_scale() < scale:
