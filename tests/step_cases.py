@@ -93,3 +93,50 @@ def replaced(args, index, layer, value):
         args[index] = list(args[index])
         args[index][layer] = value
     return tuple(args)
+
+
+def boundary_uniforms(logits):
+    """(float32 uniforms one step below and above every boundary cdf_k / total of the draw from
+    ``logits`` (levels,), the levels the draw must give them: k just below, k + 1 just above)."""
+    mass = torch.exp(logits.double() - logits.double().max())
+    ratios = (mass.cumsum(0)[:-1] / mass.sum()).float()
+    below = torch.nextafter(ratios, torch.zeros_like(ratios))
+    above = torch.nextafter(ratios, torch.ones_like(ratios))
+    k = torch.arange(logits.numel() - 1)
+    return torch.cat([below, above]), torch.cat([k, k + 1])
+
+
+def zeroed(value):
+    """A copy of sampler arguments (tensors, lists of them, other values kept) with every tensor zero."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(zeroed(v) for v in value)
+    return torch.zeros_like(value) if isinstance(value, torch.Tensor) else value
+
+
+def _boundaries(levels, every):
+    """(logits b_out (levels,), every ``every``-th of their boundary uniforms, the levels drawn)."""
+    bias = torch.randn(levels, generator=torch.Generator().manual_seed(levels)) * 2
+    u, want = boundary_uniforms(bias)
+    return bias, u[::every], want[::every]
+
+
+def boundary_generate_args(levels=256, n=2, every=1):
+    """float32 wavenet_generate arguments whose every step draws from the logits b_out, with
+    (every ``every``-th of the) boundary uniforms, (n, T), and the codes the draw must give."""
+    bias, u, want = _boundaries(levels, every)
+    args, kwargs = generate_args(n=n, steps=u.numel() // n, dtype=torch.float32, sizes=(5, 6, 7, 8, levels))
+    u, want = u[:n * (u.numel() // n)], want[:n * (u.numel() // n)]
+    args = zeroed(args)  # every weight zero: the logits are the output bias b_out
+    args = args[:2] + (u.view(n, -1),) + args[3:14] + (bias,)
+    return args, kwargs, want.view(n, -1)
+
+
+def boundary_row_args(levels=256, n=2, every=1):
+    """float32 pixelcnn_generate_row arguments whose every pixel draws from the logits b_out, with
+    (every ``every``-th of the) boundary uniforms, (n, 1, W), and the levels the draw must give."""
+    bias, u, want = _boundaries(levels, every)
+    args, kwargs = row_args(n=n, levels=levels, width=u.numel() // n, dtype=torch.float32)
+    u, want = u[:n * (u.numel() // n)], want[:n * (u.numel() // n)]
+    args = zeroed(args)  # every weight zero: the logits are the output bias b_out
+    args = args[:1] + (u.view(n, 1, -1),) + args[2:10] + (bias,)
+    return args, kwargs, want.view(n, 1, -1)

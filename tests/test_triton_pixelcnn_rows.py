@@ -7,7 +7,7 @@ Without a GPU the kernel runs on CPU tensors in Triton's interpreter (set up by
 
 import pytest
 import torch
-from step_cases import on_device, row_args
+from step_cases import boundary_row_args, on_device, row_args
 from triton_helpers import device  # noqa: F401 (a fixture)
 
 from fastgen.reference import steps as ref
@@ -38,3 +38,12 @@ def test_row_kernel_limits():
     assert "same weight shape" in tk.why_not(w, ["A", "B", "B"], 16, 17)
     assert "mask 'B'" in tk.why_not(w[:2], ["A", "A"], 16, 17)
     assert "levels" in tk.why_not(w[:2], ["A", "B"], 16, 4096)
+
+
+def test_row_kernel_draws_the_boundaries_exactly(device):
+    """Uniforms one float32 step either side of every boundary of the draw: the levels the rule
+    gives (float32 cumulative sums drew hundreds of them wrong for 256 levels)."""
+    args, kwargs, want = boundary_row_args(every=4)  # 128 draws: the interpreter is slow
+    got, ref_levels = _both(*on_device(args, kwargs, device))
+    assert torch.equal(ref_levels.cpu(), want)
+    assert torch.equal(got.cpu(), want)

@@ -7,7 +7,7 @@ Without a GPU the kernel runs on CPU tensors in Triton's interpreter (set up by
 
 import pytest
 import torch
-from step_cases import clone_states, generate_args, on_device
+from step_cases import boundary_generate_args, clone_states, generate_args, on_device
 from triton_helpers import device  # noqa: F401 (a fixture)
 
 from fastgen.ops._step_registration import cuda_decoder_built
@@ -82,3 +82,13 @@ def test_decoder_refuses_a_model_too_wide(device):
     args, kwargs = on_device(*generate_args(n=1, steps=1, dtype=torch.float32, sizes=(5, 6, 1100, 8, 9)), device)
     with pytest.raises(ValueError, match="skip"):
         tk.wavenet_generate(*args[:10], [None] * 4, *args[10:], None, 0)
+
+
+def test_decoder_draws_the_boundaries_exactly(device):
+    """Uniforms one float32 step either side of every boundary of the draw: the levels the rule
+    gives (float32 cumulative sums drew hundreds of them wrong for 256 levels)."""
+    args, kwargs, want = boundary_generate_args(every=8)  # 64 draws: the interpreter is slow
+    args, kwargs = on_device(args, kwargs, device)
+    got, ref_codes, _, _ = _run_both(args, kwargs)
+    assert torch.equal(ref_codes.cpu(), want)
+    assert torch.equal(got.cpu(), want)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from decoder_emulation import build, dims, generate_cluster
 from decoder_emulation import generate as emulate
-from step_cases import clone_states, generate_args, on_device
+from step_cases import boundary_generate_args, clone_states, generate_args, on_device
 
 from fastgen import _ext
 from fastgen.ops import _wavenet_decoder_cuda as cuda_decoder
@@ -289,3 +289,15 @@ def test_decoder_limits_follow_the_shared_memory_plan():
 def test_cuda_cluster_kernel_matches_the_cpu_kernel(monkeypatch, cluster, dtype):
     monkeypatch.setenv("FASTGEN_DECODER_CLUSTER", str(cluster))
     _assert_cuda_matches_cpu(*generate_args(n=3, steps=12, dtype=dtype, cond_channels=2), dtype)
+
+
+@pytest.mark.parametrize("cluster", [None, 2])
+def test_emulated_draw_at_the_boundaries(lib, cluster):
+    """Uniforms one float32 step either side of every boundary of the draw: the levels the rule
+    gives (float32 cumulative sums drew hundreds of them wrong for 256 levels)."""
+    args, _, want = boundary_generate_args(every=8)  # 64 draws: the emulation is slow
+    if cluster is None:
+        got = emulate(lib, *clone_states(args))
+    else:
+        got = generate_cluster(lib, *clone_states(args), cluster=cluster)
+    assert torch.equal(got, want)

@@ -63,7 +63,8 @@ struct RowBlock {
   int64_t B, C, C_img, hidden, levels;
   std::vector<std::vector<T>> states;  // per layer: (B, C_in, T)
   PixelScratch<T> scratch;
-  std::vector<T> h, input, hid, logits, draw_scratch;
+  std::vector<T> h, input, hid, logits;
+  std::vector<double> draw_scratch;  // the draw's cumulative sums
 };
 
 Tensor pixelcnn_generate_row(at::TensorList links, const Tensor& uniforms, at::TensorList w_h,

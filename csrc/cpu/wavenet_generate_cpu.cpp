@@ -118,7 +118,8 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
                     int64_t* codes) {
   const int64_t G = C_gate / 2;
   std::vector<acc_t> x(B * R), taps(B * R * K), h(B * C_gate), z(B * G), skips(B * S), relu_skips(B * S),
-      relu_hidden(B * H), logits(B * levels), scratch(levels), cond_t(B * C_cond);
+      relu_hidden(B * H), logits(B * levels), cond_t(B * C_cond);
+  std::vector<double> scratch(levels);  // the draw's cumulative sums
   for (int64_t i = 0; i < B * R; ++i) x[i] = static_cast<acc_t>(first[n0 * R + i]);
   std::vector<std::vector<acc_t>> part_skips(kParts, std::vector<acc_t>(B * S));  // this thread's parts' skip sums
   std::vector<const acc_t*> tap_in(K);

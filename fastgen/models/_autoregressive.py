@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from fastgen.models._likelihood import discretized_logistic_log_prob
 from fastgen.ops._checks import check_flag, check_generator
+from fastgen.reference.steps import categorical_draw
 
 OUTPUTS = ("categorical", "logistic_mixture")
 SAMPLING_METHODS = ("cached", "naive")
@@ -60,12 +61,14 @@ def log_prob_of(params: torch.Tensor, target: torch.Tensor, output: str, levels:
     return torch.logsumexp(log_w + discretized_logistic_log_prob(x, means, log_scales, levels), dim=-1)
 
 
-def sample_from_uniform(log_mass: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Inverse-CDF draw: the first level whose cumulative mass exceeds ``u``; (..., levels), (...) -> int64 (...)."""
-    cdf = torch.cumsum(torch.softmax(log_mass, dim=-1), dim=-1)
-    # Scale u by the total (1 up to rounding) so that u close to 1 still lands on the last level.
-    below = cdf < u[..., None] * cdf[..., -1:]
-    return below.sum(-1).clamp_max(log_mass.shape[-1] - 1)
+def draw(params: torch.Tensor, u: torch.Tensor, output: str, levels: int) -> torch.Tensor:
+    """The level (int64 (...)) drawn with uniforms ``u`` (...) from output parameters (..., P).
+
+    The rule is :func:`fastgen.reference.steps.categorical_draw` (the fused samplers' kernels
+    draw with it too). A categorical output draws from its logits as they are (the draw
+    normalises them; a log-softmax first would round them differently from the fused samplers,
+    which skip it)."""
+    return categorical_draw(params if output == "categorical" else log_pmf(params, output, levels), u)
 
 
 def use_fused(fused: bool | None, why_not: str | None, sampler: str, caller: str, log: logging.Logger) -> bool:

@@ -206,7 +206,7 @@ class PixelCNN(nn.Module):
 
     def _draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Values in [0, 1] for params (N, C, P) and uniforms (N, C)."""
-        index = ar.sample_from_uniform(ar.log_pmf(params, self.output, self.levels), u)
+        index = ar.draw(params, u, self.output, self.levels)
         return index.to(params.dtype) / (self.levels - 1)
 
     def _sample_naive(self, u: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:

@@ -295,7 +295,7 @@ class WaveNet(nn.Module):
             self.train(was_training)
 
     def _draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return ar.sample_from_uniform(ar.log_pmf(params, self.output, self.levels), u)
+        return ar.draw(params, u, self.output, self.levels)
 
     def next_params(self, context: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Output parameters (N, P) of the code after ``context`` (N, L) (L >= 0 codes), from one

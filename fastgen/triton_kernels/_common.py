@@ -251,3 +251,16 @@ def project_vector(z, offs_g, g_ok, w_ptr, b_ptr, add_ptr, out_ptr, C_out, G, HA
         if HAS_ADD:
             acc += tl.load(add_ptr + offs_o, mask=o_ok, other=0.0).to(z.dtype)
         tl.store(out_ptr + offs_o, acc.to(out_ptr.dtype.element_ty), mask=o_ok)
+
+
+@triton.jit
+def draw(logits, ok, u, LEVELS: tl.constexpr):
+    """The categorical draw of the fused samplers: the first level whose cumulative mass exceeds u
+    times the total (at most LEVELS - 1), from a register vector of logits (``ok``: which exist).
+    In float64 as the reference (fastgen.reference.steps.categorical_draw) computes it:
+    float32 cumulative sums drew another level about once in 40,000 draws."""
+    shifted = logits.to(tl.float64) - tl.max(tl.where(ok, logits, float("-inf")), axis=0).to(tl.float64)
+    cdf = tl.cumsum(tl.where(ok, tl.exp(shifted), 0.0), axis=0)
+    threshold = u.to(tl.float64) * tl.max(cdf, axis=0)  # the last cumulative sum (the sums never decrease)
+    below = tl.sum(((cdf < threshold) & ok).to(tl.int64), axis=0)
+    return tl.minimum(below, LEVELS - 1)

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgen.triton_kernels._common import accumulation_dtype, guard, lanes, tanh_sigmoid, vector_block, wrap
+from fastgen.triton_kernels._common import accumulation_dtype, draw, guard, lanes, tanh_sigmoid, vector_block, wrap
 
 MAX_BLOCK = 1024
 NUM_WARPS = 4
@@ -131,10 +131,7 @@ def _row_kernel(links, link_n, link_l, link_o, link_j, u_ptr, w_h0, b_h0, w_h, b
             if HAS_BOUT:
                 logits += tl.load(b_out + rows, mask=l_ok, other=0.0).to(ACC)
             logits = tl.where(l_ok, logits, float("-inf"))
-            e = tl.where(l_ok, tl.exp(logits - tl.max(logits, axis=0)), 0.0)
-            threshold = tl.load(u_ptr + (n * C_IMG + ch) * W + j).to(ACC) * tl.sum(e, axis=0)
-            below = tl.sum(((tl.cumsum(e, axis=0) < threshold) & l_ok).to(tl.int64), axis=0)
-            level = tl.minimum(below, LEVELS - 1)
+            level = draw(logits, l_ok, tl.load(u_ptr + (n * C_IMG + ch) * W + j), LEVELS)
             tl.store(codes + (n * C_IMG + ch) * W + j, level)
             # The next pixel's input: 2 v - 1 with v = level / (levels - 1), in the model's dtype.
             v = level.to(u_ptr.dtype.element_ty) / (LEVELS - 1)

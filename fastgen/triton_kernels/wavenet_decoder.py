@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastgen.triton_kernels._common import (accumulation_dtype, guard, lanes, project_vector, tanh_sigmoid,
+from fastgen.triton_kernels._common import (accumulation_dtype, draw, guard, lanes, project_vector, tanh_sigmoid,
                                              vector_block, wrap)
 
 BLOCK_C = 32  # input channels per chunk of the dilated convolution
@@ -108,12 +108,8 @@ def _decoder_kernel(ring_ptr, ring_off_ptr, dil_ptr, first_ptr, u_ptr, emb_ptr, 
         hidden = tl.maximum(tl.load(hidden_buf + offs_h, mask=h_ok, other=0.0), 0.0)
         project_vector(hidden, offs_h, h_ok, wo_ptr, bo_ptr, logit_buf, logit_buf, LEVELS, H, HAS_BO, False, BLOCK_O)
         tl.debug_barrier()
-        # The draw: the first level whose cumulative softmax mass exceeds u * total.
         logits = tl.load(logit_buf + offs_l, mask=l_ok, other=float("-inf"))
-        e = tl.where(l_ok, tl.exp(logits - tl.max(logits, axis=0)), 0.0)
-        threshold = tl.load(u_ptr + n * T + t).to(ACC) * tl.sum(e, axis=0)
-        below = tl.sum(((tl.cumsum(e, axis=0) < threshold) & l_ok).to(tl.int64), axis=0)
-        code = tl.minimum(below, LEVELS - 1)
+        code = draw(logits, l_ok, tl.load(u_ptr + n * T + t), LEVELS)
         tl.store(codes_ptr + n * T + t, code)
         tl.store(x_buf + offs_r, tl.load(emb_ptr + code * R + offs_r, mask=r_ok, other=0.0).to(ACC), mask=r_ok)
         tl.debug_barrier()

@@ -22,7 +22,7 @@
 //            x_{l+1} = x_l + W_res z + b_res (not for the last layer), skips += W_skip z + b_skip
 //            (the last layer also applies the head's relu to the skips)          | sync
 //   head     hidden = relu(W_h skips + b_h)        | sync   logits = W_o hidden + b_o | sync
-//   draw     warp 0: softmax cumulative sums (warp scan), code = #{levels: cdf < u * cdf_last}
+//   draw     warp 0: softmax cumulative sums in double (warp scan), code = #{levels: cdf < u * cdf_last}
 //                                                                                | sync
 #pragma once
 #include <math.h>
@@ -178,28 +178,33 @@ FASTGEN_DEVICE void gate_units(Block& block, int64_t first, int64_t end, RowA ro
 
 // Warp 0: the level drawn from softmax(logits) with uniform u (the reference's inverse-CDF rule:
 // the number of levels whose cumulative mass is below u times the total, at most levels - 1).
-// Overwrites logits with the cumulative sums.
+// In double whatever A is, as the reference (fastgen.reference.steps.categorical_draw)
+// computes it: float cumulative sums rounded differently from the reference's drew another level
+// about once in 40,000 draws. Two scans of the masses: the first for the total (the last
+// cumulative sum, as the reference takes it), the second counts the sums below u * total.
 template <typename A, typename Block>
-FASTGEN_DEVICE int64_t draw(Block& block, A* logits, int64_t levels, A u) {
+FASTGEN_DEVICE int64_t draw(Block& block, const A* logits, int64_t levels, A u) {
   const int lane = block.thread() % 32;
   A top = -INFINITY;
   for (int64_t i = lane; i < levels; i += 32) top = logits[i] > top ? logits[i] : top;
-  top = warp_max(block, top);
-  A carry = 0;
-  for (int64_t base = 0; base < levels; base += 32) {  // warp-uniform: an inclusive scan per 32
-    const int64_t i = base + lane;
-    A v = i < levels ? acc_exp(logits[i] - top) : A(0);
-    for (int offset = 1; offset < 32; offset *= 2) {
-      const A left = block.shfl_up(v, offset);
-      if (lane >= offset) v += left;
-    }
-    v += carry;
-    if (i < levels) logits[i] = v;
-    carry = block.shfl_idx(v, 31);
-  }
-  const A threshold = u * carry;  // carry is now the last cumulative sum
+  const double shift = static_cast<double>(warp_max(block, top));
+  double threshold = 0;
   int below = 0;
-  for (int64_t i = lane; i < levels; i += 32) below += logits[i] < threshold;  // this lane's own writes
+  for (int pass = 0; pass < 2; ++pass) {
+    double carry = 0;
+    for (int64_t base = 0; base < levels; base += 32) {  // warp-uniform: an inclusive scan per 32
+      const int64_t i = base + lane;
+      double v = i < levels ? acc_exp(static_cast<double>(logits[i]) - shift) : 0.0;
+      for (int offset = 1; offset < 32; offset *= 2) {
+        const double left = block.shfl_up(v, offset);
+        if (lane >= offset) v += left;
+      }
+      v += carry;
+      if (pass == 1 && i < levels) below += v < threshold;
+      carry = block.shfl_idx(v, 31);
+    }
+    threshold = static_cast<double>(u) * carry;  // carry is now the last cumulative sum
+  }
   below = warp_sum(block, below);
   return below < levels - 1 ? below : levels - 1;
 }
