@@ -4,6 +4,7 @@
 // The Python wrappers in fastgen.ops.flows check first and give the friendliest messages; these
 // checks guard direct calls of torch.ops.fastgen.* so bad input never reaches a kernel.
 #pragma once
+#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
@@ -113,8 +114,12 @@ inline void check_actnorm_inputs(const at::Tensor& x, const at::Tensor& bias, co
 inline void check_conv1x1_inputs(const at::Tensor& x, const at::Tensor& matrix, const char* device_type) {
   check_flow_tensor(x, "x", 2, "(N, C, *spatial)");
   check_flow_device(x, device_type);
-  TORCH_CHECK(matrix.scalar_type() == x.scalar_type(), "fastgen: matrix must have the dtype of x (",
-              x.scalar_type(), "), got ", matrix.scalar_type());
+  // A float16/bfloat16 x may come with a float32 matrix (a W^-1 solved in float32, float32
+  // parameters): the kernels compute in float32 either way.
+  const at::ScalarType wide = at::toOpMathType(x.scalar_type());
+  TORCH_CHECK(matrix.scalar_type() == x.scalar_type() || matrix.scalar_type() == wide,
+              "fastgen: matrix must have the dtype of x (", x.scalar_type(), ")",
+              wide != x.scalar_type() ? " or float32" : "", ", got ", matrix.scalar_type());
   TORCH_CHECK(matrix.device() == x.device(), "fastgen: matrix must be on the device of x (", x.device(), "), got ",
               matrix.device());
   TORCH_CHECK(matrix.dim() == 2 && matrix.size(0) == x.size(1) && matrix.size(1) == x.size(1),

@@ -9,7 +9,8 @@
 // gM is summed deterministically on CPU: the samples are cut into a fixed number of groups (not
 // depending on the thread count), each group's per-sample products summed in order by one
 // thread, then the group partials in order. float16/bfloat16 run in float32 (inputs upcast
-// once, outputs rounded once); the log-determinant stays float32.
+// once, outputs rounded once); the log-determinant stays float32. With a float16/bfloat16 x the
+// matrix may be float32 (then used as it is; its gradient is float32 too).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -133,7 +134,7 @@ std::tuple<Tensor, Tensor, Tensor> invertible_conv1x1_backward(const Tensor& gra
     }
     if (output_mask[1]) {
       gM = grad_matrix(gy3, as_acc_3d(x, acc, L));
-      if (acc != dtype) gM = gM.to(dtype);
+      if (gM.scalar_type() != matrix.scalar_type()) gM = gM.to(matrix.scalar_type());
     }
   }
   if (output_mask[2]) {

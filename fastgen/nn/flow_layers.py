@@ -26,6 +26,13 @@ def _check_channels(num_channels: object) -> int:
     return num_channels
 
 
+def _for_input(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``matrix`` in the dtype invertible_conv1x1 computes ``x`` in: float32 stays float32 for a
+    float16/bfloat16 ``x`` (rounding W or W^-1 to x's dtype would cost the inverse its
+    accuracy), anything else takes x's dtype."""
+    return matrix if matrix.dtype == accumulation_dtype(x.dtype) else matrix.to(x.dtype)
+
+
 def _check_input(x: object, name: str, channels: int) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -95,12 +102,13 @@ class ActNorm(nn.Module):
         _check_input(x, "x", self.num_channels)
         if not self._initialized and self.training:
             self.initialize(x)
-        return ops.actnorm(x, self.bias.to(x.dtype), self.log_scale.to(x.dtype))
+        return in_layer_dtype(lambda t: ops.actnorm(t, self.bias.to(t.dtype), self.log_scale.to(t.dtype)), x, self)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """y -> (x, logdet (N,)) of the inverse."""
         _check_input(y, "y", self.num_channels)
-        return ops.actnorm(y, self.bias.to(y.dtype), self.log_scale.to(y.dtype), reverse=True)
+        return in_layer_dtype(
+            lambda t: ops.actnorm(t, self.bias.to(t.dtype), self.log_scale.to(t.dtype), reverse=True), y, self)
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}"
@@ -263,14 +271,14 @@ class InvConv1x1(nn.Module):
         """x (N, C, *spatial) -> (y, logdet (N,))."""
         _check_input(x, "x", self.num_channels)
         weight, logabsdet, _ = self.weights()
-        return ops.invertible_conv1x1(x, weight.to(x.dtype), logabsdet=logabsdet.to(x.dtype))
+        return ops.invertible_conv1x1(x, _for_input(weight, x), logabsdet=logabsdet)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """y -> (x, logdet (N,)) of the inverse."""
         _check_input(y, "y", self.num_channels)
         weight, logabsdet, inverse = self.weights(with_inverse=True)
-        return ops.invertible_conv1x1(y, weight.to(y.dtype), reverse=True, logabsdet=logabsdet.to(y.dtype),
-                                      weight_inverse=inverse.to(y.dtype))
+        return ops.invertible_conv1x1(y, _for_input(weight, y), reverse=True, logabsdet=logabsdet,
+                                      weight_inverse=_for_input(inverse, y))
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, lu={self.lu}"
