@@ -405,3 +405,17 @@ def test_torch_compile_fullgraph(device):
     x1, x2 = torch.randn(2, 2, 9, device=device), torch.randn(2, 3, 5, 5, device=device)
     params = list(causal.parameters()) + list(masked.parameters())
     assert_compiled_layers_match_eager(compiled, f, (x1, x2), params)
+
+
+@pytest.mark.parametrize("make,shape,match", [
+    (lambda: fnn.CausalConv1d(2, 3, 2), (1, 3, 5), r"CausalConv1d input must have C_in = 2 channels \(dim 1\)"),
+    (lambda: fnn.MaskedConv2d(2, 4, 3, mask_type="B"), (3, 5, 5),
+     r"MaskedConv2d input must have C_in = 2 channels \(dim 0 of an unbatched input\)"),
+    (lambda: fnn.MaskedConv2d(4, 4, 3, groups=2), (1, 2, 5, 5), r"MaskedConv2d input must have C_in = 4 channels"),
+    (lambda: fnn.WaveNetLayer(2, 4, 2), (1, 3, 5), r"WaveNetLayer input must have C_res = 2 channels"),
+    (lambda: fnn.GatedPixelCNNLayer(2, 2, 3), (1, 3, 4, 4), r"GatedPixelCNNLayer input must have C_in = 2 channels"),
+])
+def test_layers_blame_the_input_for_a_wrong_channel_count(make, shape, match):
+    """As nn.Conv2d does: the input has the wrong width, not the layer's weight."""
+    with pytest.raises(ValueError, match=match):
+        make()(torch.randn(shape))

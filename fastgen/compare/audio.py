@@ -34,7 +34,7 @@ def measure_wavenet(recipe: Recipe, model: torch.nn.Module, data: Any, device: t
         "receptive_field": model.receptive_field,
         "bits_per_sample": metrics["bits_per_dim"],
         "unigram_baseline_bits_per_sample": metrics["unigram_baseline_bits_per_dim"],
-        "test_clips": metrics["test_clips"],
+        "test_clips": metrics["clips"],
         "cached_samples_per_s": 1 / cached,
         "naive_samples_per_s": 1 / naive,
         "cached_over_naive": naive / cached,

@@ -55,15 +55,22 @@ def _copy_parameters(layer: nn.Module, conv: nn.Module) -> nn.Module:
     return layer.train(conv.training)
 
 
-def _check_unbatched(x: object, rank: int, layout: str, layer: str) -> bool:
-    """Whether ``x`` is an unbatched input (rank - 1 dims); raise unless it has rank or rank - 1 dims."""
+def _check_unbatched(x: object, rank: int, layout: str, layer: str, channels: int) -> bool:
+    """Whether ``x`` is an unbatched input (rank - 1 dims); raise unless it has rank or rank - 1
+    dims and ``channels`` channels (the layer's input width; the error names the input, as
+    ``nn.Conv2d``'s does, rather than the weight the functional op would blame)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{layer} input must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (rank - 1, rank):
         raise ValueError(
             f"{layer} input must have shape (N, {layout}) or unbatched ({layout}), got shape {tuple(x.shape)}"
         )
-    return x.dim() == rank - 1
+    unbatched = x.dim() == rank - 1
+    if x.shape[0 if unbatched else 1] != channels:
+        dim = "dim 0 of an unbatched input" if unbatched else "dim 1"
+        raise ValueError(f"{layer} input must have {layout.split(',')[0]} = {channels} channels ({dim}), "
+                         f"got shape {tuple(x.shape)}")
+    return unbatched
 
 
 class CausalConv1d(nn.Conv1d):
@@ -168,7 +175,7 @@ class CausalConv1d(nn.Conv1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Causal convolution of ``x`` (N, C_in, T) or (C_in, T); same length out."""
-        unbatched = _check_unbatched(x, 3, "C_in, T", "CausalConv1d")
+        unbatched = _check_unbatched(x, 3, "C_in, T", "CausalConv1d", self.in_channels)
         if unbatched:
             x = x.unsqueeze(0)
         y = ops.causal_conv1d(x, self.weight, self.bias, dilation=self.dilation[0])
@@ -368,7 +375,7 @@ class MaskedConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Masked convolution of ``x`` (N, C_in, H, W) or (C_in, H, W); same size out."""
-        unbatched = _check_unbatched(x, 4, "C_in, H, W", "MaskedConv2d")
+        unbatched = _check_unbatched(x, 4, "C_in, H, W", "MaskedConv2d", self.in_channels)
         if unbatched:
             x = x.unsqueeze(0)
         y = ops.masked_conv2d(x, self.weight, self.bias, mask_type=self.mask_type,

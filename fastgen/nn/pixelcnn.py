@@ -158,7 +158,7 @@ class GatedPixelCNNLayer(nn.Module):
     def _inputs(self, v: torch.Tensor, h: torch.Tensor | None, cond: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
         """Check the inputs against the layer; return them batched (h defaulted) and whether v was not."""
-        unbatched = _check_unbatched(v, 4, "C_in, H, W", "GatedPixelCNNLayer")
+        unbatched = _check_unbatched(v, 4, "C_in, H, W", "GatedPixelCNNLayer", self.in_channels)
         if h is None:
             h = v
         elif not isinstance(h, torch.Tensor):

@@ -144,7 +144,7 @@ class WaveNetLayer(nn.Module):
     def _inputs(self, x: torch.Tensor, cond: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
         """Check ``x`` and ``cond`` against the layer; return them batched and whether ``x`` was not."""
-        unbatched = _check_unbatched(x, 3, "C_res, T", "WaveNetLayer")
+        unbatched = _check_unbatched(x, 3, "C_res, T", "WaveNetLayer", self.residual_channels)
         if self.cond is None and cond is not None:
             raise ValueError("cond must be None: this WaveNetLayer was built without cond_channels "
                              "(pass cond_channels=C_cond to the constructor for local conditioning)")

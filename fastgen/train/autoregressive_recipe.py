@@ -108,7 +108,7 @@ class WaveNetRecipe(Recipe):
         log2_p = torch.log2(counts / counts.sum())
         unigram = float(-log2_p[test[:, 0].long().flatten()].mean())
         return {"bits_per_dim": mean_bits(model, test[:, 0].long(), device, 8),
-                "unigram_baseline_bits_per_dim": unigram, "test_clips": float(len(test))}
+                "unigram_baseline_bits_per_dim": unigram, "clips": float(len(test))}
 
     @torch.no_grad()
     def sample(self, model, n, generator):
