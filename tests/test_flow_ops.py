@@ -607,6 +607,8 @@ W3 = torch.eye(3)
         (lambda: ops.invertible_conv1x1(X, W3[:, :2]), ValueError, r"weight must have shape \(C, C\)"),
         (lambda: ops.invertible_conv1x1(X, torch.eye(4)), ValueError, r"weight must have shape \(C, C\)"),
         (lambda: ops.invertible_conv1x1(X, W3.double()), TypeError, "weight must have the dtype of x"),
+        (lambda: ops.invertible_conv1x1(X, torch.zeros(3, 3), reverse=True), ValueError,
+         "weight must be invertible for reverse=True"),
         (lambda: ops.invertible_conv1x1(X, W3, reverse=True, weight_inverse=torch.eye(2)), ValueError,
          r"weight_inverse must have shape \(C, C\)"),
         (lambda: ops.invertible_conv1x1(X, W3, logabsdet=torch.zeros(1)), ValueError,

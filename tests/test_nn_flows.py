@@ -3,6 +3,8 @@ parameterisation and its cached inverse, masks, errors."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from flow_helpers import assert_round_trip, jacobian_logabsdet
@@ -343,3 +345,12 @@ def test_flags_must_be_bools(make, name):
     with pytest.raises(TypeError, match=f"{name} must be True or False"):
         make()
 
+
+
+def test_actnorm_warns_when_its_first_batch_has_a_constant_channel():
+    """A batch of one vector (or a constant channel) has zero variance: the scale becomes 1/eps."""
+    with pytest.warns(UserWarning, match=r"channel\(s\) \[1\] have zero variance"):
+        fnn.ActNorm(3)(torch.stack([torch.tensor([0.0, 2.0, 1.0]), torch.tensor([1.0, 2.0, 0.0])]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fnn.ActNorm(3)(torch.randn(4, 3))

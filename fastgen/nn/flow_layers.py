@@ -8,6 +8,7 @@ float16/bfloat16 inputs.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -92,6 +93,12 @@ class ActNorm(nn.Module):
         count = stats[2]
         mean = stats[0] / count
         var = (stats[1] / count - mean * mean).clamp_min(0)
+        flat_channels = (var == 0).nonzero().flatten().tolist()
+        if flat_channels:  # e.g. a batch of one vector: scale 1/eps, almost surely not what was meant
+            warnings.warn(f"ActNorm initialised from a batch in which channel(s) {flat_channels[:8]} have zero "
+                          f"variance (shape {tuple(x.shape)}): their scale is 1/eps = {1 / self.eps:.3g}. "
+                          "Initialise from a larger batch (call initialize(x)) or load trained parameters.",
+                          stacklevel=3)
         self.bias.copy_(-mean)
         self.log_scale.copy_(-torch.log(var.sqrt() + self.eps))
         self.initialized.fill_(True)

@@ -246,14 +246,16 @@ def invertible_conv1x1(
         if logabsdet.device != x.device:
             raise ValueError(f"logabsdet must be on the device of x ({x.device}), got {logabsdet.device}")
         logabsdet = logabsdet.to(wide)
+    if reverse and weight_inverse is None:
+        try:
+            weight_inverse = torch.linalg.inv(weight.to(wide))
+        except torch.linalg.LinAlgError as error:
+            raise ValueError(f"weight must be invertible for reverse=True ({error})") from error
     if not use_kernel("invertible_conv1x1", x):
         return reference.invertible_conv1x1(x, weight, reverse, logabsdet, weight_inverse)
     if logabsdet is None:
         logabsdet = torch.linalg.slogdet(weight.to(wide)).logabsdet
-    matrix = weight
-    if reverse:
-        matrix = weight_inverse if weight_inverse is not None else torch.linalg.inv(weight.to(wide))
-    return torch.ops.fastgen.invertible_conv1x1(x, matrix, logabsdet, reverse)
+    return torch.ops.fastgen.invertible_conv1x1(x, weight_inverse if reverse else weight, logabsdet, reverse)
 
 
 def check_factor(factor: object) -> int:
