@@ -185,6 +185,11 @@ def test_sampling_argument_errors():
             model.sample(shape[0], *shape[1:2] if model is wave else (), uniforms=uniforms)
     with pytest.raises(ValueError, match="method must be one of"):
         wave.sample(1, 3, method="fast")
+    with pytest.raises(ValueError, match='fused=True applies to method="cached"'):
+        pixel.sample(1, method="naive", fused=True)
+    with pytest.raises(ValueError, match='cuda_graph=True applies to method="cached"'):
+        wave.sample(1, 3, method="naive", cuda_graph=True)
+    assert wave.sample(1, 3, method="naive", fused=False).shape == (1, 3)  # declining is no contradiction
     with pytest.raises(ValueError, match="length must be an int >= 1"):
         wave.sample(1, 0)
     with pytest.raises(ValueError, match="y must be None"):

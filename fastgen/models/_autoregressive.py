@@ -84,9 +84,14 @@ def use_fused(fused: bool | None, why_not: str | None, sampler: str, caller: str
     return why_not is None and fused is not False
 
 
-def check_method(method: object) -> str:
+def check_method(method: object, **cached_only: object) -> str:
+    """``method`` must be a sampling method; options of cached sampling (``cached_only``, e.g.
+    fused=True) set with method="naive" are a contradiction, not something to ignore."""
     if method not in SAMPLING_METHODS:
         raise ValueError(f"method must be one of {SAMPLING_METHODS}, got {method!r}")
+    for name, value in cached_only.items():
+        if method == "naive" and value:
+            raise ValueError(f"{name}={value!r} applies to method=\"cached\" (the naive sampler has no {name} form)")
     return method  # type: ignore[return-value]
 
 

@@ -189,7 +189,7 @@ class PixelCNN(nn.Module):
             True where it is not available raises.
         """
         ar.check_count(n)
-        ar.check_method(method)
+        ar.check_method(method, fused=fused)
         param = self.head_out.weight
         c, height, width = self.data_shape
         u = ar.uniforms_for(uniforms, (n, c, height, width), param.device, param.dtype, generator)

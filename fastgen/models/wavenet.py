@@ -273,7 +273,7 @@ class WaveNet(nn.Module):
         ar.check_count(n)
         length = self._default_length(length, uniforms, cond)
         ar.check_count(length, "length")
-        ar.check_method(method)
+        ar.check_method(method, fused=fused, cuda_graph=cuda_graph)
         weight = self.head_out.weight
         u = ar.uniforms_for(uniforms, (n, length), weight.device, weight.dtype, generator)
         c = self._conditioning(cond, y, n, length, weight)
