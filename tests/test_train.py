@@ -274,3 +274,43 @@ def test_float16_scaler_skips_hold_the_learning_rate_schedule(tmp_path):
     for name, schedule in checkpoint["schedulers"].items():
         adam_steps = int(checkpoint["optimizers"][name]["state"][0]["step"])
         assert schedule["last_epoch"] == adam_steps, name
+
+
+def test_a_torn_last_log_line_does_not_block_resume(tmp_path):
+    """A crash can cut the last metrics line short: it is dropped (its step is recomputed), while
+    a bad line before the end is an error naming the file."""
+    from fastgen.train.run_files import RunFiles
+
+    files = RunFiles(tmp_path, enabled=True)
+    files.prepare(resume=False)
+    files.log({"kind": "step", "global_step": 1, "loss": 1.0})
+    files.log({"kind": "epoch", "global_step": 2, "loss": 0.5})
+    with files.metrics.open("a") as handle:
+        handle.write('{"kind": "step", "glo')
+    assert [r["loss"] for r in files.read_log("epoch")] == [0.5]
+    files.truncate_log_after(1)
+    assert [json.loads(line)["global_step"] for line in files.metrics.read_text().splitlines()] == [1]
+    files.metrics.write_text('{"kind": "step"\n{"kind": "epoch", "global_step": 3}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 1 is not JSON"):
+        files.read_log("epoch")
+
+
+def test_an_out_that_cannot_be_created_is_one_line(tmp_path, capsys):
+    in_the_way = tmp_path / "a_file"
+    in_the_way.write_text("")
+    assert main(["train", "vae", "--quick", "--epochs", "1", "--out", str(in_the_way / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create the folder" in err and "Traceback" not in err
+
+
+def test_resuming_mid_epoch_with_another_batch_size_is_refused():
+    from types import SimpleNamespace
+
+    from fastgen.train.trainer import Trainer
+
+    check = Trainer._check_mid_epoch_batch_size
+    mid_epoch = {"step_in_epoch": 42, "train_config": {"batch_size": 16}}
+    with pytest.raises(ValueError, match=r"--batch-size 128 differs from the 16 of the checkpoint.*step 42"):
+        check(SimpleNamespace(batch_size=128), mid_epoch)
+    check(SimpleNamespace(batch_size=16), mid_epoch)
+    check(SimpleNamespace(batch_size=128), {"step_in_epoch": 0, "train_config": {"batch_size": 16}})  # at a boundary

@@ -30,7 +30,10 @@ class RunFiles:
 
     def prepare(self, *, resume: bool) -> None:
         if self.enabled:
-            self.out.mkdir(parents=True, exist_ok=True)
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as error:  # a user error (a file in the way, no permission): one line, no traceback
+                raise ValueError(f"--out {self.out}: cannot create the folder ({error.strerror or error})") from None
             if not resume and self.metrics.exists():
                 self.metrics.unlink()  # a fresh run starts a fresh log
 
@@ -42,20 +45,28 @@ class RunFiles:
     def read_log(self, kind: str) -> list[dict[str, Any]]:
         if not self.metrics.exists():
             return []
-        records = [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
-        return [r for r in records if r.get("kind") == kind]
+        return [r for r in self._records() if r.get("kind") == kind]
+
+    def _records(self) -> list[dict[str, Any]]:
+        """The log's records. A last line that does not parse is the torn tail of a write a crash
+        cut short (its step is recomputed on resume) and is dropped; a bad line before it is an error."""
+        lines = [line for line in self.metrics.read_text().splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                if number == len(lines):
+                    break
+                raise ValueError(f"{self.metrics}: line {number} is not JSON ({error}); "
+                                 "fix or delete that line to resume") from None
+        return records
 
     def truncate_log_after(self, global_step: int) -> None:
         """On resume, drop log lines written after the checkpoint (they will be recomputed)."""
         if not self.enabled or not self.metrics.exists():
             return
-        kept = []
-        for line in self.metrics.read_text().splitlines():
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if record.get("global_step", 0) <= global_step:
-                kept.append(line)
+        kept = [json.dumps(r) for r in self._records() if r.get("global_step", 0) <= global_step]
         self.metrics.write_text("".join(k + "\n" for k in kept))
 
     def samples(self, write, suffix: str, epoch: int) -> None:
