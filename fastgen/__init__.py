@@ -12,4 +12,16 @@ from fastgen.info import info
 
 __version__ = "0.1.0"
 
-__all__ = ["info", "__version__"]
+# `import fastgen` then `fastgen.ops.reparameterize(...)`: the public subpackages load on first
+# use (importing them all up front would cost every `fastgen info` the models and Triton).
+_SUBPACKAGES = ("compare", "data", "metrics", "models", "nn", "ops", "reference", "toy", "train")
+
+__all__ = ["info", "__version__", *_SUBPACKAGES]
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"fastgen.{name}")
+    raise AttributeError(f"module 'fastgen' has no attribute {name!r}")

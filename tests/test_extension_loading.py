@@ -72,3 +72,16 @@ def test_env_flag_values(monkeypatch, value, expected):
 def test_env_flag_unset_is_off(monkeypatch):
     monkeypatch.delenv("FASTGEN_SOME_FLAG", raising=False)
     assert env_flag("FASTGEN_SOME_FLAG") is False
+
+
+def test_import_fastgen_alone_reaches_the_public_subpackages():
+    """`import fastgen` then `fastgen.ops...`, `fastgen.nn...`, `fastgen.models...` (loaded on first use)."""
+    script = ("import fastgen, torch\n"
+              "print(float(fastgen.ops.gaussian_kl(torch.zeros(1, 2), torch.zeros(1, 2))[0]))\n"
+              "print(fastgen.nn.MaskedConv2d.__name__, fastgen.models.Glow.__name__, fastgen.data.__name__)\n"
+              "try:\n    fastgen.no_such_thing\nexcept AttributeError as e:\n    print('AttributeError', e)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["0.0", "MaskedConv2d Glow fastgen.data",
+                                       "AttributeError module 'fastgen' has no attribute 'no_such_thing'"]
