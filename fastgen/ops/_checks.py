@@ -59,6 +59,11 @@ def check_same(value: torch.Tensor, name: str, x: torch.Tensor) -> None:
     """``value`` must have the dtype and device of the input ``x``."""
     if value.dtype != x.dtype:
         raise TypeError(f"{name} must have the dtype of x ({x.dtype}), got {value.dtype}")
+    check_device(value, name, x)
+
+
+def check_device(value: torch.Tensor, name: str, x: torch.Tensor) -> None:
+    """``value`` must be on the device of the input ``x``."""
     if value.device != x.device:
         raise ValueError(f"{name} must be on the device of x ({x.device}), got {value.device}")
 

@@ -18,7 +18,7 @@ import math
 import torch
 
 from fastgen import reference
-from fastgen.ops._checks import check_float_tensor, check_like, check_same
+from fastgen.ops._checks import check_device, check_float_tensor, check_like, check_same
 from fastgen.ops._dispatch import accumulation_dtype, use_kernel
 from fastgen.reference.flows import SCALE_MAPS
 
@@ -183,8 +183,7 @@ def _square(value: object, name: str, x: torch.Tensor) -> torch.Tensor:
     if value.dtype not in (x.dtype, wide):
         also = f" or {wide}" if wide != x.dtype else ""
         raise TypeError(f"{name} must have the dtype of x ({x.dtype}){also}, got {value.dtype}")
-    if value.device != x.device:
-        raise ValueError(f"{name} must be on the device of x ({x.device}), got {value.device}")
+    check_device(value, name, x)
     c = x.shape[1]
     if value.dim() == 4 and tuple(value.shape[2:]) == (1, 1):
         value = value[:, :, 0, 0]  # the nn.Conv2d layout (C, C, 1, 1)
@@ -243,8 +242,7 @@ def invertible_conv1x1(
         logabsdet = check_float_tensor(logabsdet, "logabsdet", min_dim=0)
         if logabsdet.dim() != 0:
             raise ValueError(f"logabsdet must be a 0-dim tensor, got shape {tuple(logabsdet.shape)}")
-        if logabsdet.device != x.device:
-            raise ValueError(f"logabsdet must be on the device of x ({x.device}), got {logabsdet.device}")
+        check_device(logabsdet, "logabsdet", x)
         logabsdet = logabsdet.to(wide)
     if reverse and weight_inverse is None:
         try:
