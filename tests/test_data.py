@@ -364,6 +364,14 @@ def test_mnist_label_problems(tmp_path):
         load_images(tmp_path)
 
 
+@pytest.mark.parametrize("remove", ["t10k-images-idx3-ubyte", "train-images-idx3-ubyte"])
+def test_mnist_half_folder_names_the_missing_file(tmp_path, remove):
+    _write_mnist(tmp_path / "MNIST" / "raw")
+    (tmp_path / "MNIST" / "raw" / remove).unlink()
+    with pytest.raises(DataError, match=rf"raw: holds .*-images-idx3-ubyte but not {remove} \(or {remove}.gz\)"):
+        load_images(tmp_path)
+
+
 # ------------------------------------------------------------------------------------- CIFAR-10
 
 

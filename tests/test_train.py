@@ -90,6 +90,40 @@ def test_sigint_writes_a_checkpoint_that_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
 
 
+def test_sigint_during_the_last_epochs_evaluation_stops_before_the_final_one(tmp_path, monkeypatch):
+    from fastgen.train import recipes
+
+    recipe = recipes.get("vae")
+    evaluate = recipe.evaluate
+
+    def interrupted_evaluate(*args, **kwargs):  # Ctrl-C arrives while the epoch's evaluation runs
+        signal.raise_signal(signal.SIGINT)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "evaluate", interrupted_evaluate)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(_config(out, epochs=1))
+    assert stopped.value.checkpoint_path == out / "last.pt"
+    assert not (out / "final_metrics.json").exists()  # the final evaluation did not run
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["step_in_epoch"] == 0  # the epoch's checkpoint, complete
+    monkeypatch.setattr(recipe, "evaluate", evaluate)
+    assert train(_config(out, epochs=1, resume=True))["epochs"] == 1  # resuming runs only the final evaluation
+    assert (out / "final_metrics.json").is_file()
+
+
+def test_a_diverged_run_stops_with_a_plain_message_and_no_nan_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    status = main(["train", "vae", "--epochs", "2", "--lr", "1e6", "--out", str(out), "--no-progress", "--quick",
+                   "--samples", "4"])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "training diverged at step" in err and "the model's parameters are no longer finite" in err
+    assert "Try a lower --lr (now 1e+06)" in err
+    assert not (out / "last.pt").exists()  # nothing NaN was saved
+
+
 def test_global_batches_split_evenly_across_ranks():
     batches = global_batches(103, 10, 2, seed=3, epoch=1)
     assert sorted(torch.cat(batches).tolist()) == list(range(103))

@@ -42,8 +42,15 @@ def _find(folder: Path, role: str) -> Path | None:
 def find_mnist_folder(path: Path) -> Path | None:
     """The folder under ``path`` that holds the idx image files, or None."""
     for folder in (path, path / "raw", path / "MNIST" / "raw"):
-        if folder.is_dir() and _find(folder, "train_images") and _find(folder, "test_images"):
+        if not folder.is_dir():
+            continue
+        train, test = _find(folder, "train_images"), _find(folder, "test_images")
+        if train and test:
             return folder
+        if train or test:  # half an MNIST folder: say which file is missing, not "no images"
+            missing = _STEMS["test_images" if train else "train_images"][0]
+            raise DataError(f"{folder}: holds {(train or test).name} but not {missing} (or {missing}.gz); "
+                            "an MNIST folder needs both the train and the t10k image files")
     return None
 
 

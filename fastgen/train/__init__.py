@@ -4,6 +4,6 @@
 model in. See docs/TRAINING.md.
 """
 
-from fastgen.train.trainer import TrainConfig, TrainingInterrupted, train
+from fastgen.train.trainer import TrainConfig, TrainingDiverged, TrainingInterrupted, train
 
-__all__ = ["TrainConfig", "TrainingInterrupted", "train"]
+__all__ = ["TrainConfig", "TrainingDiverged", "TrainingInterrupted", "train"]

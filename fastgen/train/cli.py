@@ -82,7 +82,7 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
             raise CommandError("MODEL is required (one of: " + ", ".join(recipes.names()) + ")")
         if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
             raise CommandError(f"--lr must be a finite positive number, got {args.lr}")
-        from fastgen.train.trainer import TrainConfig, TrainingInterrupted, train
+        from fastgen.train.trainer import TrainConfig, TrainingDiverged, TrainingInterrupted, train
 
         try:
             recipes.get(args.model)
@@ -96,7 +96,7 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
             final = train(config)
         except user_errors() as error:
             raise CommandError(str(error)) from None
-        except ValueError as error:  # configuration problems found by the trainer
+        except (ValueError, TrainingDiverged) as error:  # configuration problems found by the trainer, divergence
             raise CommandError(str(error)) from None
         except TrainingInterrupted as stop:
             print(f"fastgen: {stop}; continue with --resume", file=sys.stderr)

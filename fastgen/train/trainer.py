@@ -8,6 +8,7 @@ randomness (:class:`StepContext`), logging, images, checkpoints, signals and res
 from __future__ import annotations
 
 import dataclasses
+import math
 import signal
 import sys
 import time
@@ -84,6 +85,10 @@ class TrainingInterrupted(Exception):
         super().__init__(f"interrupted by signal {signal_number}; checkpoint saved to {checkpoint_path}")
         self.signal_number = signal_number
         self.checkpoint_path = checkpoint_path
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised when a step leaves the model's parameters NaN or infinite (the last checkpoint is kept)."""
 
 
 class _SignalFlag:
@@ -287,6 +292,7 @@ class Trainer:
                             sched.step()
                     # Means over the global batch, whatever the number of processes.
                     losses = distributed.average(losses, self.dist, self.device, weight=ctx.loss_scale)
+                    self._check_finite(state, losses, epoch, step)
                     state["global_step"] += 1
                     state["step_in_epoch"] = step + 1
                     steps_done += 1
@@ -312,8 +318,27 @@ class Trainer:
                 if bar is not None:
                     bar.close()
                 self._end_epoch(state, epoch, steps, totals, time.perf_counter() - start)
+                # A signal during the epoch's evaluation: the epoch's checkpoint is written, stop
+                # there (after the last epoch, before the final evaluation) rather than run on.
+                if self._any_rank(flag.received is not None):
+                    distributed.barrier(self.dist)
+                    raise TrainingInterrupted(int(flag.received or signal.SIGTERM), self.files.checkpoint)
         final = self._final_evaluation(state)
         return final
+
+    def _check_finite(self, state: dict[str, Any], losses: dict[str, float], epoch: int, step: int) -> None:
+        """Stop with a plain message once training has diverged, before NaN parameters reach a
+        checkpoint or the samples. A non-finite loss alone is not divergence: fp16 autocast
+        overflows now and then, and its grad scaler skips those steps."""
+        if all(math.isfinite(v) for v in losses.values()):
+            return
+        if all(bool(torch.isfinite(p).all()) for p in state["model"].parameters()):
+            return
+        bad = ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))
+        kept = (f"the checkpoint of epoch {state['epoch']} in {self.files.checkpoint} is kept"
+                if self.files.checkpoint.exists() else "no checkpoint was written")
+        raise TrainingDiverged(f"training diverged at step {step + 1} of epoch {epoch + 1} ({bad}; the model's "
+                               f"parameters are no longer finite); {kept}. Try a lower --lr (now {self.lr:g})")
 
     def _any_rank(self, flag: bool) -> bool:
         if not self.dist.enabled:
