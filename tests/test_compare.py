@@ -35,8 +35,10 @@ def test_report_on_a_tiny_step_budget(tmp_path, capsys):
                  "exact (discrete)", "| histogram baseline |", "trained in this run"):
         assert text in report, text
     baseline = results["histogram_baseline_bits_per_dim"]
-    assert 1 < baseline < 8 and all(row.get("histogram_baseline_bits_per_dim") in (None, baseline)
+    assert 1 < baseline < 8 and all(row["histogram_baseline_bits_per_dim"] == baseline
                                     for row in results["models"].values())
+    assert [results["models"][k]["nll_kind"] for k in ("vae", "gan", "pixelcnn")] == [
+        "bound (importance-weighted, k=10)", "none (no likelihood)", "exact (discrete)"]
     gan_row = next(line for line in report.splitlines() if line.startswith("| gan |")).split(" | ")
     assert gan_row[5] == "none"  # test bits/dim: the GAN has no likelihood
     for figure in ("samples.png", "bpd_vs_time.png", "sampling_throughput.png"):
@@ -44,6 +46,15 @@ def test_report_on_a_tiny_step_budget(tmp_path, capsys):
         assert f"]({figure})" in report
     assert "| pixelcnn |" in printed and f"| histogram baseline | - | - | - | - | {baseline:.3g} |" in printed
     assert "wrote" in printed
+
+
+def test_a_gan_only_report_still_has_the_baseline_row(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["compare", "--models", "gan", "--steps", "1", "--quick", "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    baseline = results["histogram_baseline_bits_per_dim"]
+    assert baseline is not None and 1 < baseline < 8 and results["budget"] == "1 step per model"
+    assert "| histogram baseline |" in (out / "report.md").read_text()
 
 
 def test_flows_invert_exactly_and_wavenet_has_an_audio_section(tmp_path):
@@ -105,6 +116,7 @@ def test_budget_parsing_and_accounting():
     assert not budget.done(59.9, 1000) and budget.done(60.0, 1) and budget.fraction(30, 5) == 0.5
     steps = Budget(steps=10)
     assert steps.done(0.1, 10) and not steps.done(1e9, 9) and steps.label == "10 steps per model"
+    assert Budget(steps=1).label == "1 step per model"
     with pytest.raises(ValueError):
         Budget(seconds=1, steps=1)
 

@@ -43,7 +43,7 @@ class Budget:
     @property
     def label(self) -> str:
         if self.steps is not None:
-            return f"{self.steps} steps per model"
+            return f"{self.steps} step{'s' if self.steps != 1 else ''} per model"
         seconds = self.seconds
         shown = f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
         return f"{shown} of training per model"

@@ -129,8 +129,8 @@ def _run(args: argparse.Namespace, models: list[str], budget, budget_text, devic
 
     from fastgen.compare.audio import measure_wavenet
     from fastgen.compare.measure import measure_image_model
-    from fastgen.compare.report import (COLUMNS, histogram_baseline, markdown_table, table_rows, write_figures,
-                                        write_report)
+    from fastgen.compare.report import (COLUMNS, histogram_baseline, markdown_table, nll_kind, table_rows,
+                                        write_figures, write_report)
     from fastgen.data import load_images
     from fastgen.train import recipes
 
@@ -144,7 +144,7 @@ def _run(args: argparse.Namespace, models: list[str], budget, budget_text, devic
         trained = _obtain(recipe, data, device, budget, args, progress)
         print(f"{name}: measuring", file=sys.stderr)
         row = measure_image_model(recipe, trained.model, data, device, quick=args.quick, seed=args.seed)
-        rows[name] = {**row, **_training_figures(trained)}
+        rows[name] = {**row, "nll_kind": nll_kind(row), **_training_figures(trained)}
         with torch.no_grad():
             samples[name] = recipe.sample(trained.model, 32 if args.quick else 64,
                                           torch.Generator(device=device).manual_seed(args.seed)).cpu()

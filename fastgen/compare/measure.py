@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from fastgen.data import dequantize, to_unit
+from fastgen.train.evaluation import histogram_baseline_bpd
 from fastgen.train.recipes import Recipe
 
 THROUGHPUT_BATCHES = (1, 64)
@@ -105,6 +106,9 @@ def measure_image_model(recipe: Recipe, model: nn.Module, data: Any, device: tor
                 "frechet_floor", "iw_samples", "dequantization_draws"):
         if key in metrics:
             row[key] = metrics[key]
+    # Every row carries the baseline (a GAN's evaluation has no likelihood to set it), so a table
+    # of sample-only models still shows it.
+    row.setdefault("histogram_baseline_bits_per_dim", histogram_baseline_bpd(data))
     row.update(sampling_throughput(recipe, model, device))
     row.update(inference_map(model, data, device))
     row.update(sampling_kind(model, data))
