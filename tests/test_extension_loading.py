@@ -85,3 +85,30 @@ def test_import_fastgen_alone_reaches_the_public_subpackages():
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["0.0", "MaskedConv2d Glow fastgen.data",
                                        "AttributeError module 'fastgen' has no attribute 'no_such_thing'"]
+
+
+COMPILE_SCRIPT = """
+import torch, fastgen.ops as F
+counts = torch._dynamo.utils.counters
+mu, logvar = torch.zeros(4, 3), torch.zeros(4, 3)
+vae = torch.compile(lambda m, v: F.reparameterize_with_kl(m, v))
+draws = [vae(mu, logvar)[0] for _ in range(4)]
+x = torch.randn(2, 2, 4, 4)
+w1, w2, w3 = torch.randn(8, 2, 3, 3), torch.randn(8, 8, 1, 1), torch.randn(4, 8, 3, 3)
+net = torch.compile(lambda x: F.conv_conditioner(x, w1, None, w2, None, w3, None, dropout=0.5))
+outs = [net(x) for _ in range(3)]
+print(all(not torch.equal(a, b) for a, b in zip(draws, draws[1:])), all(not torch.equal(a, b) for a, b in zip(outs, outs[1:])))
+print(int(counts["stats"]["unique_graphs"]))
+"""
+
+
+def test_without_the_extension_compile_keeps_the_reference_noise_eager():
+    # The plain-PyTorch Philox used to go into the graph: Inductor never finished compiling it, and
+    # each call's fresh seed would have been a new constant.
+    env = {**os.environ, "FASTGEN_DISABLE_EXT": "1", "FASTGEN_REQUIRE_EXT": "0"}
+    result = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fresh, graphs = result.stdout.strip().splitlines()
+    assert fresh == "True True"  # a new draw per call
+    assert int(graphs) <= 6  # a few graphs around the eager noise, not one per call's seed

@@ -64,6 +64,13 @@ def _check_dropout(dropout: object) -> float:
     return float(dropout)
 
 
+@torch.compiler.disable  # eager, as fastgen.ops.gaussian._reference_noise (the Philox stream)
+def _reference_dropout_masks(seed: torch.Tensor, x: torch.Tensor, hidden: tuple[int, int], dropout: float
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    positions = x.shape[0] * x.shape[2] * x.shape[3]
+    return reference.conditioner_dropout_masks(int(seed), positions, hidden, dropout, x.dtype, x.device)
+
+
 def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor,
                      b2: torch.Tensor | None, w3: torch.Tensor, b3: torch.Tensor | None, *, dropout: float = 0.0,
                      generator: torch.Generator | None = None) -> torch.Tensor:
@@ -108,8 +115,6 @@ def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
     if not kernel_runs(x):
         keep = (None, None)
         if seed is not None:
-            positions = x.shape[0] * x.shape[2] * x.shape[3]
-            keep = reference.conditioner_dropout_masks(int(seed), positions, (w1.shape[0], w2.shape[0]), dropout,
-                                                       x.dtype, x.device)
+            keep = _reference_dropout_masks(seed, x, (w1.shape[0], w2.shape[0]), dropout)
         return reference.conv_conditioner(x, w1, b1, w2, b2, w3, b3, *keep)
     return torch.ops.fastgen.conv_conditioner(x, w1, b1, w2, b2, w3, b3, dropout, seed)[0]

@@ -45,6 +45,10 @@ def _noise_inputs(
     return None, draw_seed(mu.device, generator)
 
 
+# Kept out of torch.compile graphs: the plain-PyTorch Philox is ten rounds of 64-bit integer
+# arithmetic that Inductor expands into one expression it never finishes compiling, and the seed
+# is a fresh number per call. Eager here, the rest of the caller's graph compiles around it.
+@torch.compiler.disable
 def _reference_noise(mu: torch.Tensor, eps: torch.Tensor | None, seed: torch.Tensor | None) -> torch.Tensor:
     if eps is not None:
         return eps
