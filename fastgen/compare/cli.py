@@ -129,8 +129,15 @@ def _run(args: argparse.Namespace, models: list[str], budget, budget_text, devic
 
     from fastgen.compare.audio import measure_wavenet
     from fastgen.compare.measure import measure_image_model
-    from fastgen.compare.report import (COLUMNS, histogram_baseline, markdown_table, nll_kind, table_rows,
-                                        write_figures, write_report)
+    from fastgen.compare.report import (
+        COLUMNS,
+        histogram_baseline,
+        markdown_table,
+        nll_kind,
+        table_rows,
+        write_figures,
+        write_report,
+    )
     from fastgen.data import load_images
     from fastgen.train import recipes
 
