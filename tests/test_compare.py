@@ -57,6 +57,12 @@ def test_a_gan_only_report_still_has_the_baseline_row(tmp_path, capsys):
     assert "| histogram baseline |" in (out / "report.md").read_text()
 
 
+def test_the_training_bar_is_not_redrawn_every_step(tmp_path, capsys):
+    assert main(["compare", "--models", "vae", "--steps", "120", "--quick", "--out", str(tmp_path / "r")]) == 0
+    bar = [part for part in capsys.readouterr().err.split("\r") if "vae (120 steps per model)" in part]
+    assert 1 <= len(bar) < 30, len(bar)  # it was two redraws a step
+
+
 def test_flows_invert_exactly_and_wavenet_has_an_audio_section(tmp_path):
     out = tmp_path / "r"
     assert main(["compare", "--models", "realnvp,wavenet", "--steps", "1", "--quick", "--out", str(out),

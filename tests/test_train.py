@@ -124,6 +124,16 @@ def test_a_diverged_run_stops_with_a_plain_message_and_no_nan_checkpoint(tmp_pat
     assert not (out / "last.pt").exists()  # nothing NaN was saved
 
 
+def test_the_progress_bar_is_not_redrawn_every_step(tmp_path, capsys):
+    # Redirected to a log file, a bar redrawn per step is a line per step; tqdm's mininterval
+    # only holds when nothing forces a refresh.
+    train(_config(tmp_path / "run", epochs=1, batch_size=16, progress=True))
+    err = capsys.readouterr().err
+    steps = _records(tmp_path / "run", "step")
+    assert len(steps) >= 80
+    assert err.count("\r") < len(steps) / 4, err.count("\r")
+
+
 def test_global_batches_split_evenly_across_ranks():
     batches = global_batches(103, 10, 2, seed=3, epoch=1)
     assert sorted(torch.cat(batches).tolist()) == list(range(103))

@@ -97,9 +97,11 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
                 steps += 1
                 images += len(rows)
                 if bar is not None:
-                    bar.n = round(budget.fraction(spent, steps) * 1000)
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:1]} | {"img/s": f"{images / spent:.0f}"})
-                    bar.refresh()
+                    # refresh=False and update(): redrawn at most every mininterval, not every step
+                    # (a log file got two lines a step)
+                    shown = {k: f"{v:.3g}" for k, v in list(losses.items())[:1]}
+                    bar.set_postfix(shown | {"img/s": f"{images / spent:.0f}"}, refresh=False)
+                    bar.update(round(budget.fraction(spent, steps) * 1000) - bar.n)
                 while next_point <= curve_points and budget.fraction(spent, steps) >= next_point / curve_points:
                     score = curve_score(recipe, model, data, device, seed)
                     if score is not None:

@@ -303,7 +303,8 @@ class Trainer:
                     if bar is not None:
                         elapsed = time.perf_counter() - start
                         bar.set_postfix(loss=f"{next(iter(losses.values())):.4f}",
-                                        img_s=f"{(step + 1 - bar.initial) * self.batch_size / max(elapsed, 1e-9):.0f}")
+                                        img_s=f"{(step + 1 - bar.initial) * self.batch_size / max(elapsed, 1e-9):.0f}",
+                                        refresh=False)  # drawn by update(), at most every mininterval
                         bar.update(1)
                     stop_signal = flag.received
                     if stop_signal is None and self.config.stop_after_steps is not None \
