@@ -84,7 +84,8 @@ def _compare(parser: argparse.ArgumentParser) -> Handler:
     same way, print the comparison table and write report.md, results.json and figures to --out."""
     parser.add_argument("--data", default="digits", help="image data for the image models (default digits)")
     parser.add_argument("--models", default=",".join(IMAGE_MODELS),
-                        help=f"comma-separated, from {','.join(IMAGE_MODELS + AUDIO_MODELS)} (default: the image models)")
+                        help=f"comma-separated, from {','.join(IMAGE_MODELS + AUDIO_MODELS)} "
+                             "(default: the image models)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--budget", help=f"training time per model, e.g. 10m, 90s, 1h (default {DEFAULT_BUDGET}; "
                         f"{QUICK_BUDGET} with --quick)")

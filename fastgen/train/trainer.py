@@ -165,9 +165,9 @@ class Trainer:
             return
         saved = (payload.get("train_config") or {}).get("batch_size")
         if saved is not None and saved != self.batch_size:
-            raise ValueError(f"--batch-size {self.batch_size} differs from the {saved} of the checkpoint, which stopped "
-                             f"at step {payload['step_in_epoch']} of an epoch: resume with --batch-size {saved} (or "
-                             "none), or change it at an epoch boundary")
+            raise ValueError(f"--batch-size {self.batch_size} differs from the {saved} of the checkpoint, which "
+                             f"stopped at step {payload['step_in_epoch']} of an epoch: resume with --batch-size "
+                             f"{saved} (or none), or change it at an epoch boundary")
 
     def _validation_split(self) -> tuple[torch.Tensor, ImageData | None]:
         """(training images, validation split as an ImageData whose test split it is, or None)."""
