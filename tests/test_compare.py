@@ -70,6 +70,7 @@ def test_flows_invert_exactly_and_wavenet_has_an_audio_section(tmp_path):
     results = json.loads((out / "results.json").read_text())
     realnvp = results["models"]["realnvp"]
     assert realnvp["x_to_z"] == "exact" and realnvp["reconstruction_max_abs_error"] < 1e-4
+    assert realnvp["nll_kind"] == "exact (dequantized, 1 draw)"  # --quick: one dequantization draw
     audio = results["audio"]
     assert audio["receptive_field"] == 511 and audio["cached_over_naive"] > 1
     assert 0 < audio["bits_per_sample"] <= 8.5 and audio["real_time_factor"] > 0

@@ -35,7 +35,8 @@ def nll_kind(row: dict[str, Any]) -> str:
     if "iw_samples" in row:
         return f"bound (importance-weighted, k={row['iw_samples']:.0f})"
     if "dequantization_draws" in row:
-        return f"exact (dequantized, {row['dequantization_draws']:.0f} draws)"
+        draws = round(row["dequantization_draws"])
+        return f"exact (dequantized, {draws} draw{'s' if draws != 1 else ''})"
     return "exact (discrete)"
 
 
