@@ -264,6 +264,31 @@ def test_npz_given_split(tmp_path):
     assert load_images(tmp_path / "nolab.npz").test_labels is None
 
 
+def test_npz_levels_key_declares_fewer_levels(tmp_path):
+    x = (np.arange(20 * 25).reshape(20, 1, 5, 5) % 17).astype(np.int64)
+    np.savez(tmp_path / "d.npz", x=x, levels=17)
+    d = load_images(tmp_path / "d.npz")
+    assert d.levels == 17 and int(d.train.max()) <= 16
+    np.savez(tmp_path / "s.npz", x_train=x[:15], x_test=x[15:], levels=np.array([17]))
+    assert load_images(tmp_path / "s.npz").levels == 17
+    np.savez(tmp_path / "plain.npz", x=x)
+    assert load_images(tmp_path / "plain.npz").levels == 256  # no key: 8-bit
+
+
+@pytest.mark.parametrize("arrays, pattern", [
+    ({"x": np.full((2, 3, 3), 17), "levels": 17}, r"image values reach 17, but levels = 17 allows 0..16"),
+    ({"x": np.zeros((2, 3, 3), np.float32), "levels": 17}, "with levels = 17 they must be integers in 0..16"),
+    ({"x": np.zeros((2, 3, 3), np.uint8), "levels": 1}, r"\['levels'\]: expected one integer in 2..256"),
+    ({"x": np.zeros((2, 3, 3), np.uint8), "levels": 300}, "expected one integer in 2..256"),
+    ({"x": np.zeros((2, 3, 3), np.uint8), "levels": 16.0}, "expected one integer in 2..256"),
+    ({"x": np.zeros((2, 3, 3), np.uint8), "levels": [4, 8]}, "expected one integer in 2..256"),
+])
+def test_npz_bad_levels(tmp_path, arrays, pattern):
+    np.savez(tmp_path / "bad.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+    with pytest.raises(DataError, match=pattern):
+        load_images(tmp_path / "bad.npz")
+
+
 @pytest.mark.parametrize(
     "arrays, pattern",
     [

@@ -4,7 +4,9 @@
   dtype with values in 0..255) or float in [0, 1] (quantized to 256 levels). No labels.
 - ``.npz``: either ``x_train`` and ``x_test`` (+ optional ``y_train`` and ``y_test``), a split
   that is used as given; or one array under ``x``, ``images`` or ``arr_0`` (+ optional labels
-  under ``y``, ``labels``, or ``arr_1`` next to ``arr_0``), split later.
+  under ``y``, ``labels``, or ``arr_1`` next to ``arr_0``), split later. An optional ``levels``
+  (an integer 2..256) declares fewer intensity levels than 256 (e.g. 17 for the 8x8 digits): the
+  images must then be integers in 0..levels-1, and the likelihood models use that many classes.
 
 Files are read with ``allow_pickle=False``: object arrays are refused, nothing is unpickled.
 """
@@ -31,6 +33,16 @@ def _read(archive, key: str, path: Path) -> np.ndarray:
         raise DataError(f"{where}: cannot read this numpy array ({exc})") from exc
 
 
+def _levels(archive, path: Path) -> int:
+    """The archive's ``levels``: one integer in 2..256."""
+    value = _read(archive, "levels", path)
+    if value.size != 1 or value.dtype == np.bool_ or not np.issubdtype(value.dtype, np.integer) \
+            or not 2 <= int(value.reshape(-1)[0]) <= 256:
+        raise DataError(f"{path}['levels']: expected one integer in 2..256 (the number of intensity levels), "
+                        f"got {value.reshape(-1)[:4].tolist()} of dtype {value.dtype}")
+    return int(value.reshape(-1)[0])
+
+
 def load_npy(path: Path) -> Loaded:
     """Read an ``.npy`` image array (no labels)."""
     return Loaded(images_from_array(_read(None, "", path), str(path)), None, levels=256)
@@ -45,8 +57,18 @@ def load_npz(path: Path) -> Loaded:
     with archive:
         keys = set(archive.files)
 
+        levels = _levels(archive, path) if "levels" in keys else 256
+
         def images(key):
-            return images_from_array(_read(archive, key, path), f"{path}[{key!r}]")
+            raw = _read(archive, key, path)
+            if levels < 256 and not np.issubdtype(raw.dtype, np.integer):
+                raise DataError(f"{path}[{key!r}]: images have dtype {raw.dtype}; with levels = {levels} they must "
+                                f"be integers in 0..{levels - 1}")
+            x = images_from_array(raw, f"{path}[{key!r}]")
+            if x.size and x.max() >= levels:
+                raise DataError(f"{path}[{key!r}]: image values reach {x.max()}, but levels = {levels} allows "
+                                f"0..{levels - 1}")
+            return x
 
         def labels(key, n):
             return labels_from_array(_read(archive, key, path), n, f"{path}[{key!r}]")
@@ -66,7 +88,7 @@ def load_npz(path: Path) -> Loaded:
                 raise DataError(f"{path}: has {has_y[0]} but not the other of y_train/y_test")
             y_train = labels("y_train", len(train)) if has_y else None
             y_test = labels("y_test", len(test)) if has_y else None
-            return Loaded(train, y_train, 256, test, y_test)
+            return Loaded(train, y_train, levels, test, y_test)
 
         key = next((k for k in IMAGE_KEYS if k in keys), None)
         if key is None:
@@ -77,4 +99,4 @@ def load_npz(path: Path) -> Loaded:
         x = images(key)
         label_key = next((k for k in LABEL_KEYS[key] if k in keys), None)
         y = labels(label_key, len(x)) if label_key else None
-        return Loaded(x, y, levels=256)
+        return Loaded(x, y, levels=levels)
