@@ -336,7 +336,7 @@ class Trainer:
         if all(bool(torch.isfinite(p).all()) for p in state["model"].parameters()):
             return
         bad = ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))
-        kept = (f"the checkpoint of epoch {state['epoch']} in {self.files.checkpoint} is kept"
+        kept = (f"the last checkpoint, {self.files.checkpoint}, is kept as it was"
                 if self.files.checkpoint.exists() else "no checkpoint was written")
         raise TrainingDiverged(f"training diverged at step {step + 1} of epoch {epoch + 1} ({bad}; the model's "
                                f"parameters are no longer finite); {kept}. Try a lower --lr (now {self.lr:g})")
