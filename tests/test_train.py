@@ -124,6 +124,18 @@ def test_a_diverged_run_stops_with_a_plain_message_and_no_nan_checkpoint(tmp_pat
     assert not (out / "last.pt").exists()  # nothing NaN was saved
 
 
+def test_divergence_after_a_checkpoint_keeps_it_as_it_was(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_config(out, epochs=1))
+    before = (out / "last.pt").read_bytes()
+    status = main(["train", "vae", "--epochs", "2", "--lr", "1e6", "--out", str(out), "--no-progress", "--quick",
+                   "--samples", "16", "--resume"])
+    err = capsys.readouterr().err
+    assert status == 2 and f"the last checkpoint, {out / 'last.pt'}, is kept as it was" in err, err
+    assert (out / "last.pt").read_bytes() == before
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+
+
 def test_the_progress_bar_is_not_redrawn_every_step(tmp_path, capsys):
     # Redirected to a log file, a bar redrawn per step is a line per step; tqdm's mininterval
     # only holds when nothing forces a refresh.
@@ -132,6 +144,27 @@ def test_the_progress_bar_is_not_redrawn_every_step(tmp_path, capsys):
     steps = _records(tmp_path / "run", "step")
     assert len(steps) >= 80
     assert err.count("\r") < len(steps) / 4, err.count("\r")
+
+
+def test_resume_with_another_lr_uses_it(tmp_path, capsys):
+    # The optimizer state in the checkpoint carries the old learning rate: a new --lr must replace it.
+    from fastgen.train import recipes
+    from fastgen.train.trainer import WARMUP_STEPS
+
+    out, default = tmp_path / "run", recipes.get("vae").lr
+    train(_config(out, epochs=1, batch_size=32))
+    steps = torch.load(out / "last.pt", weights_only=True)["global_step"]
+    train(_config(out, epochs=2, batch_size=32, lr=default / 10, resume=True))
+    assert f"resuming with --lr {default / 10:g} (the run started with {default:g})" in capsys.readouterr().err
+    state = torch.load(out / "last.pt", weights_only=True)
+    warm = min(1.0, (2 * steps + 1) / WARMUP_STEPS)  # LambdaLR's factor after the second epoch's last step
+    assert warm < 1  # still warming up: the factor and the new base must both hold
+    for group in state["optimizers"]["model"]["param_groups"]:
+        assert group["lr"] == pytest.approx(default / 10 * warm) and group["initial_lr"] == pytest.approx(default / 10)
+    train(_config(out, epochs=3, batch_size=32, resume=True))  # no --lr: the one the run was resumed with
+    assert "resuming with --lr" not in capsys.readouterr().err
+    group = torch.load(out / "last.pt", weights_only=True)["optimizers"]["model"]["param_groups"][0]
+    assert group["initial_lr"] == pytest.approx(default / 10)
 
 
 def test_global_batches_split_evenly_across_ranks():

@@ -210,6 +210,7 @@ class Trainer:
                 opt.load_state_dict(resume_from["optimizers"][name])
             for name, sched in schedulers.items():
                 sched.load_state_dict(resume_from["schedulers"][name])
+            self._apply_new_lr(resume_from, optimizers, schedulers)
             amp.load_state_dict(resume_from.get("amp", {}))
             checkpoint.restore_rng(resume_from["rng"])
             position = {k: resume_from.get(k, position[k]) for k in position}
@@ -219,6 +220,25 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             parts = {k: DDP(v, device_ids=ids) for k, v in parts.items()}
         return dict(model=model, parts=parts, optimizers=optimizers, schedulers=schedulers, amp=amp, **position)
+
+    def _apply_new_lr(self, payload: dict[str, Any], optimizers: dict[str, torch.optim.Optimizer],
+                      schedulers: dict[str, Any]) -> None:
+        """A resumed run given another --lr: the optimizer states just loaded carry the old one
+        (and the warm-up its base), so every learning rate is scaled by new / old."""
+        started_with = (payload.get("train_config") or {}).get("lr") or self.recipe.lr
+        if self.lr == started_with:
+            return
+        factor = self.lr / started_with
+        for opt in optimizers.values():
+            for group in opt.param_groups:
+                for key in ("lr", "initial_lr"):
+                    if key in group:
+                        group[key] *= factor
+        for sched in schedulers.values():
+            sched.base_lrs = [lr * factor for lr in sched.base_lrs]
+            sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
+        if self.dist.is_main:
+            print(f"resuming with --lr {self.lr:g} (the run started with {started_with:g})", file=sys.stderr)
 
     def _check_data(self, payload: dict[str, Any]) -> None:
         saved = payload["data"]
