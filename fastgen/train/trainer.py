@@ -154,20 +154,23 @@ class Trainer:
         self.lr = config.lr or self.recipe.lr
         if self.batch_size < self.dist.world_size:
             raise ValueError(f"--batch-size {self.batch_size} is smaller than the {self.dist.world_size} processes")
-        self._check_mid_epoch_batch_size(self._resume_from)
+        self._check_mid_epoch_settings(self._resume_from)
         self.data: ImageData = self.recipe.load_data(config.data, sample_rate=config.sample_rate)
         self.train_images, self.validation = self._validation_split()
 
-    def _check_mid_epoch_batch_size(self, payload: dict[str, Any] | None) -> None:
-        """A run stopped mid-epoch continues that epoch's batches: another batch size would skip or
-        repeat images and mix two batch sizes in the epoch's means."""
+    def _check_mid_epoch_settings(self, payload: dict[str, Any] | None) -> None:
+        """A run stopped mid-epoch continues that epoch's batches: another batch size or seed (which
+        orders the epoch's images) would skip or repeat images, and mix two batch sizes in the means."""
         if not payload or not payload.get("step_in_epoch"):
             return
-        saved = (payload.get("train_config") or {}).get("batch_size")
-        if saved is not None and saved != self.batch_size:
-            raise ValueError(f"--batch-size {self.batch_size} differs from the {saved} of the checkpoint, which "
-                             f"stopped at step {payload['step_in_epoch']} of an epoch: resume with --batch-size "
-                             f"{saved} (or none), or change it at an epoch boundary")
+        saved_config = payload.get("train_config") or {}
+        for option, name, value in (("--batch-size", "batch_size", self.batch_size),
+                                    ("--seed", "seed", self.config.seed)):
+            saved = saved_config.get(name)
+            if saved is not None and saved != value:
+                raise ValueError(f"{option} {value} differs from the {saved} of the checkpoint, which stopped at "
+                                 f"step {payload['step_in_epoch']} of an epoch: resume with {option} {saved} (or "
+                                 "none), or change it at an epoch boundary")
 
     def _validation_split(self) -> tuple[torch.Tensor, ImageData | None]:
         """(training images, validation split as an ImageData whose test split it is, or None)."""
