@@ -98,7 +98,8 @@ def audio_table(audio: dict[str, Any]) -> str:
         "wavenet", f"{audio['parameters']:,}", str(audio["receptive_field"]), _num(audio.get("images_per_second")),
         "-" if audio.get("train_seconds") is None else f"{audio['train_seconds']:.0f} s",
         _num(audio["bits_per_sample"]), _num(audio["unigram_baseline_bits_per_sample"]),
-        _num(audio["cached_samples_per_s"], 4), _num(audio["naive_samples_per_s"]), f"{audio['cached_over_naive']:.0f}x",
+        _num(audio["cached_samples_per_s"], 4), _num(audio["naive_samples_per_s"]),
+        f"{audio['cached_over_naive']:.0f}x",
         _num(audio["real_time_factor"]), audio["source"],
     ]
     return markdown_table(header, [row])
@@ -113,7 +114,8 @@ def curve_lines(models: dict[str, dict[str, Any]]) -> list[str]:
             continue
         points = ", ".join(f"{seconds:.0f} s: {bpd:.3f}" for seconds, bpd in curve)
         best_seconds, best = min(curve, key=lambda point: point[1])
-        note = f" (lowest at {best_seconds:.0f} s, {curve[-1][1] - best:+.3f} by the end)" if best < curve[-1][1] else ""
+        rise = curve[-1][1] - best
+        note = f" (lowest at {best_seconds:.0f} s, {rise:+.3f} by the end)" if best < curve[-1][1] else ""
         lines.append(f"- {name}: {points}{note}")
     return lines
 
