@@ -167,6 +167,15 @@ def test_resume_with_another_lr_uses_it(tmp_path, capsys):
     assert group["initial_lr"] == pytest.approx(default / 10)
 
 
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_config(out, epochs=1))
+    capsys.readouterr()
+    final = train(_config(out, epochs=1, resume=True))
+    assert "the checkpoint has trained 1 epoch(s), --epochs is 1: nothing to train" in capsys.readouterr().err
+    assert final["epochs"] == 1 and len(_records(out, "epoch")) == 1
+
+
 def test_global_batches_split_evenly_across_ranks():
     batches = global_batches(103, 10, 2, seed=3, epoch=1)
     assert sorted(torch.cat(batches).tolist()) == list(range(103))

@@ -293,6 +293,9 @@ class Trainer:
         self.files.prepare(resume=self.config.resume)
         if self.config.resume:
             self.files.truncate_log_after(state["global_step"])
+        if state["epoch"] >= self.epochs and self.dist.is_main:
+            print(f"the checkpoint has trained {state['epoch']} epoch(s), --epochs is {self.epochs}: nothing to train, "
+                  f"only the final evaluation runs (raise --epochs to train on)", file=sys.stderr)
         train = self.train_images
         world, rank = self.dist.world_size, self.dist.rank
         steps_done = 0
