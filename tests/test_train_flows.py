@@ -36,6 +36,17 @@ def test_flow_run_keeps_the_epoch_best_on_validation(tmp_path, capsys, model):
     best = load(run)  # a run folder loads its best checkpoint
     assert best["best"]["epoch"] == best_epoch and best["model"] == model
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png")]) == 0
+    assert main(["sample", str(run), "-n", "4", "--temperature", "0.7", "-o", str(tmp_path / "t.png")]) == 0
+    assert main(["sample", str(run), "--temperature", "-1", "-o", str(tmp_path / "u.png")]) == 2
+    assert "--temperature: expected a finite number >= 0, got '-1'" in capsys.readouterr().err
+    from fastgen.train.cli import _load_for_inference
+
+    _, recipe, flow = _load_for_inference(str(run), torch.device("cpu"))
+    with torch.no_grad():
+        cold = recipe.sample(flow, 3, torch.Generator().manual_seed(0), temperature=0.0)
+        warm = recipe.sample(flow, 3, torch.Generator().manual_seed(0))
+    assert torch.equal(cold[0], cold[1]) and torch.equal(cold[0], cold[2])  # T = 0: every latent is zero
+    assert not torch.equal(warm[0], warm[1])
     capsys.readouterr()
     assert main(["evaluate", str(run), "--quick", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)

@@ -113,6 +113,17 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
     return run
 
 
+def temperature_value(text: str) -> float:
+    """``--temperature``: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def _load_for_inference(path: str, device):
     from fastgen.train import checkpoint, recipes
 
@@ -130,6 +141,9 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("-o", "--output", type=Path, help="file to write (default samples.png, or samples.wav)")
     parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--temperature", type=temperature_value,
+                        help="flows (glow, realnvp): latents drawn from N(0, T^2) (default 1; Glow's samples often "
+                             "look best near 0.7)")
 
     def run(args: argparse.Namespace) -> int:
         import torch
@@ -142,8 +156,13 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
         output = args.output or Path(f"samples{recipe.sample_suffix}")
         if output.suffix.lower() != recipe.sample_suffix:
             raise CommandError(f"-o {output}: {payload['model']} samples are written as {recipe.sample_suffix} files")
+        options = {}
+        if args.temperature is not None:
+            if recipe.sample_temperature is None:
+                raise CommandError(f"--temperature is for the flows (glow, realnvp), not {payload['model']}")
+            options["temperature"] = args.temperature
         with torch.no_grad():
-            samples = recipe.sample(model, args.n, torch.Generator(device=device).manual_seed(args.seed))
+            samples = recipe.sample(model, args.n, torch.Generator(device=device).manual_seed(args.seed), **options)
         try:
             recipe.save_samples(model, samples, output)
         except OSError as error:

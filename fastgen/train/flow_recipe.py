@@ -71,8 +71,8 @@ class FlowRecipe(Recipe):
         return mean_bits_per_dim(model, validation.test, validation.levels, device, draws=1, seed=seed)
 
     @torch.no_grad()
-    def sample(self, model, n, generator):
-        return model.sample(n, self.sample_temperature, generator=generator)
+    def sample(self, model, n, generator, temperature: float | None = None):
+        return model.sample(n, self.sample_temperature if temperature is None else temperature, generator=generator)
 
     def evaluate(self, model, data, device, *, quick=False, seed=0) -> dict[str, float]:
         draws = 1 if quick else 10

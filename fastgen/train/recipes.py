@@ -59,6 +59,7 @@ class Recipe(ABC):
     default_data: str = "digits"
     sample_suffix: str = ".png"
     max_epoch_samples: int | None = None
+    sample_temperature: float | None = None  # the flows': latents scaled by it (None: no such knob)
 
     def load_data(self, spec: str, sample_rate: int | None = None) -> ImageData:
         """The dataset ``spec`` (``--data``) names: images unless the recipe says otherwise.
