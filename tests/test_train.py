@@ -52,6 +52,8 @@ def test_a_run_writes_its_files_and_reports_the_test_metric(tmp_path, capsys):
     assert "bits_per_dim" in json.loads(capsys.readouterr().out.split("wrote 9 samples")[-1].split("\n", 1)[1])
     assert main(["sample", str(run), "--temperature", "0.7", "-o", str(tmp_path / "t.png")]) == 2
     assert "--temperature is for the flows (glow, realnvp), not vae" in capsys.readouterr().err
+    assert main(["sample", str(run), "--seconds", "2", "-o", str(tmp_path / "t.png")]) == 2
+    assert "--seconds is for audio models (wavenet), not vae" in capsys.readouterr().err
 
 
 def test_resume_reproduces_the_uninterrupted_losses(tmp_path):

@@ -51,7 +51,13 @@ def test_wavenet_on_a_wav_folder_writes_wav_samples(tmp_path, capsys, wav_folder
     audio, rate = read_wav(out)
     assert rate == 16000 and audio.shape == (2 * 8000 + 4000,)  # two 0.5 s clips and a 0.25 s gap
     assert np.all(audio[8000:12000] == 0) and np.abs(audio).max() > 0
+    assert main(["sample", str(run), "-n", "1", "--seconds", "0.1", "-o", str(out)]) == 0
+    assert read_wav(out)[0].shape == (1600,)  # 0.1 s at 16 kHz
     capsys.readouterr()
+    assert main(["sample", str(run), "--seconds", "0", "-o", str(out)]) == 2
+    assert "--seconds must be > 0, got 0" in capsys.readouterr().err
+    assert main(["sample", str(run), "--temperature", "0.5", "-o", str(out)]) == 2
+    assert "--temperature is for the flows (glow, realnvp), not wavenet" in capsys.readouterr().err
     assert main(["sample", str(run), "-n", "1", "-o", str(tmp_path / "s.png")]) == 2
     assert "written as .wav files" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--quick", "--json"]) == 0

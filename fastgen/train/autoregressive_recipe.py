@@ -111,8 +111,8 @@ class WaveNetRecipe(Recipe):
                 "unigram_baseline_bits_per_dim": unigram, "clips": float(len(test))}
 
     @torch.no_grad()
-    def sample(self, model, n, generator):
-        length = round(self.sample_seconds * model.sample_rate)
+    def sample(self, model, n, generator, seconds: float | None = None):
+        length = max(1, round((self.sample_seconds if seconds is None else seconds) * model.sample_rate))
         return model.sample(n, length, generator=generator)
 
     def save_samples(self, model, samples: torch.Tensor, path) -> None:

@@ -113,8 +113,8 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
     return run
 
 
-def temperature_value(text: str) -> float:
-    """``--temperature``: a finite number >= 0."""
+def non_negative_number(text: str) -> float:
+    """A finite number >= 0 (``--temperature``, ``--seconds``)."""
     try:
         value = float(text)
     except ValueError:
@@ -141,9 +141,11 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("-o", "--output", type=Path, help="file to write (default samples.png, or samples.wav)")
     parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--temperature", type=temperature_value,
+    parser.add_argument("--temperature", type=non_negative_number,
                         help="flows (glow, realnvp): latents drawn from N(0, T^2) (default 1; Glow's samples often "
                              "look best near 0.7)")
+    parser.add_argument("--seconds", type=non_negative_number,
+                        help="audio models (wavenet): length of each generated clip (default 0.5)")
 
     def run(args: argparse.Namespace) -> int:
         import torch
@@ -161,6 +163,12 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
             if recipe.sample_temperature is None:
                 raise CommandError(f"--temperature is for the flows (glow, realnvp), not {payload['model']}")
             options["temperature"] = args.temperature
+        if args.seconds is not None:
+            if recipe.sample_seconds is None:
+                raise CommandError(f"--seconds is for audio models (wavenet), not {payload['model']}")
+            if args.seconds <= 0:
+                raise CommandError(f"--seconds must be > 0, got {args.seconds:g}")
+            options["seconds"] = args.seconds
         with torch.no_grad():
             samples = recipe.sample(model, args.n, torch.Generator(device=device).manual_seed(args.seed), **options)
         try:

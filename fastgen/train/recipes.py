@@ -60,6 +60,7 @@ class Recipe(ABC):
     sample_suffix: str = ".png"
     max_epoch_samples: int | None = None
     sample_temperature: float | None = None  # the flows': latents scaled by it (None: no such knob)
+    sample_seconds: float | None = None  # audio: length of a generated clip (None: images)
 
     def load_data(self, spec: str, sample_rate: int | None = None) -> ImageData:
         """The dataset ``spec`` (``--data``) names: images unless the recipe says otherwise.
