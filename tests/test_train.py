@@ -180,6 +180,28 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_train(tmp_path, capsys
     assert final["epochs"] == 1 and len(_records(out, "epoch")) == 1
 
 
+def test_epoch_means_are_over_images_and_survive_an_older_checkpoint(tmp_path):
+    full = tmp_path / "full"
+    train(_config(full, epochs=1))
+    steps, epoch = _records(full, "step"), _records(full, "epoch")[0]
+    n_train = len(torch.cat(global_batches(1438, 100, 1, seed=0, epoch=0)))
+    sizes = [100] * (len(steps) - 1) + [n_train - 100 * (len(steps) - 1)]
+    assert sizes[-1] < 100  # the last batch is smaller: a mean over steps would overweight it
+    weighted = sum(s["loss"] * n for s, n in zip(steps, sizes)) / n_train
+    assert epoch["loss"] == pytest.approx(weighted, rel=1e-9)
+    assert epoch["loss"] != pytest.approx(sum(s["loss"] for s in steps) / len(steps), rel=1e-6)
+    # A checkpoint written before the counts were kept held sums of step means: still the same epoch.
+    part = tmp_path / "part"
+    with pytest.raises(TrainingInterrupted):
+        train(_config(part, epochs=1, stop_after_steps=5))
+    payload = torch.load(part / "last.pt", weights_only=False)
+    totals = payload["epoch_totals"]
+    payload["epoch_totals"] = {k: v / 100 for k, v in totals.items() if k != "_images"}
+    torch.save(payload, part / "last.pt")
+    train(_config(part, epochs=1, resume=True))
+    assert _records(part, "epoch")[0]["loss"] == pytest.approx(epoch["loss"], rel=1e-6)
+
+
 def test_global_batches_split_evenly_across_ranks():
     batches = global_batches(103, 10, 2, seed=3, epoch=1)
     assert sorted(torch.cat(batches).tolist()) == list(range(103))

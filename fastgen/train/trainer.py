@@ -27,6 +27,7 @@ from fastgen.train.run_files import RunFiles
 from fastgen.train.step_context import StepContext, global_batches
 from fastgen.train.sync_batchnorm import convert_batchnorm, min_batch_size
 
+IMAGES = "_images"  # the image count kept beside the loss sums of an epoch
 WARMUP_STEPS = 100  # linear learning-rate warm-up, then constant
 
 
@@ -204,8 +205,9 @@ class Trainer:
         optimizers = self.recipe.optimizers(parts, self.lr)
         schedulers = warmup_schedulers(optimizers)
         amp = Amp(self.config.amp, self.device)
-        # Where the run stands; epoch_totals holds the sums of the current epoch's step losses so
-        # an epoch resumed mid-way reports the same means as an uninterrupted one.
+        # Where the run stands; epoch_totals holds the current epoch's step losses summed over its
+        # images (and the image count) so an epoch resumed mid-way reports the same means as an
+        # uninterrupted one.
         position = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "epoch_totals": {},
                     "best": {"value": None, "epoch": None}}
         if resume_from:
@@ -217,6 +219,10 @@ class Trainer:
             amp.load_state_dict(resume_from.get("amp", {}))
             checkpoint.restore_rng(resume_from["rng"])
             position = {k: resume_from.get(k, position[k]) for k in position}
+            totals = position["epoch_totals"]
+            if totals and IMAGES not in totals:  # an older checkpoint summed step means: full batches so far
+                seen = position["step_in_epoch"] * self.batch_size
+                position["epoch_totals"] = {**{k: v * self.batch_size for k, v in totals.items()}, IMAGES: seen}
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -305,7 +311,7 @@ class Trainer:
                                          min_batch=self.min_batch)
                 steps = len(batches)
                 totals = state["epoch_totals"]
-                start = time.perf_counter()
+                start, images_timed = time.perf_counter(), 0
                 bar = self._progress(epoch, steps, initial=state["step_in_epoch"])
                 for step in range(state["step_in_epoch"], steps):
                     ctx = StepContext.for_step(self.config.seed, state["global_step"], len(batches[step]), rank, world,
@@ -322,14 +328,17 @@ class Trainer:
                     state["global_step"] += 1
                     state["step_in_epoch"] = step + 1
                     steps_done += 1
+                    images = len(batches[step])  # the global batch (the epoch's last one may be smaller)
+                    images_timed += images
                     for key, value in losses.items():
-                        totals[key] = totals.get(key, 0.0) + value
+                        totals[key] = totals.get(key, 0.0) + value * images
+                    totals[IMAGES] = totals.get(IMAGES, 0) + images
                     self.files.log({"kind": "step", "epoch": epoch, "step": step, "global_step": state["global_step"],
                                     **losses})
                     if bar is not None:
                         elapsed = time.perf_counter() - start
                         bar.set_postfix(loss=f"{next(iter(losses.values())):.4f}",
-                                        img_s=f"{(step + 1 - bar.initial) * self.batch_size / max(elapsed, 1e-9):.0f}",
+                                        img_s=f"{images_timed / max(elapsed, 1e-9):.0f}",
                                         refresh=False)  # drawn by update(), at most every mininterval
                         bar.update(1)
                     stop_signal = flag.received
@@ -344,7 +353,7 @@ class Trainer:
                         raise TrainingInterrupted(int(stop_signal or signal.SIGTERM), self.files.checkpoint)
                 if bar is not None:
                     bar.close()
-                self._end_epoch(state, epoch, steps, totals, time.perf_counter() - start)
+                self._end_epoch(state, epoch, totals, images_timed, time.perf_counter() - start)
                 # A signal during the epoch's evaluation: the epoch's checkpoint is written, stop
                 # there (after the last epoch, before the final evaluation) rather than run on.
                 if self._any_rank(flag.received is not None):
@@ -380,8 +389,12 @@ class Trainer:
         return tqdm(total=steps, initial=initial, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step",
                     file=sys.stderr, dynamic_ncols=True, leave=True, mininterval=0.5)
 
-    def _end_epoch(self, state, epoch: int, steps: int, totals: dict[str, float], seconds: float) -> dict[str, Any]:
-        metrics: dict[str, Any] = {k: v / max(1, steps) for k, v in totals.items()}
+    def _end_epoch(self, state, epoch: int, totals: dict[str, float], images_timed: int,
+                   seconds: float) -> dict[str, Any]:
+        """Evaluate, sample, log and checkpoint after ``epoch``. Its losses are means over its
+        images; ``images_timed`` were trained in ``seconds`` (this process's part of the epoch)."""
+        images = totals.get(IMAGES, 0)
+        metrics: dict[str, Any] = {k: v / max(1, images) for k, v in totals.items() if k != IMAGES}
         model = state["model"]
         if self.dist.is_main:
             model.eval()
@@ -398,7 +411,7 @@ class Trainer:
             self.files.samples(lambda path: self.recipe.save_samples(model, samples, path), self.recipe.sample_suffix,
                                epoch + 1)
         metrics = distributed.broadcast_object(metrics, self.dist)
-        metrics.update(seconds=seconds, images_per_second=steps * self.batch_size / max(seconds, 1e-9))
+        metrics.update(seconds=seconds, images_per_second=images_timed / max(seconds, 1e-9))
         state["epoch"], state["step_in_epoch"], state["epoch_totals"] = epoch + 1, 0, {}
         self.files.log({"kind": "epoch", "epoch": epoch + 1, "global_step": state["global_step"], **metrics})
         improved = False
