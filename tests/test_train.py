@@ -416,18 +416,12 @@ def test_an_out_that_cannot_be_created_is_one_line(tmp_path, capsys):
 
 
 def test_resuming_mid_epoch_with_another_batch_size_or_seed_is_refused():
-    from types import SimpleNamespace
-
-    from fastgen.train.trainer import Trainer
-
-    check = Trainer._check_mid_epoch_settings
-    def run(batch_size, seed=0):
-        return SimpleNamespace(batch_size=batch_size, config=SimpleNamespace(seed=seed))
+    from fastgen.train.resume import check_mid_epoch_settings as check
 
     mid_epoch = {"step_in_epoch": 42, "train_config": {"batch_size": 16, "seed": 0}}
     with pytest.raises(ValueError, match=r"--batch-size 128 differs from the 16 of the checkpoint.*step 42"):
-        check(run(128), mid_epoch)
+        check(mid_epoch, 128, 0)
     with pytest.raises(ValueError, match=r"--seed 3 differs from the 0 of the checkpoint.*resume with --seed 0"):
-        check(run(16, seed=3), mid_epoch)
-    check(run(16), mid_epoch)
-    check(run(128, seed=3), {"step_in_epoch": 0, "train_config": {"batch_size": 16, "seed": 0}})  # at a boundary
+        check(mid_epoch, 16, 3)
+    check(mid_epoch, 16, 0)
+    check({"step_in_epoch": 0, "train_config": {"batch_size": 16, "seed": 0}}, 128, 3)  # at a boundary

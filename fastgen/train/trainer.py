@@ -23,11 +23,11 @@ from fastgen.data import ImageData
 from fastgen.data.split import split_indices
 from fastgen.train import checkpoint, distributed
 from fastgen.train.recipes import Amp, Recipe, get
+from fastgen.train.resume import IMAGES, check_mid_epoch_settings, epoch_totals, scale_learning_rates
 from fastgen.train.run_files import RunFiles
 from fastgen.train.step_context import StepContext, global_batches
 from fastgen.train.sync_batchnorm import convert_batchnorm, min_batch_size
 
-IMAGES = "_images"  # the image count kept beside the loss sums of an epoch
 WARMUP_STEPS = 100  # linear learning-rate warm-up, then constant
 
 
@@ -155,23 +155,9 @@ class Trainer:
         self.lr = config.lr or self.recipe.lr
         if self.batch_size < self.dist.world_size:
             raise ValueError(f"--batch-size {self.batch_size} is smaller than the {self.dist.world_size} processes")
-        self._check_mid_epoch_settings(self._resume_from)
+        check_mid_epoch_settings(self._resume_from, self.batch_size, self.config.seed)
         self.data: ImageData = self.recipe.load_data(config.data, sample_rate=config.sample_rate)
         self.train_images, self.validation = self._validation_split()
-
-    def _check_mid_epoch_settings(self, payload: dict[str, Any] | None) -> None:
-        """A run stopped mid-epoch continues that epoch's batches: another batch size or seed (which
-        orders the epoch's images) would skip or repeat images, and mix two batch sizes in the means."""
-        if not payload or not payload.get("step_in_epoch"):
-            return
-        saved_config = payload.get("train_config") or {}
-        for option, name, value in (("--batch-size", "batch_size", self.batch_size),
-                                    ("--seed", "seed", self.config.seed)):
-            saved = saved_config.get(name)
-            if saved is not None and saved != value:
-                raise ValueError(f"{option} {value} differs from the {saved} of the checkpoint, which stopped at "
-                                 f"step {payload['step_in_epoch']} of an epoch: resume with {option} {saved} (or "
-                                 "none), or change it at an epoch boundary")
 
     def _validation_split(self) -> tuple[torch.Tensor, ImageData | None]:
         """(training images, validation split as an ImageData whose test split it is, or None)."""
@@ -219,10 +205,8 @@ class Trainer:
             amp.load_state_dict(resume_from.get("amp", {}))
             checkpoint.restore_rng(resume_from["rng"])
             position = {k: resume_from.get(k, position[k]) for k in position}
-            totals = position["epoch_totals"]
-            if totals and IMAGES not in totals:  # an older checkpoint summed step means: full batches so far
-                seen = position["step_in_epoch"] * self.batch_size
-                position["epoch_totals"] = {**{k: v * self.batch_size for k, v in totals.items()}, IMAGES: seen}
+            position["epoch_totals"] = epoch_totals(position["epoch_totals"], position["step_in_epoch"],
+                                                    self.batch_size)
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -237,15 +221,7 @@ class Trainer:
         started_with = (payload.get("train_config") or {}).get("lr") or self.recipe.lr
         if self.lr == started_with:
             return
-        factor = self.lr / started_with
-        for opt in optimizers.values():
-            for group in opt.param_groups:
-                for key in ("lr", "initial_lr"):
-                    if key in group:
-                        group[key] *= factor
-        for sched in schedulers.values():
-            sched.base_lrs = [lr * factor for lr in sched.base_lrs]
-            sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
+        scale_learning_rates(optimizers, schedulers, self.lr / started_with)
         if self.dist.is_main:
             print(f"resuming with --lr {self.lr:g} (the run started with {started_with:g})", file=sys.stderr)
 

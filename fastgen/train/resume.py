@@ -1,0 +1,45 @@
+"""What a resumed run takes over from its checkpoint, and what it may not change mid-epoch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+IMAGES = "_images"  # the image count kept beside an epoch's loss sums (checkpoint key)
+
+
+def check_mid_epoch_settings(payload: dict[str, Any] | None, batch_size: int, seed: int) -> None:
+    """A run stopped mid-epoch continues that epoch's batches: another batch size or seed (which
+    orders the epoch's images) would skip or repeat images, and mix two batch sizes in the means."""
+    if not payload or not payload.get("step_in_epoch"):
+        return
+    saved_config = payload.get("train_config") or {}
+    for option, name, value in (("--batch-size", "batch_size", batch_size), ("--seed", "seed", seed)):
+        saved = saved_config.get(name)
+        if saved is not None and saved != value:
+            raise ValueError(f"{option} {value} differs from the {saved} of the checkpoint, which stopped at "
+                             f"step {payload['step_in_epoch']} of an epoch: resume with {option} {saved} (or "
+                             "none), or change it at an epoch boundary")
+
+
+def scale_learning_rates(optimizers: dict[str, torch.optim.Optimizer], schedulers: dict[str, Any],
+                         factor: float) -> None:
+    """Multiply every learning rate by ``factor``: the optimizers' current and initial rates and
+    the warm-up schedulers' bases (their states, loaded from a checkpoint, carry the old rate)."""
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            for key in ("lr", "initial_lr"):
+                if key in group:
+                    group[key] *= factor
+    for sched in schedulers.values():
+        sched.base_lrs = [lr * factor for lr in sched.base_lrs]
+        sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
+
+
+def epoch_totals(saved: dict[str, float], step_in_epoch: int, batch_size: int) -> dict[str, float]:
+    """The running totals of a checkpoint's unfinished epoch: loss sums over images plus IMAGES.
+    Older checkpoints summed the step means; every batch before a mid-epoch stop was full."""
+    if not saved or IMAGES in saved:
+        return dict(saved)
+    return {**{k: v * batch_size for k, v in saved.items()}, IMAGES: step_in_epoch * batch_size}
