@@ -415,13 +415,44 @@ def test_an_out_that_cannot_be_created_is_one_line(tmp_path, capsys):
     assert "cannot create the folder" in err and "Traceback" not in err
 
 
-def test_resuming_mid_epoch_with_another_batch_size_or_seed_is_refused():
-    from fastgen.train.resume import check_mid_epoch_settings as check
+def test_resuming_mid_epoch_with_another_batch_size_seed_or_data_is_refused():
+    from functools import partial
 
-    mid_epoch = {"step_in_epoch": 42, "train_config": {"batch_size": 16, "seed": 0}}
+    from fastgen.train.resume import check_mid_epoch_settings
+
+    check = partial(check_mid_epoch_settings, default_batch_size=128)
+    mid_epoch = {"step_in_epoch": 42, "train_config": {"batch_size": 16, "seed": 0}, "data": {"name": "digits"}}
     with pytest.raises(ValueError, match=r"--batch-size 128 differs from the 16 of the checkpoint.*step 42"):
-        check(mid_epoch, 128, 0)
+        check(mid_epoch, 128, 0, "digits")
     with pytest.raises(ValueError, match=r"--seed 3 differs from the 0 of the checkpoint.*resume with --seed 0"):
-        check(mid_epoch, 16, 3)
-    check(mid_epoch, 16, 0)
-    check({"step_in_epoch": 0, "train_config": {"batch_size": 16, "seed": 0}}, 128, 3)  # at a boundary
+        check(mid_epoch, 16, 3, "digits")
+    with pytest.raises(ValueError, match=r"--data /x.npz differs from the digits of the checkpoint"):
+        check(mid_epoch, 16, 0, "/x.npz")
+    check(mid_epoch, 16, 0, "digits")
+    check({**mid_epoch, "step_in_epoch": 0}, 128, 3, "/x.npz")  # at a boundary
+    # A run started without --batch-size records None: the recipe's default is what it used.
+    by_default = {**mid_epoch, "train_config": {"batch_size": None, "seed": 0}}
+    with pytest.raises(ValueError, match=r"--batch-size 32 differs from the 128 of the checkpoint"):
+        check(by_default, 32, 0, "digits")
+    check(by_default, 128, 0, "digits")
+
+
+def test_a_fresh_run_refuses_a_folder_of_another_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(_config(out, epochs=1))
+    assert main(["train", "gan", "--out", str(out), "--no-progress", "--quick", "--epochs", "1"]) == 2
+    assert f"{out} already holds a vae checkpoint (last.pt): choose another --out" in capsys.readouterr().err
+    assert main(["train", "vae", "--out", str(out), "--no-progress", "--quick", "--epochs", "1"]) == 2
+    assert "already holds a vae checkpoint (last.pt): pass --resume" in capsys.readouterr().err
+    (out / "last.pt").unlink()  # what is left: final_metrics.json (and samples), no checkpoint
+    assert main(["train", "vae", "--out", str(out), "--no-progress", "--quick", "--epochs", "1"]) == 2
+    assert "holds files of an earlier run (final_metrics.json) but no last.pt" in capsys.readouterr().err
+
+
+def test_amp_and_quick_can_be_switched_off_on_resume(tmp_path):
+    out = tmp_path / "run"
+    train(_config(out, epochs=1, amp="bf16"))
+    train(_config(out, epochs=2, amp="none", quick=False, resume=True))
+    saved = torch.load(out / "last.pt", weights_only=True)["train_config"]
+    assert saved["amp"] == "none" and saved["quick"] is False
+    assert TrainConfig(model="vae", out="runs/x").out == Path("runs/x")  # text paths from Python too

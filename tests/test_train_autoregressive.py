@@ -55,7 +55,7 @@ def test_wavenet_on_a_wav_folder_writes_wav_samples(tmp_path, capsys, wav_folder
     assert read_wav(out)[0].shape == (1600,)  # 0.1 s at 16 kHz
     capsys.readouterr()
     assert main(["sample", str(run), "--seconds", "0", "-o", str(out)]) == 2
-    assert "--seconds must be > 0, got 0" in capsys.readouterr().err
+    assert "--seconds: expected a finite number > 0, got '0'" in capsys.readouterr().err
     assert main(["sample", str(run), "--temperature", "0.5", "-o", str(out)]) == 2
     assert "--temperature is for the flows (glow, realnvp), not wavenet" in capsys.readouterr().err
     assert main(["sample", str(run), "-n", "1", "-o", str(tmp_path / "s.png")]) == 2

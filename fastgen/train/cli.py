@@ -62,13 +62,14 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--lr", type=float, help="learning rate (default: the model's)")
     parser.add_argument("--out", type=Path, help="run folder (default runs/MODEL)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision")
+    parser.add_argument("--amp", choices=["bf16", "fp16", "none"],
+                        help="mixed precision (none: float32, e.g. to resume an --amp run without it)")
     parser.add_argument("--seed", type=seed_value, help="random seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out, with the settings "
                         "it was started with (data, epochs, batch size, lr, amp, seed, --quick, samples) unless "
                         "given again")
-    parser.add_argument("--quick", action="store_true", default=None,
-                        help="a short run (a few minutes on 2 CPU cores)")
+    parser.add_argument("--quick", action=argparse.BooleanOptionalAction, default=None,
+                        help="a short run (a few minutes on 2 CPU cores); --no-quick resumes a quick run as a full one")
     parser.add_argument("--samples", type=int_at_least(1), help="images in each epoch's sample grid (default 64)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -114,13 +115,21 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
 
 
 def non_negative_number(text: str) -> float:
-    """A finite number >= 0 (``--temperature``, ``--seconds``)."""
+    """A finite number >= 0 (``--temperature``)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A finite number > 0 (``--seconds``)."""
+    value = non_negative_number(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 
@@ -144,7 +153,7 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--temperature", type=non_negative_number,
                         help="flows (glow, realnvp): latents drawn from N(0, T^2) (default 1; Glow's samples often "
                              "look best near 0.7)")
-    parser.add_argument("--seconds", type=non_negative_number,
+    parser.add_argument("--seconds", type=positive_number,
                         help="audio models (wavenet): length of each generated clip (default 0.5)")
 
     def run(args: argparse.Namespace) -> int:
@@ -166,8 +175,6 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
         if args.seconds is not None:
             if recipe.sample_seconds is None:
                 raise CommandError(f"--seconds is for audio models (wavenet), not {payload['model']}")
-            if args.seconds <= 0:
-                raise CommandError(f"--seconds must be > 0, got {args.seconds:g}")
             options["seconds"] = args.seconds
         with torch.no_grad():
             samples = recipe.sample(model, args.n, torch.Generator(device=device).manual_seed(args.seed), **options)

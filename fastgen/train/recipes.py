@@ -122,7 +122,7 @@ class Amp:
     """Mixed precision for a training step: autocast plus, for float16, a gradient scaler."""
 
     def __init__(self, mode: str | None, device: torch.device) -> None:
-        self.dtype = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+        self.dtype = {None: None, "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
         self.device_type = device.type
         self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
         self._skipped: set[int] = set()  # ids of the optimizers whose last step the scaler skipped

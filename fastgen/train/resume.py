@@ -9,17 +9,22 @@ import torch
 IMAGES = "_images"  # the image count kept beside an epoch's loss sums (checkpoint key)
 
 
-def check_mid_epoch_settings(payload: dict[str, Any] | None, batch_size: int, seed: int) -> None:
-    """A run stopped mid-epoch continues that epoch's batches: another batch size or seed (which
-    orders the epoch's images) would skip or repeat images, and mix two batch sizes in the means."""
+def check_mid_epoch_settings(payload: dict[str, Any] | None, batch_size: int, seed: int, data: str, *,
+                             default_batch_size: int) -> None:
+    """A run stopped mid-epoch continues that epoch's batches: another batch size, seed (which
+    orders the epoch's images) or dataset would skip or repeat images, and mix two of them in the
+    epoch's means. ``default_batch_size`` is the recipe's, which a run started without
+    --batch-size used (its checkpoint records None)."""
     if not payload or not payload.get("step_in_epoch"):
         return
     saved_config = payload.get("train_config") or {}
-    for option, name, value in (("--batch-size", "batch_size", batch_size), ("--seed", "seed", seed)):
-        saved = saved_config.get(name)
-        if saved is not None and saved != value:
-            raise ValueError(f"{option} {value} differs from the {saved} of the checkpoint, which stopped at "
-                             f"step {payload['step_in_epoch']} of an epoch: resume with {option} {saved} (or "
+    saved = {"--batch-size": saved_config.get("batch_size") or default_batch_size,
+             "--seed": saved_config.get("seed"),
+             "--data": (payload.get("data") or {}).get("name")}
+    for option, value in (("--batch-size", batch_size), ("--seed", seed), ("--data", data)):
+        if saved[option] is not None and saved[option] != value:
+            raise ValueError(f"{option} {value} differs from the {saved[option]} of the checkpoint, which stopped at "
+                             f"step {payload['step_in_epoch']} of an epoch: resume with {option} {saved[option]} (or "
                              "none), or change it at an epoch boundary")
 
 

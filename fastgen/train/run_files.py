@@ -27,6 +27,7 @@ class RunFiles:
         self.checkpoint = out / LAST
         self.best = out / BEST
         self.metrics = out / "metrics.jsonl"
+        self.final_metrics = out / "final_metrics.json"
 
     def prepare(self, *, resume: bool) -> None:
         if self.enabled:
@@ -80,4 +81,4 @@ class RunFiles:
 
     def final(self, metrics: dict[str, Any]) -> None:
         if self.enabled:
-            (self.out / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            self.final_metrics.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -53,6 +53,10 @@ class TrainConfig:
     stop_after_steps: int | None = None  # end as if interrupted after this many steps (tests)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.out, str):  # a path given as text, as from Python code
+            self.out = Path(self.out)
+
 
 # What a resumed run keeps from the run it continues unless given again, and the defaults of
 # those a new run leaves None without a recipe default. (Data: the checkpoint records where it
@@ -155,8 +159,9 @@ class Trainer:
         self.lr = config.lr or self.recipe.lr
         if self.batch_size < self.dist.world_size:
             raise ValueError(f"--batch-size {self.batch_size} is smaller than the {self.dist.world_size} processes")
-        check_mid_epoch_settings(self._resume_from, self.batch_size, self.config.seed)
         self.data: ImageData = self.recipe.load_data(config.data, sample_rate=config.sample_rate)
+        check_mid_epoch_settings(self._resume_from, self.batch_size, self.config.seed, self.data.name,
+                                 default_batch_size=self.recipe.batch_size)
         self.train_images, self.validation = self._validation_split()
 
     def _validation_split(self) -> tuple[torch.Tensor, ImageData | None]:
@@ -171,10 +176,8 @@ class Trainer:
         resume_from, self._resume_from = self._resume_from, None
         if resume_from is not None:
             self._check_data(resume_from)
-        elif self.files.checkpoint.exists():
-            raise checkpoint.CheckpointError(
-                f"{self.out} already holds a checkpoint: pass --resume to continue it, or choose another --out"
-            )
+        else:
+            self._check_fresh_folder()
         torch.manual_seed(self.config.seed)
         if resume_from:
             model = checkpoint.rebuild_model(resume_from, self.recipe, self.files.checkpoint)
@@ -213,6 +216,26 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             parts = {k: DDP(v, device_ids=ids) for k, v in parts.items()}
         return dict(model=model, parts=parts, optimizers=optimizers, schedulers=schedulers, amp=amp, **position)
+
+    def _check_fresh_folder(self) -> None:
+        """A new run does not start in a folder of another run: its last.pt would be overwritten,
+        and a stale best.pt or final_metrics.json would be read as this run's by sample/evaluate."""
+        if self.files.checkpoint.exists():
+            try:
+                model = checkpoint.load(self.files.checkpoint)["model"]
+            except checkpoint.CheckpointError:
+                model = None
+            if model == self.recipe.name:
+                advice = "pass --resume to continue it, or choose another --out"
+            else:
+                advice = "choose another --out"
+            what = f"a {model} checkpoint" if model else "a checkpoint"
+            raise checkpoint.CheckpointError(f"{self.out} already holds {what} ({self.files.checkpoint.name}): {advice}")
+        stale = [p.name for p in (self.files.best, self.files.final_metrics) if p.exists()]
+        if stale:
+            raise checkpoint.CheckpointError(f"{self.out} holds files of an earlier run ({', '.join(stale)}) but no "
+                                             f"{self.files.checkpoint.name} to resume: choose another --out, or remove "
+                                             "them")
 
     def _apply_new_lr(self, payload: dict[str, Any], optimizers: dict[str, torch.optim.Optimizer],
                       schedulers: dict[str, Any]) -> None:
@@ -276,8 +299,12 @@ class Trainer:
         if self.config.resume:
             self.files.truncate_log_after(state["global_step"])
         if state["epoch"] >= self.epochs and self.dist.is_main:
-            print(f"the checkpoint has trained {state['epoch']} epoch(s), --epochs is {self.epochs}: nothing to train, "
-                  f"only the final evaluation runs (raise --epochs to train on)", file=sys.stderr)
+            done = f"{state['epoch']} epoch(s)"
+            if state["step_in_epoch"]:
+                done += f" and {state['step_in_epoch']} step(s) of epoch {state['epoch'] + 1}"
+            print(f"the checkpoint has trained {done}, --epochs is {self.epochs}: nothing to train, only the final "
+                  f"evaluation runs, of the weights at step {state['global_step']} (raise --epochs to train on)",
+                  file=sys.stderr)
         train = self.train_images
         world, rank = self.dist.world_size, self.dist.rank
         steps_done = 0
