@@ -230,7 +230,8 @@ class Trainer:
             else:
                 advice = "choose another --out"
             what = f"a {model} checkpoint" if model else "a checkpoint"
-            raise checkpoint.CheckpointError(f"{self.out} already holds {what} ({self.files.checkpoint.name}): {advice}")
+            raise checkpoint.CheckpointError(
+                f"{self.out} already holds {what} ({self.files.checkpoint.name}): {advice}")
         stale = [p.name for p in (self.files.best, self.files.final_metrics) if p.exists()]
         if stale:
             raise checkpoint.CheckpointError(f"{self.out} holds files of an earlier run ({', '.join(stale)}) but no "
