@@ -37,6 +37,7 @@ def test_flow_run_keeps_the_epoch_best_on_validation(tmp_path, capsys, model):
     assert best["best"]["epoch"] == best_epoch and best["model"] == model
     assert main(["sample", str(run), "-n", "4", "-o", str(tmp_path / "s.png")]) == 0
     assert main(["sample", str(run), "-n", "4", "--temperature", "0.7", "-o", str(tmp_path / "t.png")]) == 0
+    assert f"wrote 4 samples of {model} ({run / 'best.pt'}) to" in capsys.readouterr().out  # which file it read
     assert main(["sample", str(run), "--temperature", "-1", "-o", str(tmp_path / "u.png")]) == 2
     assert "--temperature: expected a finite number >= 0, got '-1'" in capsys.readouterr().err
     from fastgen.train.cli import _load_for_inference

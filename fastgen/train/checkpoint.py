@@ -65,6 +65,15 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def resolve(path: str | Path) -> Path:
+    """The checkpoint file ``path`` names: itself, or for a run folder its best-on-validation
+    checkpoint where the recipe keeps one, else the last."""
+    path = Path(path)
+    if path.is_dir():
+        return path / BEST if (path / BEST).is_file() else path / LAST
+    return path
+
+
 def load(path: str | Path, *, expected_model: str | None = None) -> dict[str, Any]:
     """Read and validate a checkpoint (on the CPU). ``path`` is a file or a run folder (then
     its ``best.pt`` if there is one, else ``last.pt``).
@@ -75,10 +84,7 @@ def load(path: str | Path, *, expected_model: str | None = None) -> dict[str, An
         Missing or unreadable file, not a fastgen checkpoint, or (with ``expected_model``) a
         checkpoint of another model.
     """
-    path = Path(path)
-    if path.is_dir():
-        # A run folder: its best-on-validation checkpoint where the recipe keeps one, else the last.
-        path = path / BEST if (path / BEST).is_file() else path / LAST
+    path = resolve(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

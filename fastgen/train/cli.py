@@ -159,6 +159,8 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
     def run(args: argparse.Namespace) -> int:
         import torch
 
+        from fastgen.train import checkpoint
+
         device = parse_device(args.device)
         try:
             payload, recipe, model = _load_for_inference(args.checkpoint, device)
@@ -182,7 +184,7 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
             recipe.save_samples(model, samples, output)
         except OSError as error:
             raise CommandError(f"-o {output}: {error.strerror or error}") from None
-        print(f"wrote {args.n} samples of {payload['model']} to {output}")
+        print(f"wrote {args.n} samples of {payload['model']} ({checkpoint.resolve(args.checkpoint)}) to {output}")
         return 0
 
     return run
