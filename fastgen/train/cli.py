@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from fastgen.cli import CommandError, Handler, command, int_at_least, seed_value
+from fastgen.cli import CommandError, Handler, command, int_at_least, number_at_least, seed_value
 
 
 def parse_device(name: str):
@@ -114,25 +114,6 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
     return run
 
 
-def non_negative_number(text: str) -> float:
-    """A finite number >= 0 (``--temperature``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def positive_number(text: str) -> float:
-    """A finite number > 0 (``--seconds``)."""
-    value = non_negative_number(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
-
-
 def _load_for_inference(path: str, device):
     from fastgen.train import checkpoint, recipes
 
@@ -150,10 +131,10 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("-o", "--output", type=Path, help="file to write (default samples.png, or samples.wav)")
     parser.add_argument("--seed", type=seed_value, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--temperature", type=non_negative_number,
+    parser.add_argument("--temperature", type=number_at_least(0),
                         help="flows (glow, realnvp): latents drawn from N(0, T^2) (default 1; Glow's samples often "
                              "look best near 0.7)")
-    parser.add_argument("--seconds", type=positive_number,
+    parser.add_argument("--seconds", type=number_at_least(0, inclusive=False),
                         help="audio models (wavenet): length of each generated clip (default 0.5)")
 
     def run(args: argparse.Namespace) -> int:
