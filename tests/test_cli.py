@@ -102,6 +102,8 @@ def test_bench_unknown_op(capsys):
 @pytest.mark.parametrize("argv, fragment", [
     (["bench", "--repeats", "0"], "--repeats"),
     (["bench", "--repeats", "many"], "--repeats"),
+    (["bench", "--max-time", "0"], "expected a finite number > 0"),
+    (["bench", "--max-time", "nan"], "--max-time"),
     (["bench", "--dtypes", "fp8"], "unknown dtype 'fp8'"),
     (["bench", "--bogus"], "--bogus"),
 ])

@@ -52,6 +52,7 @@ def test_flow_run_keeps_the_epoch_best_on_validation(tmp_path, capsys, model):
     assert main(["evaluate", str(run), "--quick", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["model"] == model and metrics["bits_per_dim"] > 0
+    assert metrics["checkpoint"] == str(run / "best.pt")
 
 
 def test_the_validation_split_is_held_out_of_training(tmp_path):

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fastgen.cli import CommandError, Handler, command, int_at_least
+from fastgen.cli import CommandError, Handler, command, int_at_least, number_at_least
 
 DEFAULT_OUT = "bench-results"
 
@@ -19,16 +19,6 @@ def _names(values: list[str] | None) -> list[str] | None:
         return None
     names = [name.strip() for value in values for name in value.split(",") if name.strip()]
     return names or None
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
-    return value
 
 
 def _resolve_device(name: str | None):  # -> torch.device
@@ -88,7 +78,7 @@ results.md into --out. See benchmarks/README.md for the columns."""
                              "10 with --quick)")
     parser.add_argument("--warmup", type=int_at_least(0), metavar="N",
                         help="untimed calls before timing (default: 3 on CPU, 10 on GPU)")
-    parser.add_argument("--max-time", type=_positive_float, default=2.0, metavar="SECONDS",
+    parser.add_argument("--max-time", type=number_at_least(0, inclusive=False), default=2.0, metavar="SECONDS",
                         help="time budget for sampling one implementation of one case (default 2)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -184,6 +184,8 @@ def _evaluate(parser: argparse.ArgumentParser) -> Handler:
     def run(args: argparse.Namespace) -> int:
         import torch
 
+        from fastgen.train import checkpoint
+
         device = parse_device(args.device)
         try:
             payload, recipe, model = _load_for_inference(args.checkpoint, device)
@@ -199,7 +201,9 @@ def _evaluate(parser: argparse.ArgumentParser) -> Handler:
                 metrics = recipe.evaluate(model, data, device, quick=args.quick, seed=args.seed)
         except user_errors() as error:
             raise CommandError(str(error)) from None
-        metrics = {"model": payload["model"], "data": data.name, **metrics}
+        # Which file was read: a run folder gives best.pt when it has one, else last.pt.
+        metrics = {"model": payload["model"], "data": data.name, "checkpoint": str(checkpoint.resolve(args.checkpoint)),
+                   **metrics}
         if args.json:
             print(json.dumps(metrics, indent=2))
         else:
