@@ -9,6 +9,13 @@ import torch
 IMAGES = "_images"  # the image count kept beside an epoch's loss sums (checkpoint key)
 
 
+def saved_setting(payload: dict[str, Any], name: str, recipe_default: Any) -> Any:
+    """The value of train setting ``name`` the checkpoint's run used: the one it recorded, or
+    ``recipe_default`` when it was started without the option (the checkpoint records None)."""
+    value = (payload.get("train_config") or {}).get(name)
+    return recipe_default if value is None else value
+
+
 def check_mid_epoch_settings(payload: dict[str, Any] | None, batch_size: int, seed: int, data: str, *,
                              default_batch_size: int) -> None:
     """A run stopped mid-epoch continues that epoch's batches: another batch size, seed (which
@@ -17,9 +24,8 @@ def check_mid_epoch_settings(payload: dict[str, Any] | None, batch_size: int, se
     --batch-size used (its checkpoint records None)."""
     if not payload or not payload.get("step_in_epoch"):
         return
-    saved_config = payload.get("train_config") or {}
-    saved = {"--batch-size": saved_config.get("batch_size") or default_batch_size,
-             "--seed": saved_config.get("seed"),
+    saved = {"--batch-size": saved_setting(payload, "batch_size", default_batch_size),
+             "--seed": saved_setting(payload, "seed", None),
              "--data": (payload.get("data") or {}).get("name")}
     for option, value in (("--batch-size", batch_size), ("--seed", seed), ("--data", data)):
         if saved[option] is not None and saved[option] != value:

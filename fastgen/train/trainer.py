@@ -23,7 +23,7 @@ from fastgen.data import ImageData
 from fastgen.data.split import split_indices
 from fastgen.train import checkpoint, distributed
 from fastgen.train.recipes import Amp, Recipe, get
-from fastgen.train.resume import IMAGES, check_mid_epoch_settings, epoch_totals, scale_learning_rates
+from fastgen.train.resume import IMAGES, check_mid_epoch_settings, epoch_totals, saved_setting, scale_learning_rates
 from fastgen.train.run_files import RunFiles
 from fastgen.train.step_context import StepContext, global_batches
 from fastgen.train.sync_batchnorm import convert_batchnorm, min_batch_size
@@ -242,7 +242,7 @@ class Trainer:
                       schedulers: dict[str, Any]) -> None:
         """A resumed run given another --lr: the optimizer states just loaded carry the old one
         (and the warm-up its base), so every learning rate is scaled by new / old."""
-        started_with = (payload.get("train_config") or {}).get("lr") or self.recipe.lr
+        started_with = saved_setting(payload, "lr", self.recipe.lr)
         if self.lr == started_with:
             return
         scale_learning_rates(optimizers, schedulers, self.lr / started_with)
