@@ -78,6 +78,39 @@ def test_flow_layers_stay_in_float32_and_invert(make):
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.grad is not None)
 
 
+def test_mixed_dtypes_are_cast_as_pytorch_casts_them():
+    """Under autocast a bfloat16 activation meets float32 weights (an nn.Conv2d before a
+    MaskedConv2d, a bfloat16 conditioner output beside a float32 x): the wrappers cast first, as
+    F.conv2d and torch.exp would, instead of failing their "dtype of x" check."""
+    torch.manual_seed(0)
+    first, masked = torch.nn.Conv2d(1, 8, 3, padding=1), fnn.MaskedConv2d(8, 6, 3, mask_type="B")
+    plain = torch.nn.Conv2d(8, 6, 3, padding=1)
+    plain.weight.data, plain.bias.data = masked.weight.data * masked.mask, masked.bias.data.clone()
+    x = torch.randn(2, 1, 6, 6)
+    with torch.autocast(**BF16):
+        hidden = first(x)
+        assert hidden.dtype == torch.bfloat16
+        y, want = masked(hidden), plain(hidden)
+        y.float().sum().backward()
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, want, rtol=2e-2, atol=2e-2)
+    assert masked.weight.grad.dtype == torch.float32
+    sequence = torch.randn(2, 4, 12, dtype=torch.bfloat16)
+    with torch.autocast(**BF16):
+        assert fnn.CausalConv1d(4, 6, 3)(sequence).dtype == torch.bfloat16
+        residual, skip = ops.wavenet_layer(sequence, torch.randn(8, 4, 2), None, torch.randn(4, 4), None,
+                                           torch.randn(5, 4), None, dilation=2)
+        assert residual.dtype == skip.dtype == torch.bfloat16
+        x32, s16 = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3, dtype=torch.bfloat16)
+        y, logdet = ops.affine_coupling(x32, s16, s16)
+        assert y.dtype == logdet.dtype == torch.float32
+        torch.testing.assert_close(y, ops.affine_coupling(x32, s16.float(), s16.float())[0])
+        assert ops.additive_coupling(x32, s16).dtype == torch.float32
+        assert ops.reparameterize(x32.flatten(1), s16.flatten(1)).dtype == torch.float32
+    with pytest.raises(TypeError, match="shift must have the dtype of x"):  # outside autocast: still refused
+        ops.additive_coupling(x32, s16)
+
+
 def test_flow_ops_take_bfloat16_inputs_to_float32():
     x = torch.randn(2, 4, 3, 3, dtype=torch.bfloat16)
     with torch.autocast(**BF16):

@@ -44,6 +44,25 @@ def policy(op_name: str) -> str:
     return POLICIES.get(op_name, AS_GIVEN)
 
 
+def autocast_inputs(op_name: str, *values):
+    """``values`` with their tensors cast as the autocast kernel of ``fastgen::op_name`` casts them,
+    when autocast is on for their device; unchanged otherwise.
+
+    The functional wrappers call it before their checks, so that under autocast mixed dtypes
+    (a bfloat16 activation and a float32 weight, say) are accepted as PyTorch's own ops accept
+    them, instead of failing a "must have the dtype of x" check the op itself would never see.
+    The reference path (no extension) gets the same dtypes as the kernels.
+    """
+    rule = policy(op_name)
+    if rule == AS_GIVEN:
+        return values
+    for device_type in DEVICE_TYPES:
+        if torch.is_autocast_enabled(device_type):
+            dtype = torch.float32 if rule == FLOAT32 else torch.get_autocast_dtype(device_type)
+            values = _cast(values, device_type, dtype)
+    return values
+
+
 def _kernel(op: torch._ops.OpOverload, device_type: str, rule: str):
     autocast_keys = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey,
                                                     "Autocast" + torch._C._dispatch_key_for_device(device_type)))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from fastgen import reference
+from fastgen.ops._autocast import autocast_inputs
 from fastgen.ops._checks import check_bias, check_generator, check_rank, check_same
 from fastgen.ops._dispatch import use_kernel
 from fastgen.ops.gaussian import draw_seed
@@ -106,6 +107,7 @@ def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
     -------
     Tensor (N, C_out, H, W), of x's dtype.
     """
+    x, w1, b1, w2, b2, w3, b3 = autocast_inputs("conv_conditioner", x, w1, b1, w2, b2, w3, b3)
     check_conv_conditioner(x, w1, b1, w2, b2, w3, b3)
     dropout = _check_dropout(dropout)
     if x.dtype not in KERNEL_DTYPES:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from fastgen import reference
+from fastgen.ops._autocast import autocast_inputs
 from fastgen.ops._checks import check_bias, check_dilation, check_rank, check_same
 from fastgen.ops._dispatch import use_kernel
 
@@ -62,6 +63,7 @@ def causal_conv1d(
         ``y``, shape (N, C_out, T) (the input's length), dtype of ``x``. Differentiable in
         ``x``, ``weight`` and ``bias``.
     """
+    x, weight, bias = autocast_inputs("causal_conv1d", x, weight, bias)
     _check_causal_conv1d(x, weight, bias, dilation)
     if use_kernel("causal_conv1d", x):
         return torch.ops.fastgen.causal_conv1d(x, weight, bias, dilation)

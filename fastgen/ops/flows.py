@@ -18,10 +18,10 @@ import math
 import torch
 
 from fastgen import reference
+from fastgen.ops._autocast import autocast_inputs
 from fastgen.ops._checks import check_device, check_float_tensor, check_like, check_same
 from fastgen.ops._dispatch import accumulation_dtype, use_kernel
 from fastgen.reference.flows import SCALE_MAPS
-
 
 # Above this the float32 soft clamp clamp * tanh(r / clamp) overflows (inf * 0 = NaN); a scale
 # of exp(1e4) is far past any useful one anyway.
@@ -96,6 +96,7 @@ def affine_coupling(
         ``y`` (shape and dtype of ``x``) and ``logdet`` (N,), float32 for float16/bfloat16
         inputs, else the dtype of ``x``. Differentiable in ``x``, ``shift`` and ``log_scale``.
     """
+    x, shift, log_scale = autocast_inputs("affine_coupling", x, shift, log_scale)
     x = _check_input(x)
     check_like(shift, "shift", x, "x")
     check_like(log_scale, "log_scale", x, "x")
@@ -121,6 +122,7 @@ def additive_coupling(x: torch.Tensor, shift: torch.Tensor, *, reverse: bool = F
     torch.Tensor
         ``y``, shape and dtype of ``x``.
     """
+    x, shift = autocast_inputs("additive_coupling", x, shift)
     x = _check_input(x)
     check_like(shift, "shift", x, "x")
     reverse = _check_reverse(reverse)
@@ -166,6 +168,7 @@ def actnorm(x: torch.Tensor, bias: torch.Tensor, log_scale: torch.Tensor, *,
     tuple[torch.Tensor, torch.Tensor]
         ``y`` like ``x`` and ``logdet`` (N,) (float32 for float16/bfloat16 inputs).
     """
+    x, bias, log_scale = autocast_inputs("actnorm", x, bias, log_scale)
     x = _check_input(x, min_dim=2)
     bias = _check_channel_param(bias, "bias", x)
     log_scale = _check_channel_param(log_scale, "log_scale", x)
@@ -230,6 +233,7 @@ def invertible_conv1x1(
         ``y`` like ``x`` and ``logdet`` (N,). Differentiable in ``x``, ``weight`` and
         ``logabsdet``.
     """
+    x, weight, logabsdet, weight_inverse = autocast_inputs("invertible_conv1x1", x, weight, logabsdet, weight_inverse)
     x = _check_input(x, min_dim=2)
     weight = _square(weight, "weight", x)
     reverse = _check_reverse(reverse)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from fastgen import reference
+from fastgen.ops._autocast import autocast_inputs
 from fastgen.ops._checks import check_bias, check_rank, check_same
 from fastgen.ops._dispatch import needs_grad, use_kernel
 
@@ -134,6 +135,8 @@ def gated_pixelcnn_layer(
         ``v_out`` and ``h_out``, shape (N, C, H, W) each, dtype of ``v``; differentiable in every
         tensor argument.
     """
+    v, h, w_v, b_v, w_h, b_h, w_v2h, b_v2h, w_res, b_res, cond, w_cond_v, w_cond_h = autocast_inputs(
+        "gated_pixelcnn_layer", v, h, w_v, b_v, w_h, b_h, w_v2h, b_v2h, w_res, b_res, cond, w_cond_v, w_cond_h)
     w_v2h2, w_res2 = check_gated_pixelcnn_layer(v, h, w_v, b_v, w_h, b_h, w_v2h, b_v2h, w_res, b_res, mask_type,
                                                 cond, w_cond_v, w_cond_h)
     if not use_kernel("gated_pixelcnn_layer", v):

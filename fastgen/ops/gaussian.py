@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from fastgen import reference
+from fastgen.ops._autocast import autocast_inputs
 from fastgen.ops._checks import check_float_tensor, check_generator, check_like
 from fastgen.ops._dispatch import use_kernel
 
@@ -85,6 +86,7 @@ def reparameterize(
     torch.Tensor
         ``z``, shape and dtype of ``mu``.
     """
+    mu, logvar, eps = autocast_inputs("reparameterize", mu, logvar, eps)
     _check_gaussian(mu, logvar, eps)
     eps, seed = _noise_inputs(mu, eps, generator)
     if use_kernel("reparameterize", mu):
@@ -106,6 +108,7 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         Shape (N,): ``0.5 * sum(mu**2 + exp(logvar) - 1 - logvar)`` over all dims but the
         first, accumulated in float32 (float64 for float64 input), in the dtype of ``mu``.
     """
+    mu, logvar = autocast_inputs("gaussian_kl", mu, logvar)
     _check_gaussian(mu, logvar, None)
     if use_kernel("gaussian_kl", mu):
         return torch.ops.fastgen.gaussian_kl(mu, logvar)
@@ -128,6 +131,7 @@ def reparameterize_with_kl(
     tuple of torch.Tensor
         ``z`` shaped like ``mu`` and ``kl`` of shape (N,).
     """
+    mu, logvar, eps = autocast_inputs("reparameterize_with_kl", mu, logvar, eps)
     _check_gaussian(mu, logvar, eps)
     eps, seed = _noise_inputs(mu, eps, generator)
     if use_kernel("reparameterize_with_kl", mu):

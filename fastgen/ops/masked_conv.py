@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from fastgen import reference
+from fastgen.ops._autocast import autocast_inputs
 from fastgen.ops._checks import check_bias, check_dilation, check_positive_int, check_rank, check_same
 from fastgen.ops._dispatch import use_kernel
 
@@ -90,6 +91,7 @@ def masked_conv2d(
     torch.Tensor
         ``y``, shape (N, C_out, H, W), dtype of ``x``; differentiable in ``x``, ``weight`` and ``bias``.
     """
+    x, weight, bias = autocast_inputs("masked_conv2d", x, weight, bias)
     check_masked_conv2d(x, weight, bias, mask_type, dilation, groups, color_channels)
     if use_kernel("masked_conv2d", x):
         return torch.ops.fastgen.masked_conv2d(x, weight, bias, mask_type, dilation, groups, color_channels)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from fastgen import reference
+from fastgen.ops._autocast import autocast_inputs
 from fastgen.ops._checks import check_bias, check_dilation, check_rank, check_same
 from fastgen.ops._dispatch import needs_grad, use_kernel
 
@@ -130,6 +131,8 @@ def wavenet_layer(
         ``residual_out`` (N, C_res, T) and ``skip`` (N, C_skip, T), dtype of ``x``; differentiable
         in every tensor argument.
     """
+    x, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip, cond, w_cond = autocast_inputs(
+        "wavenet_layer", x, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip, cond, w_cond)
     w_res2, w_skip2, w_cond2 = check_wavenet_layer(x, w_dilated, b_dilated, w_res, b_res, w_skip, b_skip,
                                                    dilation, cond, w_cond)
     if not use_kernel("wavenet_layer", x):
