@@ -625,7 +625,7 @@ W3 = torch.eye(3)
         (lambda: ops.split_channels(X[:, :1]), ValueError, "first must be an int in"),
         (lambda: ops.split_channels(V), ValueError, "x must have at least 2 dimension"),
         (lambda: ops.merge_channels(X, X[:1]), ValueError, "x1 and x2 must agree"),
-        (lambda: ops.merge_channels(X, X.double()), TypeError, "x2 must have the dtype of x"),
+        (lambda: ops.merge_channels(X, X.double()), TypeError, "x2 must have the dtype of x1"),
     ],
 )
 def test_bad_input_names_the_argument(call, error, match):

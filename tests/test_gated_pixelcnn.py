@@ -475,8 +475,8 @@ W_H_SHAPE = r"w_h must have shape \(2C, C_in, 1, n // 2 \+ 1\)"
         (_wrapper(v=V[0]), ValueError, "v must have 4 dimensions"),
         (_wrapper(h=None), TypeError, "h must be a torch.Tensor"),
         (_wrapper(h=V[None]), ValueError, "h must have 4 dimensions"),
-        (_wrapper(h=V.double()), TypeError, "h must have the dtype"),
-        (_wrapper(h=V.to("meta")), ValueError, "h must be on the device"),
+        (_wrapper(h=V.double()), TypeError, r"h must have the dtype of v \(torch.float32\)"),
+        (_wrapper(h=V.to("meta")), ValueError, "h must be on the device of v"),
         (_wrapper(h=V[:, :, :4]), ValueError, "h must have the shape of v"),
         # mask_type
         (_wrapper(mask_type="C"), ValueError, 'mask_type must be "A" or "B"'),
@@ -510,7 +510,7 @@ W_H_SHAPE = r"w_h must have shape \(2C, C_in, 1, n // 2 \+ 1\)"
         (_wrapper(w_res=torch.zeros(3, 3).long()), TypeError, "w_res must have a floating dtype"),
         (_wrapper(w_res=torch.zeros(6, 6)), ValueError, r"w_res must have shape \(3, 3\)"),
         (_wrapper(w_res=torch.zeros(3, 3, 1)), ValueError, "w_res must have 2 dimensions"),
-        (_wrapper(w_res=torch.zeros(3, 3, device="meta")), ValueError, "w_res must be on the device"),
+        (_wrapper(w_res=torch.zeros(3, 3, device="meta")), ValueError, "w_res must be on the device of v"),
         # biases
         (_wrapper(b_v=torch.zeros(3)), ValueError, r"b_v must have shape \(C_out,\) = \(6,\)"),
         (_wrapper(b_v=[0.0] * 6), TypeError, "b_v must be a torch.Tensor"),

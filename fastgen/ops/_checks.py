@@ -55,26 +55,26 @@ def check_rank(value: object, name: str, rank: int, layout: str) -> torch.Tensor
     return value
 
 
-def check_same(value: torch.Tensor, name: str, x: torch.Tensor) -> None:
-    """``value`` must have the dtype and device of the input ``x``."""
+def check_same(value: torch.Tensor, name: str, x: torch.Tensor, x_name: str = "x") -> None:
+    """``value`` must have the dtype and device of the input ``x`` (called ``x_name`` in errors)."""
     if value.dtype != x.dtype:
-        raise TypeError(f"{name} must have the dtype of x ({x.dtype}), got {value.dtype}")
-    check_device(value, name, x)
+        raise TypeError(f"{name} must have the dtype of {x_name} ({x.dtype}), got {value.dtype}")
+    check_device(value, name, x, x_name)
 
 
-def check_device(value: torch.Tensor, name: str, x: torch.Tensor) -> None:
-    """``value`` must be on the device of the input ``x``."""
+def check_device(value: torch.Tensor, name: str, x: torch.Tensor, x_name: str = "x") -> None:
+    """``value`` must be on the device of the input ``x`` (called ``x_name`` in errors)."""
     if value.device != x.device:
-        raise ValueError(f"{name} must be on the device of x ({x.device}), got {value.device}")
+        raise ValueError(f"{name} must be on the device of {x_name} ({x.device}), got {value.device}")
 
 
-def check_bias(bias: object, c_out: int, x: torch.Tensor, name: str = "bias") -> None:
+def check_bias(bias: object, c_out: int, x: torch.Tensor, name: str = "bias", x_name: str = "x") -> None:
     """``bias`` must be None or a (C_out,) tensor with the dtype and device of ``x``."""
     if bias is None:
         return
     check_float_tensor(bias, name, min_dim=0)
     assert isinstance(bias, torch.Tensor)
-    check_same(bias, name, x)
+    check_same(bias, name, x, x_name)
     if tuple(bias.shape) != (c_out,):
         raise ValueError(f"{name} must have shape (C_out,) = ({c_out},), got {tuple(bias.shape)}")
 

@@ -104,11 +104,11 @@ def check_wavenet_generate(states: object, first_input: object, uniforms: object
     w_hidden = check_rank(w_hidden, "w_hidden", 2, "(H, C_skip)")
     if w_hidden.shape[1] != skip:
         raise ValueError(f"w_hidden must have C_skip = {skip} columns, got shape {tuple(w_hidden.shape)}")
-    check_bias(b_hidden, w_hidden.shape[0], first_input, "b_hidden")
+    check_bias(b_hidden, w_hidden.shape[0], first_input, "b_hidden", "first_input")
     w_out = check_rank(w_out, "w_out", 2, "(levels, H)")
     if w_out.shape[0] < 1 or w_out.shape[1] != w_hidden.shape[0]:
         raise ValueError(f"w_out must have shape (levels >= 1, H = {w_hidden.shape[0]}), got {tuple(w_out.shape)}")
-    check_bias(b_out, w_out.shape[0], first_input, "b_out")
+    check_bias(b_out, w_out.shape[0], first_input, "b_out", "first_input")
     embedding = check_rank(embedding, "embedding", 2, "(levels, R)")
     if tuple(embedding.shape) != (w_out.shape[0], residual):
         raise ValueError(f"embedding must have shape (levels, R) = {(w_out.shape[0], residual)}, "
@@ -161,9 +161,9 @@ def check_pixelcnn_generate_row(links: object, uniforms: object, w_h: object, b_
         if tuple(link.shape) != (n, two_c, width):
             raise ValueError(f"links[{layer}] must have shape (N, 2C, W) = {(n, two_c, width)}, "
                              f"got {tuple(link.shape)}")
-        check_bias(b_h[layer], two_c, uniforms, f"b_h[{layer}]")
-        res2d.append(_pointwise_weight(w_res[layer], f"w_res[{layer}]", (c, c), uniforms))
-        check_bias(b_res[layer], c, uniforms, f"b_res[{layer}]")
+        check_bias(b_h[layer], two_c, uniforms, f"b_h[{layer}]", "uniforms")
+        res2d.append(_pointwise_weight(w_res[layer], f"w_res[{layer}]", (c, c), uniforms, "uniforms"))
+        check_bias(b_res[layer], c, uniforms, f"b_res[{layer}]", "uniforms")
         if cond is not None:
             projection = check_rank(w_cond_h[layer], f"w_cond_h[{layer}]", 2, "(2C, D)")
             if tuple(projection.shape) != (two_c, cond.shape[1]):
@@ -171,11 +171,11 @@ def check_pixelcnn_generate_row(links: object, uniforms: object, w_h: object, b_
                                  f"got {tuple(projection.shape)}")
         c_in = c
     hidden = w_hidden.shape[0] if isinstance(w_hidden, torch.Tensor) and w_hidden.dim() else 0
-    w_hidden = _pointwise_weight(w_hidden, "w_hidden", (hidden, c), uniforms)
-    check_bias(b_hidden, hidden, uniforms, "b_hidden")
+    w_hidden = _pointwise_weight(w_hidden, "w_hidden", (hidden, c), uniforms, "uniforms")
+    check_bias(b_hidden, hidden, uniforms, "b_hidden", "uniforms")
     rows = channels * levels  # a distribution over the levels for each channel
     if isinstance(w_out, torch.Tensor) and w_out.dim() >= 1 and w_out.shape[0] != rows:
         raise ValueError(f"w_out must have C_img * levels = {rows} rows (dim 0), got shape {tuple(w_out.shape)}")
-    w_out = _pointwise_weight(w_out, "w_out", (rows, hidden), uniforms)
-    check_bias(b_out, rows, uniforms, "b_out")
+    w_out = _pointwise_weight(w_out, "w_out", (rows, hidden), uniforms, "uniforms")
+    check_bias(b_out, rows, uniforms, "b_out", "uniforms")
     return res2d, w_hidden, w_out

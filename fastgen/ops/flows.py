@@ -307,5 +307,5 @@ def merge_channels(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     x2 = check_float_tensor(x2, "x2", min_dim=2)
     if x1.shape[0] != x2.shape[0] or x1.shape[2:] != x2.shape[2:]:
         raise ValueError(f"x1 and x2 must agree in every dimension but 1, got {tuple(x1.shape)} and {tuple(x2.shape)}")
-    check_same(x2, "x2", x1)
+    check_same(x2, "x2", x1, "x1")
     return torch.cat((x1, x2), dim=1)

@@ -18,12 +18,13 @@ from fastgen.ops._checks import check_bias, check_rank, check_same
 from fastgen.ops._dispatch import needs_grad, use_kernel
 
 
-def _pointwise_weight(value: object, name: str, shape: tuple[int, int], x: torch.Tensor) -> torch.Tensor:
+def _pointwise_weight(value: object, name: str, shape: tuple[int, int], x: torch.Tensor, x_name: str
+                      ) -> torch.Tensor:
     """A 1x1 convolution weight of ``shape`` = (C_out, C_in), also in the nn.Conv2d layout (C_out, C_in, 1, 1)."""
     if isinstance(value, torch.Tensor) and value.dim() == 4 and tuple(value.shape[2:]) == (1, 1):
         value = value[:, :, 0, 0]
     weight = check_rank(value, name, 2, f"{shape} or {shape + (1, 1)}")
-    check_same(weight, name, x)
+    check_same(weight, name, x, x_name)
     if tuple(weight.shape) != shape:
         raise ValueError(f"{name} must have shape {shape} (or {shape + (1, 1)}), got {tuple(weight.shape)}")
     return weight
@@ -36,14 +37,14 @@ def check_gated_pixelcnn_layer(v: object, h: object, w_v: object, b_v: object, w
     """Check the arguments of ``gated_pixelcnn_layer``; return w_v2h and w_res as 2-D weights."""
     v = check_rank(v, "v", 4, "(N, C_in, H, W)")
     h = check_rank(h, "h", 4, "(N, C_in, H, W)")
-    check_same(h, "h", v)
+    check_same(h, "h", v, "v")
     if h.shape != v.shape:
         raise ValueError(f"h must have the shape of v {tuple(v.shape)}, got {tuple(h.shape)}")
     if mask_type not in reference.MASK_TYPES:
         raise ValueError(f'mask_type must be "A" or "B", got {mask_type!r}')
     c_in = v.shape[1]
     w_v = check_rank(w_v, "w_v", 4, "(2C, C_in, n // 2 + 1, n)")
-    check_same(w_v, "w_v", v)
+    check_same(w_v, "w_v", v, "v")
     two_c, n = w_v.shape[0], w_v.shape[3]
     if two_c == 0 or two_c % 2:
         raise ValueError(f"w_v must have an even, nonzero 2C output channels (dim 0: tanh half, sigmoid half), "
@@ -52,15 +53,15 @@ def check_gated_pixelcnn_layer(v: object, h: object, w_v: object, b_v: object, w
         raise ValueError(f"w_v must have shape (2C, C_in, n // 2 + 1, n) with odd n and C_in = {c_in}, "
                          f"got {tuple(w_v.shape)}")
     w_h = check_rank(w_h, "w_h", 4, "(2C, C_in, 1, n // 2 + 1)")
-    check_same(w_h, "w_h", v)
+    check_same(w_h, "w_h", v, "v")
     if tuple(w_h.shape) != (two_c, c_in, 1, n // 2 + 1):
         raise ValueError(f"w_h must have shape (2C, C_in, 1, n // 2 + 1) = {(two_c, c_in, 1, n // 2 + 1)}, "
                          f"got {tuple(w_h.shape)}")
     c = two_c // 2
-    w_v2h = _pointwise_weight(w_v2h, "w_v2h", (two_c, two_c), v)
-    w_res = _pointwise_weight(w_res, "w_res", (c, c), v)
+    w_v2h = _pointwise_weight(w_v2h, "w_v2h", (two_c, two_c), v, "v")
+    w_res = _pointwise_weight(w_res, "w_res", (c, c), v, "v")
     for bias, name, size in ((b_v, "b_v", two_c), (b_h, "b_h", two_c), (b_v2h, "b_v2h", two_c), (b_res, "b_res", c)):
-        check_bias(bias, size, v, name)
+        check_bias(bias, size, v, name, "v")
     if mask_type == "B" and c_in != c:
         raise ValueError(f'mask_type "B" adds the horizontal residual, so v and h need C_in = C = {c} '
                          f"channels, got {c_in}")
@@ -69,14 +70,15 @@ def check_gated_pixelcnn_layer(v: object, h: object, w_v: object, b_v: object, w
         raise ValueError("cond, w_cond_v and w_cond_h must be given together (conditioning) or all be None")
     if cond is not None:
         cond = check_rank(cond, "cond", 2, "(N, D)")
-        check_same(cond, "cond", v)
+        check_same(cond, "cond", v, "v")
         if cond.shape[0] != v.shape[0]:
             raise ValueError(f"cond must have the batch size of v, N = {v.shape[0]}, got shape {tuple(cond.shape)}")
         for weight, name in ((w_cond_v, "w_cond_v"), (w_cond_h, "w_cond_h")):
             weight = check_rank(weight, name, 2, "(2C, D)")
-            check_same(weight, name, v)
+            check_same(weight, name, v, "v")
             if tuple(weight.shape) != (two_c, cond.shape[1]):
-                raise ValueError(f"{name} must have shape (2C, D) = {(two_c, cond.shape[1])}, got {tuple(weight.shape)}")
+                raise ValueError(f"{name} must have shape (2C, D) = {(two_c, cond.shape[1])}, "
+                                 f"got {tuple(weight.shape)}")
     return w_v2h, w_res
 
 

@@ -27,25 +27,26 @@ from fastgen.reference import MASK_TYPES
 from fastgen.reference import steps as reference_steps
 
 
-def _check_cond(cond: object, weight: object, weight_name: str, n: int, two_c: int, x: torch.Tensor) -> None:
+def _check_cond(cond: object, weight: object, weight_name: str, n: int, two_c: int, x: torch.Tensor, x_name: str
+                ) -> None:
     if (cond is None) != (weight is None):
         raise ValueError(f"cond and {weight_name} must be given together (conditioning) or both be None")
     if cond is None:
         return
     cond = check_rank(cond, "cond", 2, "(N, D)")
-    check_same(cond, "cond", x)
+    check_same(cond, "cond", x, x_name)
     if cond.shape[0] != n:
         raise ValueError(f"cond must have the batch size N = {n}, got shape {tuple(cond.shape)}")
     weight = check_rank(weight, weight_name, 2, "(2C, D)")
-    check_same(weight, weight_name, x)
+    check_same(weight, weight_name, x, x_name)
     if tuple(weight.shape) != (two_c, cond.shape[1]):
         raise ValueError(f"{weight_name} must have shape (2C, D) = {(two_c, cond.shape[1])}, "
                          f"got {tuple(weight.shape)}")
 
 
-def _check_state(state: object, shape: tuple[int, ...], layout: str, x: torch.Tensor) -> torch.Tensor:
+def _check_state(state: object, shape: tuple[int, ...], layout: str, x: torch.Tensor, x_name: str) -> torch.Tensor:
     state = check_rank(state, "state", len(shape), layout)
-    check_same(state, "state", x)
+    check_same(state, "state", x, x_name)
     if tuple(state.shape) != shape:
         raise ValueError(f"state must have shape {layout} = {shape}, got {tuple(state.shape)}")
     if not state.is_contiguous():
@@ -97,16 +98,16 @@ def gated_pixelcnn_vertical_step(
     new_row = check_rank(new_row, "new_row", 3, "(N, C_in, W)")
     n, c_in, width = new_row.shape
     w_v = check_rank(w_v, "w_v", 4, "(2C, C_in, n // 2 + 1, n)")
-    check_same(w_v, "w_v", new_row)
+    check_same(w_v, "w_v", new_row, "new_row")
     two_c, taps = w_v.shape[0], w_v.shape[3]
     if two_c == 0 or two_c % 2 or taps % 2 == 0 or w_v.shape[2] != taps // 2 + 1 or w_v.shape[1] != c_in:
         raise ValueError(f"w_v must have shape (2C, C_in, n // 2 + 1, n) with even 2C, odd n and C_in = {c_in}, "
                          f"got {tuple(w_v.shape)}")
-    state = _check_state(state, (n, c_in, taps // 2 + 1, width), "(N, C_in, k + 1, W)", new_row)
-    check_bias(b_v, two_c, new_row, "b_v")
-    w_v2h = _pointwise_weight(w_v2h, "w_v2h", (two_c, two_c), new_row)
-    check_bias(b_v2h, two_c, new_row, "b_v2h")
-    _check_cond(cond, w_cond_v, "w_cond_v", n, two_c, new_row)
+    state = _check_state(state, (n, c_in, taps // 2 + 1, width), "(N, C_in, k + 1, W)", new_row, "new_row")
+    check_bias(b_v, two_c, new_row, "b_v", "new_row")
+    w_v2h = _pointwise_weight(w_v2h, "w_v2h", (two_c, two_c), new_row, "new_row")
+    check_bias(b_v2h, two_c, new_row, "b_v2h", "new_row")
+    _check_cond(cond, w_cond_v, "w_cond_v", n, two_c, new_row, "new_row")
     check_apart(state, new_row=new_row, cond=cond)
     check_no_grad("gated_pixelcnn_vertical_step", state, new_row, w_v, b_v, w_v2h, b_v2h, cond, w_cond_v)
     if not use_kernel("gated_pixelcnn_vertical_step", new_row):
@@ -163,24 +164,24 @@ def gated_pixelcnn_horizontal_step(
     if mask_type not in MASK_TYPES:
         raise ValueError(f'mask_type must be "A" or "B", got {mask_type!r}')
     w_h = check_rank(w_h, "w_h", 4, "(2C, C_in, 1, k + 1)")
-    check_same(w_h, "w_h", new_input)
+    check_same(w_h, "w_h", new_input, "new_input")
     two_c, taps = w_h.shape[0], w_h.shape[3]
     if two_c == 0 or two_c % 2 or w_h.shape[1] != c_in or w_h.shape[2] != 1 or taps < 1:
         raise ValueError(f"w_h must have shape (2C, C_in, 1, k + 1) with even 2C and C_in = {c_in}, "
                          f"got {tuple(w_h.shape)}")
-    state = _check_state(state, (n, c_in, taps), "(N, C_in, k + 1)", new_input)
+    state = _check_state(state, (n, c_in, taps), "(N, C_in, k + 1)", new_input, "new_input")
     link = check_rank(link, "link", 2, "(N, 2C)")
-    check_same(link, "link", new_input)
+    check_same(link, "link", new_input, "new_input")
     if tuple(link.shape) != (n, two_c):
         raise ValueError(f"link must have shape (N, 2C) = {(n, two_c)}, got {tuple(link.shape)}")
-    check_bias(b_h, two_c, new_input, "b_h")
+    check_bias(b_h, two_c, new_input, "b_h", "new_input")
     c = two_c // 2
-    w_res = _pointwise_weight(w_res, "w_res", (c, c), new_input)
-    check_bias(b_res, c, new_input, "b_res")
+    w_res = _pointwise_weight(w_res, "w_res", (c, c), new_input, "new_input")
+    check_bias(b_res, c, new_input, "b_res", "new_input")
     if mask_type == "B" and c_in != c:
         raise ValueError(f'mask_type "B" adds the horizontal residual, so new_input needs C_in = C = {c} '
                          f"channels, got {c_in}")
-    _check_cond(cond, w_cond_h, "w_cond_h", n, two_c, new_input)
+    _check_cond(cond, w_cond_h, "w_cond_h", n, two_c, new_input, "new_input")
     check_apart(state, new_input=new_input, link=link, cond=cond)
     check_no_grad("gated_pixelcnn_horizontal_step", state, new_input, link, w_h, b_h, w_res, b_res, cond, w_cond_h)
     if not use_kernel("gated_pixelcnn_horizontal_step", new_input):
