@@ -288,6 +288,26 @@ def test_mask_a_ignores_the_last_horizontal_tap(case, device):
     assert torch.all(w_h.grad[..., :-1] != 0)
 
 
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+@pytest.mark.parametrize("n", [3, 5])
+def test_full_n_by_n_kernels_are_cut_to_their_causal_taps(n, mask_type, device):
+    """The paper's n x n vertical and 1 x n horizontal kernels work as given: the taps below the
+    centre row (vertical) and after the centre (horizontal) are masked, never read, zero gradient."""
+    k = n // 2
+    t = _tensors(Case(2, 4, 4, 5, 6, n, mask_type), torch.float64, device)
+    w_v = torch.randn(8, 4, n, n, dtype=torch.float64, device=device)
+    w_v[:, :, : k + 1] = t["w_v"]
+    w_h = torch.randn(8, 4, 1, n, dtype=torch.float64, device=device)
+    w_h[..., : k + 1] = t["w_h"]
+    full = dict(t, w_v=w_v.requires_grad_(True), w_h=w_h.requires_grad_(True))
+    for a, b in zip(_call(ops.gated_pixelcnn_layer, full, mask_type), _reference(t, mask_type)):
+        close(a, b, torch.float64)
+    outs = _call(ops.gated_pixelcnn_layer, full, mask_type)
+    torch.autograd.backward(outs, [torch.randn_like(o) for o in outs])
+    assert torch.all(w_v.grad[:, :, k + 1:] == 0) and torch.all(w_v.grad[:, :, : k + 1] != 0)
+    assert torch.all(w_h.grad[..., k + 1:] == 0) and torch.all(w_h.grad[..., :k] != 0)
+
+
 # --- the receptive field of a stack: no blind spot, nothing from the future ---------------------
 
 
@@ -491,13 +511,13 @@ W_H_SHAPE = r"w_h must have shape \(2C, C_in, 1, n // 2 \+ 1\)"
         (_wrapper(w_v=torch.zeros(5, 3, 2, 3)), ValueError, "w_v must have an even, nonzero 2C"),
         (_wrapper(w_v=torch.zeros(0, 3, 2, 3)), ValueError, "w_v must have an even, nonzero 2C"),
         (_wrapper(w_v=torch.zeros(6, 3, 2, 4)), ValueError, W_V_SHAPE),
-        (_wrapper(w_v=torch.zeros(6, 3, 3, 3)), ValueError, W_V_SHAPE),
+        (_wrapper(w_v=torch.zeros(6, 3, 4, 3)), ValueError, W_V_SHAPE),
         (_wrapper(w_v=torch.zeros(6, 2, 2, 3)), ValueError, r"w_v must have shape \(2C, C_in"),
         # w_h
         (_wrapper(w_h=[0.0]), TypeError, "w_h must be a torch.Tensor"),
         (_wrapper(w_h=torch.zeros(6, 3, 2)), ValueError, "w_h must have 4 dimensions"),
         (_wrapper(w_h=torch.zeros(6, 3, 1, 2).half()), TypeError, "w_h must have the dtype"),
-        (_wrapper(w_h=torch.zeros(6, 3, 1, 3)), ValueError, W_H_SHAPE),
+        (_wrapper(w_h=torch.zeros(6, 3, 1, 4)), ValueError, W_H_SHAPE),
         (_wrapper(w_h=torch.zeros(6, 3, 2, 2)), ValueError, W_H_SHAPE),
         (_wrapper(w_h=torch.zeros(4, 3, 1, 2)), ValueError, W_H_SHAPE),
         # w_v2h and w_res, 2-D or (C_out, C_in, 1, 1)

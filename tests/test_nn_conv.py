@@ -259,6 +259,7 @@ def test_masked_conv2d_from_conv(device):
     # padding="same" on the plain conv is accepted as well.
     same = nn.Conv2d(2, 2, 3, padding="same", bias=False, device=device)
     assert fnn.MaskedConv2d.from_conv(same, mask_type="B").bias is None
+    assert fnn.MaskedConv2d.from_conv(same, "B").mask_type == "B"  # positional, like the constructor's
     with pytest.raises(ValueError, match="padding must be"):
         fnn.MaskedConv2d.from_conv(nn.Conv2d(2, 2, 3), mask_type="A")
     with pytest.raises(ValueError, match="stride must be 1"):

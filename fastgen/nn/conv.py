@@ -312,7 +312,7 @@ class MaskedConv2d(nn.Conv2d):
                              persistent=False)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, *, mask_type: str, color_channels: int = 1) -> MaskedConv2d:
+    def from_conv(cls, conv: nn.Conv2d, mask_type: str, *, color_channels: int = 1) -> MaskedConv2d:
         """A ``MaskedConv2d`` with a copy of the weights and settings of ``conv``.
 
         ``conv`` is the plain convolution of the usual recipe (run with ``weight * mask``), so

@@ -30,6 +30,20 @@ def _pointwise_weight(value: object, name: str, shape: tuple[int, int], x: torch
     return weight
 
 
+def causal_taps(w_v: object, w_h: object) -> tuple[object, object]:
+    """Full n x n and 1 x n kernels cut to the taps the stacks read: the vertical kernel's rows up
+    to the centre, the horizontal kernel's columns up to the centre. The taps cut off are the
+    masked ones (never read; their gradient is zero). Kernels given cut already pass as they are."""
+    if not isinstance(w_v, torch.Tensor) or w_v.dim() != 4:
+        return w_v, w_h  # the checks name the problem
+    n = w_v.shape[3]
+    if n > 1 and w_v.shape[2] == n:
+        w_v = w_v[:, :, : n // 2 + 1]
+    if n > 1 and isinstance(w_h, torch.Tensor) and w_h.dim() == 4 and tuple(w_h.shape[2:]) == (1, n):
+        w_h = w_h[..., : n // 2 + 1]
+    return w_v, w_h
+
+
 def check_gated_pixelcnn_layer(v: object, h: object, w_v: object, b_v: object, w_h: object, b_h: object,
                                w_v2h: object, b_v2h: object, w_res: object, b_res: object, mask_type: object,
                                cond: object, w_cond_v: object, w_cond_h: object
@@ -50,13 +64,13 @@ def check_gated_pixelcnn_layer(v: object, h: object, w_v: object, b_v: object, w
         raise ValueError(f"w_v must have an even, nonzero 2C output channels (dim 0: tanh half, sigmoid half), "
                          f"got shape {tuple(w_v.shape)}")
     if n % 2 == 0 or w_v.shape[2] != n // 2 + 1 or w_v.shape[1] != c_in:
-        raise ValueError(f"w_v must have shape (2C, C_in, n // 2 + 1, n) with odd n and C_in = {c_in}, "
-                         f"got {tuple(w_v.shape)}")
+        raise ValueError(f"w_v must have shape (2C, C_in, n // 2 + 1, n) (or the full (2C, C_in, n, n)) with odd n "
+                         f"and C_in = {c_in}, got {tuple(w_v.shape)}")
     w_h = check_rank(w_h, "w_h", 4, "(2C, C_in, 1, n // 2 + 1)")
     check_same(w_h, "w_h", v, "v")
     if tuple(w_h.shape) != (two_c, c_in, 1, n // 2 + 1):
-        raise ValueError(f"w_h must have shape (2C, C_in, 1, n // 2 + 1) = {(two_c, c_in, 1, n // 2 + 1)}, "
-                         f"got {tuple(w_h.shape)}")
+        raise ValueError(f"w_h must have shape (2C, C_in, 1, n // 2 + 1) = {(two_c, c_in, 1, n // 2 + 1)} (or the "
+                         f"full {(two_c, c_in, 1, n)}), got {tuple(w_h.shape)}")
     c = two_c // 2
     w_v2h = _pointwise_weight(w_v2h, "w_v2h", (two_c, two_c), v, "v")
     w_res = _pointwise_weight(w_res, "w_res", (c, c), v, "v")
@@ -110,8 +124,11 @@ def gated_pixelcnn_layer(
         h_out = w_res @ (tanh(h_pre[:, :C]) * sigmoid(h_pre[:, C:])) + b_res [+ h for mask "B"]
 
     Mask "A" (the first layer) drops the horizontal stack's current-pixel tap (``w_h[..., -1]`` is
-    ignored) and has no residual; mask "B" keeps it and adds ``h``. The output at pixel (i, j)
+    ignored) and has no residual; mask "B" keeps it and adds ``h``. ``h_out`` at pixel (i, j)
     depends on input pixels before (i, j) in raster order only (and on (i, j) itself for "B").
+    ``v_out`` at row i is causal in rows: it sees rows i-k..i of ``v`` (row i included, all its
+    columns within reach), and reaches the horizontal stack only shifted down one row, so in a
+    stack of layers no ``h_out`` sees a pixel at or after its own (no blind spot either).
 
     Parameters
     ----------
@@ -119,9 +136,12 @@ def gated_pixelcnn_layer(
         Vertical and horizontal stack inputs, shape (N, C_in, H, W) each (the image twice for the
         first layer); float32, float16, bfloat16 (accumulated in float32) or float64.
     w_v, b_v : torch.Tensor, torch.Tensor or None
-        Vertical convolution, (2C, C_in, k + 1, n) and (2C,).
+        Vertical convolution, (2C, C_in, k + 1, n) and (2C,). The full n x n kernel
+        (2C, C_in, n, n) is accepted too: its rows below the centre are masked (not read, zero
+        gradient).
     w_h, b_h : torch.Tensor, torch.Tensor or None
-        Horizontal convolution, (2C, C_in, 1, k + 1) and (2C,).
+        Horizontal convolution, (2C, C_in, 1, k + 1) and (2C,), or the full 1 x n kernel
+        (2C, C_in, 1, n), whose columns after the centre are masked.
     w_v2h, b_v2h : torch.Tensor, torch.Tensor or None
         Vertical-to-horizontal link, (2C, 2C) (or (2C, 2C, 1, 1)) and (2C,).
     w_res, b_res : torch.Tensor, torch.Tensor or None
@@ -139,6 +159,7 @@ def gated_pixelcnn_layer(
     """
     v, h, w_v, b_v, w_h, b_h, w_v2h, b_v2h, w_res, b_res, cond, w_cond_v, w_cond_h = autocast_inputs(
         "gated_pixelcnn_layer", v, h, w_v, b_v, w_h, b_h, w_v2h, b_v2h, w_res, b_res, cond, w_cond_v, w_cond_h)
+    w_v, w_h = causal_taps(w_v, w_h)
     w_v2h2, w_res2 = check_gated_pixelcnn_layer(v, h, w_v, b_v, w_h, b_h, w_v2h, b_v2h, w_res, b_res, mask_type,
                                                 cond, w_cond_v, w_cond_h)
     if not use_kernel("gated_pixelcnn_layer", v):
