@@ -79,6 +79,11 @@ def test_pixelcnn_likelihood_sums_to_one_over_all_images(output):
     images = torch.tensor(list(itertools.product(range(3), repeat=4)), dtype=torch.float64).view(-1, 1, 2, 2) / 2
     total = model.log_prob(images).exp().sum()
     torch.testing.assert_close(total, torch.tensor(1.0, dtype=torch.float64), rtol=1e-10, atol=1e-10)
+    levels = (images * 2).round().to(torch.uint8)  # the same images as integer levels, as the data holds them
+    torch.testing.assert_close(model.log_prob(levels), model.log_prob(images), rtol=0, atol=0)
+    torch.testing.assert_close(model.bits_per_dim(levels.long()), model.bits_per_dim(images), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"x must hold integer levels in \[0, 2\]"):
+        model.log_prob(levels + 1)
 
 
 def test_pixelcnn_samples_follow_the_model():

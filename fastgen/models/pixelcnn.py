@@ -118,11 +118,16 @@ class PixelCNN(nn.Module):
 
     # ------------------------------------------------------------------ density
     def _check_x(self, x: object) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor of images in [0, 1], got "
+        """Images as floats k / (levels - 1) in [0, 1], or as integer levels k (uint8 data, say),
+        which come back as floats in the dtype of the model's parameters."""
+        if not isinstance(x, torch.Tensor) or x.dtype == torch.bool or x.is_complex():
+            raise TypeError(f"x must be a tensor of images (floats in [0, 1] or integer levels), got "
                             f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
         if x.dim() != 4 or tuple(x.shape[1:]) != self.data_shape:
             raise ValueError(f"x must have shape (N, {', '.join(map(str, self.data_shape))}), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            dtype = next(self.parameters()).dtype
+            x = image_levels(x, self.levels).to(dtype) / (self.levels - 1)
         return x
 
     @staticmethod
@@ -147,7 +152,9 @@ class PixelCNN(nn.Module):
         return self._params(x, ar.class_one_hot(y, x.shape[0], self.num_classes, x.device, x.dtype))
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Exact log-likelihood (nats) of the discrete images ``x`` (N, C, H, W): shape (N,)."""
+        """Exact log-likelihood (nats) of the discrete images ``x`` (N, C, H, W): shape (N,).
+        ``x`` holds floats k / (levels - 1) in [0, 1] or the integer levels k themselves."""
+        x = self._check_x(x)
         params = self.forward(x, y)
         target = image_levels(x, self.levels)
         return ar.log_prob_of(params, target, self.output, self.levels).flatten(1).sum(1)
