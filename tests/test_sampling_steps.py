@@ -321,6 +321,28 @@ def test_wavenet_generate_is_the_same_on_one_and_two_threads(n, sizes):
     assert torch.equal(one, two)
 
 
+@pytest.mark.parametrize("solo_at", ["0", "1", "7"])
+def test_wavenet_generate_team_going_solo_mid_call_keeps_the_codes(monkeypatch, solo_at):
+    """A two-thread team whose waits are slow (an oversubscribed machine) goes on with one thread
+    at a step boundary; FASTGEN_DECODER_SOLO_AT_STEP forces the handover at a given step. The
+    ring-buffer states and the codes are those of one thread throughout."""
+    args, _ = _generate_args(n=3, steps=15, dtype=torch.float32, sizes=WIDE)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_states = _clone_states(args)
+        one = ops.wavenet_generate(*one_states)
+        torch.set_num_threads(2)
+        monkeypatch.setenv("FASTGEN_DECODER_SOLO_AT_STEP", solo_at)
+        handed_states = _clone_states(args)
+        handed = ops.wavenet_generate(*handed_states)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, handed)
+    for a, b in zip(one_states[0], handed_states[0]):
+        assert torch.equal(a, b)
+
+
 def test_wavenet_generate_opcheck_and_errors():
     args, _ = _generate_args(n=2, steps=3, dtype=torch.float32)
     op_args = args[:10] + ([None] * 4,) + args[10:] + (None, 0)

@@ -27,6 +27,9 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <memory>
 #include <optional>
@@ -85,11 +88,14 @@ struct Partials {
 };
 
 // What the threads of a team share: two sets of partials, used in turn after each barrier so
-// that a thread writing the next set never overwrites one another thread still reads.
+// that a thread writing the next set never overwrites one another thread still reads, and
+// whether the team has gone solo (below).
 template <typename acc_t>
 struct TeamShared {
   Partials<acc_t> phase[2];
   SpinBarrier barrier;
+  alignas(64) std::atomic<bool> solo{false};
+  int64_t solo_at_step = -1;  // tests: go solo at this step of a block whatever the waits
   TeamShared(int team, int64_t B, int64_t R, int64_t S, int64_t levels)
       : phase{Partials<acc_t>(B, R, S, levels), Partials<acc_t>(B, R, S, levels)}, barrier(team) {}
 };
@@ -106,6 +112,22 @@ void sum_parts(const std::vector<acc_t>& a, const std::vector<acc_t>& b, int64_t
   for (int64_t i = 0; i < n; ++i) out[i] = rounded<w_t>(a[i] + b[i]);
 }
 
+// A team goes solo (its first thread computes both parts, the others leave) when its threads
+// spend a large share of the time in slow barrier waits: they are not running on cores of
+// their own (other processes share them), and a team that meets ~30 times a step then waits on
+// the scheduler, a time slice (milliseconds) against ~60 us for a whole batch-1 step of the
+// benchmark model. Measured on 2 cores (2x15 layers, 64/128/256, batch 1): quiet, a few short
+// slow waits per thousand steps; beside two busy processes, one every 10-20 steps, and two
+// threads reached half the speed of one. One thread alone is ~0.7x a team on a quiet machine,
+// so a team losing more than kSoloWaitShare of its time is better split up. Results do not
+// change: the arithmetic is the same for any team size.
+constexpr double kSoloWaitShare = 0.25;
+constexpr int64_t kSoloMinNs = 2'000'000;  // judge after a few milliseconds, not on one stray wait
+
+inline bool should_go_solo(int64_t slow_wait_ns, int64_t elapsed_ns) {
+  return elapsed_ns >= kSoloMinNs && static_cast<double>(slow_wait_ns) >= kSoloWaitShare * elapsed_ns;
+}
+
 // The whole generation of samples [n0, n0 + B), run by every thread of a team (tid = its index
 // among `team` threads, sharing `sh`). The small per-sample vectors (taps, the layer input, the
 // skip sum, the head's hidden layer) are kept by every thread and updated identically from the
@@ -116,6 +138,10 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
                     const w_t* bh, const w_t* wo, const w_t* bo, const w_t* cond, int64_t C_cond, int64_t R,
                     int64_t C_gate, int64_t S, int64_t H, int64_t levels, int64_t K, int64_t T, int64_t start,
                     int64_t* codes) {
+  if (team > 1 && sh.solo.load(std::memory_order_acquire)) {  // gone solo in an earlier block
+    if (tid != 0) return;
+    team = 1;
+  }
   const int64_t G = C_gate / 2;
   std::vector<acc_t> x(B * R), taps(B * R * K), h(B * C_gate), z(B * G), skips(B * S), relu_skips(B * S),
       relu_hidden(B * H), logits(B * levels), cond_t(B * C_cond);
@@ -127,8 +153,15 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
   int64_t c0, c1;  // this thread's channels of the ring-buffer writes
   row_range(R, tid, team, c0, c1);
   int64_t phase = 0;  // barriers passed: which set of partials is written next
+  // The clock for going solo starts after the first step: its first meeting waits for the
+  // other threads to start up, which says nothing about the machine.
+  auto started = std::chrono::steady_clock::now();
+  int64_t slow_ns_at_start = 0;
+  auto elapsed_ns = [&] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count();
+  };
   auto meet = [&] {
-    sh.barrier.wait();
+    if (team > 1) sh.barrier.wait();
     return &sh.phase[phase++ & 1];
   };
   for (int64_t t = 0; t < T; ++t) {
@@ -209,7 +242,21 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
       matvec_t_block(wo + h0 * levels, relu_hidden.data() + h0, H, B, levels, h1 - h0, 0, levels,
                      part == 0 ? bo : nullptr, false, out->logits[part].data(), levels);
     }
+    if (tid == 0 && team > 1 && t == 0) {
+      started = std::chrono::steady_clock::now();
+      slow_ns_at_start = sh.barrier.slow_wait_ns();
+    } else if (tid == 0 && team > 1 &&
+               (t == sh.solo_at_step || should_go_solo(sh.barrier.slow_wait_ns() - slow_ns_at_start, elapsed_ns()))) {
+      sh.solo.store(true, std::memory_order_relaxed);  // published by the barrier below
+    }
     meet();  // the logits' parts written
+    if (team > 1 && sh.solo.load(std::memory_order_relaxed)) {
+      // This step's ring writes are done by all; the first thread continues alone and the others
+      // leave before reading anything it may overwrite next.
+      if (tid != 0) return;
+      team = 1;
+      row_range(R, 0, 1, c0, c1);
+    }
     sum_parts<w_t>(out->logits[0], out->logits[1], B * levels, logits.data());
     for (int64_t b = 0; b < B; ++b) {
       const int64_t code =
@@ -243,6 +290,10 @@ void generate_all(const std::vector<LayerView<w_t>>& views, int64_t N, const w_t
     return;
   }
   const int teams = static_cast<int>(std::min<int64_t>(blocks, threads / kParts));
+  // FASTGEN_DECODER_SOLO_AT_STEP (for tests): every team goes solo at that step, so the handover
+  // is exercised on a machine that never makes a team's waits slow.
+  const char* forced = std::getenv("FASTGEN_DECODER_SOLO_AT_STEP");
+  const int64_t solo_at_step = forced != nullptr ? std::atoll(forced) : -1;
   std::vector<std::unique_ptr<TeamShared<acc_t>>> shared;
 #pragma omp parallel num_threads(teams * kParts)
   {
@@ -251,6 +302,7 @@ void generate_all(const std::vector<LayerView<w_t>>& views, int64_t N, const w_t
 #pragma omp single
     for (int i = 0; i < used / team; ++i) {
       shared.push_back(std::make_unique<TeamShared<acc_t>>(team, kSampleBlock, R, S, levels));
+      shared.back()->solo_at_step = solo_at_step;
     }
     const int me = omp_get_thread_num();
     for (int64_t blk = me / team; me < used && blk < blocks; blk += used / team) {
