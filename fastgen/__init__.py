@@ -19,6 +19,12 @@ _SUBPACKAGES = ("compare", "data", "metrics", "models", "nn", "ops", "reference"
 __all__ = ["info", "__version__", *_SUBPACKAGES]
 
 
+# The ops' Python registrations (fake kernels, autocast, autograd glue, Triton for CUDA) come
+# with fastgen.ops (~50 ms): loaded here so that after a bare `import fastgen` the raw
+# torch.ops.fastgen ops already work under opcheck, torch.compile and autocast.
+import fastgen.ops  # noqa: E402, F401
+
+
 def __getattr__(name: str):
     if name in _SUBPACKAGES:
         import importlib

@@ -113,3 +113,24 @@ def test_without_the_extension_compile_keeps_the_reference_noise_eager():
     fresh, graphs = result.stdout.strip().splitlines()
     assert fresh == "True True"  # a new draw per call
     assert int(graphs) <= 6  # a few graphs around the eager noise, not one per call's seed
+
+
+BARE_IMPORT_SCRIPT = """
+import sys, torch
+import fastgen
+print("torch._dynamo" in sys.modules)
+from torch.library import opcheck
+x = torch.randn(2, 3, 4, 4, requires_grad=True)
+args = (x, torch.randn_like(x), torch.randn_like(x), False, "tanh_clamp", 2.0)
+opcheck(torch.ops.fastgen.affine_coupling.default, args)
+"""
+
+
+@pytest.mark.skipif(not _ext.available(), reason="needs the compiled extension")
+def test_a_bare_import_registers_the_fake_kernels():
+    """After `import fastgen` alone the raw torch.ops.fastgen ops pass opcheck (their fake kernels
+    and autograd glue are registered by fastgen.ops, which the package imports), without the cost of
+    importing torch._dynamo."""
+    result = subprocess.run([sys.executable, "-c", BARE_IMPORT_SCRIPT], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "False"  # torch._dynamo: imported by opcheck, not by fastgen
