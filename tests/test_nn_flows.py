@@ -247,6 +247,20 @@ def test_cached_inverse_keeps_its_gradients_with_autograd_on(monkeypatch, lu):
                       else {"solve_triangular": 0, "inv": 1, "slogdet": 1})
 
 
+@pytest.mark.parametrize("lu", [True, False])
+def test_a_cache_built_under_inference_mode_serves_autograd_later(lu):
+    """Sampling under torch.inference_mode fills the eval-mode cache; a training-style backward
+    through the same eval-mode layer afterwards must not meet inference tensors in it."""
+    layer = _randomise(fnn.InvConv1x1(4, lu=lu)).eval()
+    y = torch.randn(2, 4, 3, 3)
+    with torch.inference_mode():
+        expected, _ = layer.inverse(y)
+    x, logdet = layer.inverse(y)
+    (x.square().sum() + logdet.sum() + layer(y)[1].sum()).backward()
+    torch.testing.assert_close(x.detach(), expected)
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
 def test_coupling_starts_as_the_identity_and_takes_a_custom_conditioner():
     x = torch.randn(3, 4, 4, 4)
     for layer in [fnn.AffineCoupling(4), fnn.AffineCoupling(4, mask="checkerboard", scale="sigmoid")]:

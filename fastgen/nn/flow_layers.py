@@ -239,10 +239,13 @@ class InvConv1x1(nn.Module):
         changed, or W^-1 is asked for and not there yet)."""
         cache = self._cache
         if cache is None or not self._unchanged(cache[0]) or (with_inverse and cache[3] is None):
-            with torch.no_grad():
+            # Built outside inference mode even when asked for inside it (sampling under
+            # torch.inference_mode): an inference tensor in the cache could not be saved for a
+            # backward pass later.
+            with torch.inference_mode(False), torch.no_grad():
                 # The plain parameterisation keeps W^-1 anyway: its log|det W| gradient is W^-T.
                 values = self._compute(with_inverse or not self.lu)
-            cache = self._cache = ([p.detach().clone() for p in self.parameters(recurse=False)], *values)
+                cache = self._cache = ([p.detach().clone() for p in self.parameters(recurse=False)], *values)
         return cache[1], cache[2], cache[3]
 
     def weights(self, *, with_inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
