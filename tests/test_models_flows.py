@@ -115,6 +115,17 @@ def test_vector_realnvp_takes_an_int_size_and_ignores_levels():
     assert model.log_prob(torch.randn(3, 2)).shape == (3,)
 
 
+def test_a_single_latent_inverts_as_a_plain_tensor():
+    model = RealNVP(2).eval()
+    x = torch.randn(5, 2)
+    (z,), logdet = model(x)
+    back, logdet_back = model.inverse(z)  # one latent: no list needed
+    torch.testing.assert_close(back, x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logdet_back, -logdet, rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="latents must be the list of 2 tensors forward returns"):
+        Glow().inverse(torch.randn(2, 1, 8, 8))  # was read as a list of 2 batch rows
+
+
 def test_default_flows_are_sized_for_the_embedded_digits():
     glow, realnvp = Glow(), RealNVP()
     assert glow.data_shape == realnvp.data_shape == (1, 8, 8)

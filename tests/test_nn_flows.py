@@ -79,8 +79,11 @@ def test_half_precision_input_to_a_float32_layer(name, dtype):
         torch.testing.assert_close(part.float(), part32, atol=3e-2, rtol=3e-2)
     assert logdet.dtype == torch.float32
     torch.testing.assert_close(logdet, logdet32, atol=5e-2, rtol=2e-2)
-    first = (lambda t: t[0] if isinstance(t, tuple) else t)
-    back, back32 = layer.inverse(y)[0], layer.inverse(tuple(p.float() for p in parts) if len(parts) > 1 else y.float())[0]
+    def first(t):
+        return t[0] if isinstance(t, tuple) else t
+
+    back = layer.inverse(y)[0]
+    back32 = layer.inverse(tuple(p.float() for p in parts) if len(parts) > 1 else y.float())[0]
     assert first(back).dtype == dtype
     torch.testing.assert_close(first(back).float(), first(back32), atol=5e-2, rtol=5e-2)
 
@@ -303,6 +306,8 @@ def test_coupling_under_bf16_autocast_keeps_the_flow_in_float32():
     (lambda: fnn.ActNorm(3), torch.randn(2, 4, 2), r"\(N, 3, \.\.\.\)"),
     (lambda: fnn.InvConv1x1(3), torch.randn(2, 2, 2, 2), r"\(N, 3, \.\.\.\)"),
     (lambda: fnn.Squeeze(), torch.randn(2, 1, 3, 4), "divisible"),
+    (lambda: fnn.Split(4), torch.randn(2, 4), r"x must have shape \(N, 4, H, W\), got \(2, 4\) \(for vectors"),
+    (lambda: fnn.Split(4, vector=True), torch.randn(2, 4, 3, 3), r"x must have shape \(N, 4\), got"),
     # ActNorm initialises from its first training batch: an empty or NaN one would stay in it
     (lambda: fnn.ActNorm(3), torch.randn(0, 3, 2, 2), "non-empty and finite"),
     (lambda: fnn.ActNorm(3), torch.full((2, 3, 2, 2), float("nan")), "non-empty and finite"),
@@ -329,6 +334,12 @@ def test_bad_inputs_name_the_problem(make, x, message):
 def test_bad_arguments_name_the_problem(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_the_mask_and_lu_switch_may_be_given_positionally():
+    assert fnn.AffineCoupling(4, "checkerboard").mask == "checkerboard"
+    assert fnn.AdditiveCoupling(4, "checkerboard").mask == "checkerboard"
+    assert not fnn.InvConv1x1(4, False).lu
 
 
 def test_inverse_of_actnorm_and_split_check_their_input():

@@ -58,7 +58,8 @@ class FlowModel(nn.Module):
         if not x.dtype.is_floating_point:
             raise TypeError(f"{name} must be a floating tensor (values in [0, 1] for images), got {x.dtype}")
         if tuple(x.shape[1:]) != tuple(self.data_shape) or x.dim() != len(self.data_shape) + 1:
-            raise ValueError(f"{name} must have shape (N, {', '.join(map(str, self.data_shape))}), got {tuple(x.shape)}")
+            raise ValueError(f"{name} must have shape (N, {', '.join(map(str, self.data_shape))}), "
+                             f"got {tuple(x.shape)}")
         return x
 
     def _preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,8 +101,15 @@ class FlowModel(nn.Module):
         latents.append(h)
         return latents, logdet
 
-    def inverse(self, latents: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """latents (as returned by :meth:`forward`) -> (x, logdet (N,)) of the inverse map."""
+    def inverse(self, latents: list[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """latents (as returned by :meth:`forward`) -> (x, logdet (N,)) of the inverse map.
+        A model with one latent (no factored-out levels, as the vector RealNVP) also takes it as
+        a plain tensor."""
+        if isinstance(latents, torch.Tensor):
+            if self.num_latents != 1:
+                raise TypeError(f"latents must be the list of {self.num_latents} tensors forward returns (one per "
+                                f"level this multi-scale model factors out), got one tensor {tuple(latents.shape)}")
+            latents = [latents]
         latents = list(latents)
         if len(latents) != self.num_latents:
             raise ValueError(f"latents must be a list of {self.num_latents} tensors, got {len(latents)}")

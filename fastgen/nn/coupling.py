@@ -222,7 +222,7 @@ class AffineCoupling(_Coupling):
         Inputs are (N, D) vectors instead of images.
     """
 
-    def __init__(self, num_channels: int, *, mask: str = "channel", parity: int = 0,
+    def __init__(self, num_channels: int, mask: str = "channel", *, parity: int = 0,
                  conditioner: nn.Module | None = None, hidden_channels: int = 64, scale: str = "tanh_clamp",
                  clamp: float = 2.0, vector: bool = False, dropout: float = 0.0) -> None:
         super().__init__(num_channels, mask, parity, conditioner, hidden_channels, 2, vector, dropout)
@@ -265,7 +265,7 @@ class AdditiveCoupling(_Coupling):
     to C_out channels (the shift).
     """
 
-    def __init__(self, num_channels: int, *, mask: str = "channel", parity: int = 0,
+    def __init__(self, num_channels: int, mask: str = "channel", *, parity: int = 0,
                  conditioner: nn.Module | None = None, hidden_channels: int = 64, vector: bool = False,
                  dropout: float = 0.0) -> None:
         super().__init__(num_channels, mask, parity, conditioner, hidden_channels, 1, vector, dropout)

@@ -170,7 +170,7 @@ class InvConv1x1(nn.Module):
         Use the LU parameterisation.
     """
 
-    def __init__(self, num_channels: int, *, lu: bool = True) -> None:
+    def __init__(self, num_channels: int, lu: bool = True) -> None:
         super().__init__()
         c = self.num_channels = _check_channels(num_channels)
         self.lu = check_flag(lu, "lu")
@@ -354,8 +354,17 @@ class Split(nn.Module):
         mean, log_scale = self.prior(x1).to(x1.dtype).chunk(2, dim=1)
         return mean.contiguous(), log_scale.contiguous()
 
+    def _check(self, x: object, name: str, channels: int) -> torch.Tensor:
+        """The prior is a Linear (vector=True) or a 3x3 Conv2d: (N, C) or (N, C, H, W) inputs."""
+        x = _check_input(x, name, channels)
+        if self.prior is not None and x.dim() != (2 if self.vector else 4):
+            layout = f"(N, {channels})" if self.vector else f"(N, {channels}, H, W)"
+            other = "images: Split(..., vector=False)" if self.vector else "vectors: Split(..., vector=True)"
+            raise ValueError(f"{name} must have shape {layout}, got {tuple(x.shape)} (for {other})")
+        return x
+
     def forward(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-        _check_input(x, "x", self.num_channels)
+        self._check(x, "x", self.num_channels)
         if self.prior is None:
             return ops.split_channels(x, self.keep), x.new_zeros(x.shape[0], dtype=accumulation_dtype(x.dtype))
         return in_layer_dtype(self._standardise, x, self.prior)
@@ -371,8 +380,8 @@ class Split(nn.Module):
         if not isinstance(y, (tuple, list)) or len(y) != 2:
             raise TypeError(f"y must be the pair (x1, z2) that forward returns, got {type(y).__name__}")
         x1, z2 = y
-        _check_input(x1, "x1", self.keep)
-        _check_input(z2, "z2", self.out)
+        self._check(x1, "x1", self.keep)
+        self._check(z2, "z2", self.out)
         if x1.shape[0] != z2.shape[0] or x1.shape[2:] != z2.shape[2:] or x1.dtype != z2.dtype:
             raise ValueError(f"x1 and z2 must share the batch, spatial size and dtype, got {tuple(x1.shape)} "
                              f"{x1.dtype} and {tuple(z2.shape)} {z2.dtype}")
