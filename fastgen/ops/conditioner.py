@@ -110,9 +110,10 @@ def conv_conditioner(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
     x, w1, b1, w2, b2, w3, b3 = autocast_inputs("conv_conditioner", x, w1, b1, w2, b2, w3, b3)
     check_conv_conditioner(x, w1, b1, w2, b2, w3, b3)
     dropout = _check_dropout(dropout)
-    if x.dtype not in KERNEL_DTYPES:
+    if x.dtype not in KERNEL_DTYPES:  # float16/bfloat16 (also autocast's): computed in float32
         args = [None if t is None else t.float() for t in (x, w1, b1, w2, b2, w3, b3)]
-        return conv_conditioner(*args, dropout=dropout, generator=generator).to(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):  # or autocast would cast them back
+            return conv_conditioner(*args, dropout=dropout, generator=generator).to(x.dtype)
     seed = draw_seed(x.device, check_generator(generator)) if dropout > 0 else None
     if not kernel_runs(x):
         keep = (None, None)
