@@ -27,10 +27,10 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -155,7 +155,7 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
   int64_t phase = 0;  // barriers passed: which set of partials is written next
   // The clock for going solo starts after the first step: its first meeting waits for the
   // other threads to start up, which says nothing about the machine.
-  auto started = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point started;
   int64_t slow_ns_at_start = 0;
   auto elapsed_ns = [&] {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count();
@@ -242,12 +242,13 @@ FASTGEN_CPU_CLONES void generate_block(const std::vector<LayerView<w_t>>& layers
       matvec_t_block(wo + h0 * levels, relu_hidden.data() + h0, H, B, levels, h1 - h0, 0, levels,
                      part == 0 ? bo : nullptr, false, out->logits[part].data(), levels);
     }
-    if (tid == 0 && team > 1 && t == 0) {
-      started = std::chrono::steady_clock::now();
-      slow_ns_at_start = sh.barrier.slow_wait_ns();
-    } else if (tid == 0 && team > 1 &&
-               (t == sh.solo_at_step || should_go_solo(sh.barrier.slow_wait_ns() - slow_ns_at_start, elapsed_ns()))) {
-      sh.solo.store(true, std::memory_order_relaxed);  // published by the barrier below
+    if (tid == 0 && team > 1) {
+      if (t == 0) {
+        started = std::chrono::steady_clock::now();
+        slow_ns_at_start = sh.barrier.slow_wait_ns();
+      } else if (t == sh.solo_at_step || should_go_solo(sh.barrier.slow_wait_ns() - slow_ns_at_start, elapsed_ns())) {
+        sh.solo.store(true, std::memory_order_relaxed);  // published by the barrier below
+      }
     }
     meet();  // the logits' parts written
     if (team > 1 && sh.solo.load(std::memory_order_relaxed)) {
