@@ -83,6 +83,12 @@ def test_causal_conv1d_from_conv(device):
     assert torch.equal(back.weight, plain.weight)
     no_bias = fnn.CausalConv1d.from_conv(nn.Conv1d(3, 4, 2, bias=False, device=device))
     assert no_bias.bias is None
+    # A frozen conv gives a frozen layer; "valid" is nn.Conv1d's spelling of padding 0.
+    frozen = nn.Conv1d(3, 4, 2, padding="valid", device=device).requires_grad_(False)
+    frozen.bias.requires_grad_(True)
+    copied = fnn.CausalConv1d.from_conv(frozen)
+    assert not copied.weight.requires_grad and copied.bias.requires_grad
+    assert fnn.CausalConv1d(3, 4, 2, padding="valid").padding == (0,)
 
 
 def test_causal_conv1d_gradients_and_receptive_field(device):
@@ -128,7 +134,7 @@ def test_causal_conv1d_unbatched(device):
     "kwargs, error, match",
     [
         (dict(stride=2), ValueError, "stride must be 1"),
-        (dict(stride=(1, 1)), TypeError, "stride must be an int"),
+        (dict(stride=(1, 1)), TypeError, r"stride must be an int or a tuple of 1 int, got \(1, 1\)"),
         (dict(padding=1), ValueError, "padding must be 0"),
         (dict(padding="same"), ValueError, "padding must be 0"),
         (dict(groups=3), ValueError, "groups must be 1"),
@@ -240,6 +246,31 @@ def test_masked_conv2d_loads_the_recipe_with_a_mask_buffer(mask_shape):
         wrong.load_state_dict(recipe[0].state_dict())
     with pytest.raises(RuntimeError, match="does not broadcast"):
         wrong.load_state_dict({**recipe[0].state_dict(), "mask": torch.ones(3, 3)})
+
+
+def test_masked_conv2d_built_on_the_meta_device():
+    """The deferred-initialisation recipes of nn.Module leave the mask right (it is rebuilt, not copied)."""
+    torch.manual_seed(4)
+    expected = reference.masked_conv2d_mask((6, 4, 3, 3), "B")
+    x = torch.randn(1, 4, 5, 5)
+    # to_empty + reset_parameters.
+    layer = fnn.MaskedConv2d(4, 6, 3, mask_type="B", device="meta").to_empty(device="cpu")
+    layer.reset_parameters()
+    assert torch.equal(layer.mask, expected)
+    # load_state_dict(assign=True) from a plain conv, then a move.
+    plain = _plain_conv2d(4, 6, 3, 1)
+    layer = fnn.MaskedConv2d(4, 6, 3, mask_type="B", device="meta")
+    layer.load_state_dict(plain.state_dict(), assign=True)
+    assert layer.mask.device.type == "cpu" and torch.equal(layer.mask, expected)
+    torch.testing.assert_close(layer.to(torch.float64)(x.double()), _masked_reference(plain.double(), x.double(), "B"))
+    # The recipe's saved mask is checked even while the layer has no values yet.
+    recipe = _RecipeMaskedConv2d(4, 6, 3, "B")
+    for target in (fnn.MaskedConv2d(4, 6, 3, mask_type="B", device="meta"),
+                   fnn.MaskedConv2d(4, 6, 3, mask_type="B", device="meta").to_empty(device="cpu")):
+        target.load_state_dict(recipe.state_dict(), assign=target.weight.is_meta)
+        torch.testing.assert_close(target(x), recipe(x))
+    with pytest.raises(RuntimeError, match="keeps different taps"):
+        fnn.MaskedConv2d(4, 6, 3, mask_type="A", device="meta").load_state_dict(recipe.state_dict(), assign=True)
 
 
 def test_masked_conv2d_from_conv(device):

@@ -317,8 +317,9 @@ def test_cond_missing_or_unexpected(device):
             fn(v, cond=torch.randn(2, 3, device=device))
     with pytest.raises(ValueError, match="cond"):
         with_cond(v, cond=torch.randn(3, 3, device=device))  # wrong batch
-    with pytest.raises(ValueError, match="w_cond"):
-        with_cond(v, cond=torch.randn(2, 2, device=device))  # wrong features
+    for fn in (with_cond, with_cond.reference_forward):  # wrong features: cond is named, not w_cond_v
+        with pytest.raises(ValueError, match=r"cond must have D = 3 features.*got shape \(2, 2\)"):
+            fn(v, cond=torch.randn(2, 2, device=device))
 
 
 def test_input_errors(device):

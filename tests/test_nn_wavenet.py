@@ -270,8 +270,9 @@ def test_cond_missing_or_unexpected(device):
             fn(x, torch.randn(2, 3, 9, device=device))
     with pytest.raises(ValueError, match="cond"):
         with_cond(x, torch.randn(2, 3, 8, device=device))  # wrong length
-    with pytest.raises(ValueError, match="w_cond"):
-        with_cond(x, torch.randn(2, 2, 9, device=device))  # wrong channels
+    for fn in (with_cond, with_cond.reference_forward):  # wrong channels: cond is named, not w_cond
+        with pytest.raises(ValueError, match=r"cond must have C_cond = 3 channels.*got shape \(2, 2, 9\)"):
+            fn(x, torch.randn(2, 2, 9, device=device))
 
 
 def test_input_errors(device):

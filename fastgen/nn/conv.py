@@ -28,7 +28,7 @@ def _int_tuple(value: object, n: int, name: str) -> tuple[int, ...]:
     if (isinstance(value, (tuple, list)) and len(value) == n
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
         return tuple(value)
-    what = "an int" if n == 1 else f"an int or a tuple of {n} ints"
+    what = f"an int or a tuple of {n} int" + ("s" if n > 1 else "")
     raise TypeError(f"{name} must be {what}, got {value!r}")
 
 
@@ -47,11 +47,13 @@ def _check_stride_and_padding_mode(layer: str, stride: object, padding_mode: obj
 
 
 def _copy_parameters(layer: nn.Module, conv: nn.Module) -> nn.Module:
-    """``layer`` with ``conv``'s weight, bias and training mode (for ``from_conv``)."""
+    """``layer`` with ``conv``'s weight, bias, their ``requires_grad`` (a frozen layer stays
+    frozen) and training mode (for ``from_conv``)."""
     with torch.no_grad():
-        layer.weight.copy_(conv.weight)
-        if conv.bias is not None:
-            layer.bias.copy_(conv.bias)
+        for name in ("weight", "bias"):
+            theirs = getattr(conv, name)
+            if theirs is not None:
+                getattr(layer, name).copy_(theirs).requires_grad_(theirs.requires_grad)
     return layer.train(conv.training)
 
 
@@ -95,8 +97,9 @@ class CausalConv1d(nn.Conv1d):
         Taps K >= 1; ``weight[:, :, K - 1]`` multiplies the current time step.
     stride : int or tuple of 1 int
         Must be 1.
-    padding : int or tuple of 1 int
-        Must be 0: the ``(K - 1) * dilation`` steps of causal left padding are added by the layer.
+    padding : int, tuple of 1 int or "valid"
+        Must be 0 (or "valid"): the ``(K - 1) * dilation`` steps of causal left padding are added
+        by the layer.
     dilation : int or tuple of 1 int
         Spacing of the taps, >= 1. The receptive field is ``(K - 1) * dilation + 1`` steps.
     groups : int
@@ -136,9 +139,11 @@ class CausalConv1d(nn.Conv1d):
     ) -> None:
         _positive(kernel_size, 1, "kernel_size")
         _check_stride_and_padding_mode("CausalConv1d", stride, padding_mode, 1)
+        if padding == "valid":  # nn.Conv1d's name for 0
+            padding = 0
         if isinstance(padding, str) or _int_tuple(padding, 1, "padding") != (0,):
             raise ValueError(
-                "padding must be 0 (CausalConv1d pads (kernel_size - 1) * dilation steps on the left "
+                'padding must be 0 or "valid" (CausalConv1d pads (kernel_size - 1) * dilation steps on the left '
                 f"itself), got {padding!r}"
             )
         _positive(dilation, 1, "dilation")
@@ -307,9 +312,22 @@ class MaskedConv2d(nn.Conv2d):
                          device=device, dtype=dtype)
         self.mask_type = mask_type
         self.color_channels = color_channels
-        mask = reference.masked_conv2d_mask(self.weight.shape, mask_type, color_channels, groups)
+        self._build_mask()
+
+    def _build_mask(self) -> None:
+        """(Re)build :attr:`mask` on the weight's device and dtype: it is a function of the
+        configuration, so it is rebuilt wherever memory may not hold it (after ``to_empty``, or a
+        ``load_state_dict(assign=True)`` into a layer made on the meta device)."""
+        mask = reference.masked_conv2d_mask(self.weight.shape, self.mask_type, self.color_channels, self.groups)
         self.register_buffer("mask", mask.to(device=self.weight.device, dtype=self.weight.dtype),
                              persistent=False)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise ``weight`` and ``bias`` as ``nn.Conv2d`` does, and rebuild :attr:`mask`
+        (the meta-device recipe ``to_empty`` + ``reset_parameters`` leaves it uninitialised)."""
+        super().reset_parameters()
+        if hasattr(self, "mask_type"):  # not during nn.Conv2d.__init__
+            self._build_mask()
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, mask_type: str, *, color_channels: int = 1) -> MaskedConv2d:
@@ -347,6 +365,7 @@ class MaskedConv2d(nn.Conv2d):
                               error_msgs) -> None:
         # The usual recipe (an nn.Conv2d subclass with a registered "mask" buffer) saves its mask:
         # accept it when it keeps the same taps as this layer's, and say so when it does not.
+        self._build_mask()
         theirs = state_dict.pop(prefix + "mask", None)
         if theirs is not None:
             problem = self._mask_mismatch(theirs)
@@ -355,16 +374,19 @@ class MaskedConv2d(nn.Conv2d):
                                   f'"{self.mask_type}", color_channels={self.color_channels}, groups={self.groups}')
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+        self._build_mask()  # assign=True may have moved the weight to another device or dtype
 
     def _mask_mismatch(self, theirs: object) -> str | None:
         """Why a saved mask does not keep the taps of :attr:`mask`, or None if it does."""
         if not isinstance(theirs, torch.Tensor):
             return f"is a {type(theirs).__name__}, not a tensor"
+        # Compared on the CPU: this layer may live on the meta device (no values to compare).
+        ours = reference.masked_conv2d_mask(self.weight.shape, self.mask_type, self.color_channels, self.groups) != 0
         try:
-            kept = torch.broadcast_to(theirs.detach().to(self.mask.device) != 0, self.mask.shape)
+            kept = torch.broadcast_to(theirs.detach().cpu() != 0, ours.shape)
         except RuntimeError:
-            return f"has shape {tuple(theirs.shape)}, which does not broadcast to the weight's {tuple(self.mask.shape)}"
-        differ = kept != (self.mask != 0)
+            return f"has shape {tuple(theirs.shape)}, which does not broadcast to the weight's {tuple(ours.shape)}"
+        differ = kept != ours
         if differ.any():
             return f"keeps different taps ({int(differ.sum())} of {differ.numel()} entries differ)"
         return None

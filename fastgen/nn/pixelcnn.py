@@ -175,6 +175,10 @@ class GatedPixelCNNLayer(nn.Module):
             v, h = v.unsqueeze(0), h.unsqueeze(0)
             if isinstance(cond, torch.Tensor) and cond.dim() == 1:
                 cond = cond.unsqueeze(0)
+        # Blame cond, not the projection weights the op would name.
+        if isinstance(cond, torch.Tensor) and cond.dim() == 2 and cond.shape[1] != self.cond_features:
+            raise ValueError(f"cond must have D = {self.cond_features} features (dim 1 of (N, D)), "
+                             f"got shape {tuple(cond.shape)}")
         return v, h, cond, unbatched
 
     def forward(self, v: torch.Tensor, h: torch.Tensor | None = None, cond: torch.Tensor | None = None

@@ -156,6 +156,10 @@ class WaveNetLayer(nn.Module):
             x = x.unsqueeze(0)
             if isinstance(cond, torch.Tensor) and cond.dim() == 2:
                 cond = cond.unsqueeze(0)
+        # Blame cond, not the projection weight the op would name.
+        if isinstance(cond, torch.Tensor) and cond.dim() == 3 and cond.shape[1] != self.cond_channels:
+            raise ValueError(f"cond must have C_cond = {self.cond_channels} channels (dim 1 of (N, C_cond, T)), "
+                             f"got shape {tuple(cond.shape)}")
         return x, cond, unbatched
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,8 +39,22 @@ def record_kernels(op_names: list[str]) -> None:
 
 
 def use_kernel(op_name: str, tensor: torch.Tensor) -> bool:
-    """Whether ``fastgen::op_name`` has a kernel for ``tensor``'s device."""
+    """Whether ``fastgen::op_name`` has a kernel for ``tensor``'s device, and may run it here.
+
+    Under forward-mode AD (``torch.autograd.forward_ad``, ``torch.func.jvp`` / ``jacfwd``) and the
+    other ``torch.func`` transforms (``grad``, ``jacrev``, ``vmap``) the reference runs instead: the
+    kernels have no forward derivative nor functorch rules, and PyTorch gives a custom op's output
+    no tangent rather than an error, so ``jvp`` would silently be zero.
+    """
+    if not torch.compiler.is_compiling() and _under_function_transform():
+        return False
     return tensor.device.type in KERNEL_DEVICES.get(op_name, frozenset())
+
+
+def _under_function_transform() -> bool:
+    """Whether a forward-AD dual level or a torch.func transform is active (global state: the
+    transformed tensor may be any argument, e.g. only the weight under ``torch.func.grad``)."""
+    return torch.autograd.forward_ad._current_level >= 0 or torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def needs_grad(*tensors: torch.Tensor | None) -> bool:
