@@ -84,6 +84,9 @@ def test_pixelcnn_likelihood_sums_to_one_over_all_images(output):
     torch.testing.assert_close(model.bits_per_dim(levels.long()), model.bits_per_dim(images), rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"x must hold integer levels in \[0, 2\]"):
         model.log_prob(levels + 1)
+    # Float images of another dtype are taken in the model's (a float32 model, float64 data).
+    single = model.float()
+    torch.testing.assert_close(single.log_prob(images), single.log_prob(images.float()), rtol=0, atol=0)
 
 
 def test_pixelcnn_samples_follow_the_model():
@@ -239,6 +242,21 @@ def test_wavenet_sample_length_defaults():
     assert conditioned.sample(2, cond=cond).shape == (2, 3 * conditioned.cond_hop)
     wave.sample_rate = 5
     assert wave.sample(1).shape == (1, 5)
+
+
+def test_wavenet_local_conditioning_at_the_frame_or_the_sample_rate():
+    """With cond_hop = 4 a cond as long as the audio is read at the sample rate; a shorter one
+    as frames: the two spellings of the same conditioning give the same model."""
+    torch.manual_seed(0)
+    model = _tiny_wavenet(cond=True).eval()
+    x = torch.randint(0, model.levels, (2, 10))
+    frames = torch.randn(2, 3, 3, dtype=torch.float64)
+    per_sample = frames.repeat_interleave(model.cond_hop, dim=2)[:, :, :10]
+    torch.testing.assert_close(model.log_prob(x, cond=frames), model.log_prob(x, cond=per_sample))
+    u = torch.rand(2, 10, dtype=torch.float64)
+    assert torch.equal(model.sample(2, 10, cond=frames, uniforms=u), model.sample(2, 10, cond=per_sample, uniforms=u))
+    with pytest.raises(ValueError, match=r"cond must have shape \(2, 3, >= 3\).*or \(2, 3, >= 10\) at the sample"):
+        model.log_prob(x, cond=frames[:, :, :2])
 
 
 def test_sampling_keeps_the_training_mode():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from flow_helpers import assert_round_trip, jacobian_logabsdet
@@ -231,6 +232,58 @@ def test_bits_per_dim_refuses_images_off_the_level_grid(name):
     from_floats = model.bits_per_dim(levels / 16.0, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(from_ints, from_floats)
     assert model.bits_per_dim(levels[:0]).shape == (0,) and model.log_prob(torch.rand(0, 1, 4, 4)).shape == (0,)
+
+
+def test_logit_preprocessing_gives_minus_inf_outside_its_support_not_nan():
+    model = TINY["realnvp"]().eval()
+    x = torch.rand(4, 1, 4, 4).requires_grad_(True)
+    inside = model.log_prob(x.detach())
+    bad = x.detach().clone()
+    bad[1, 0, 0, 0], bad[2, 0, 3, 3] = 1.5, -0.2
+    bad.requires_grad_(True)
+    log_p = model.log_prob(bad)
+    assert log_p[1] == -math.inf and log_p[2] == -math.inf
+    torch.testing.assert_close(log_p[[0, 3]], inside[[0, 3]])
+    log_p[[0, 3]].sum().backward()
+    assert torch.isfinite(bad.grad).all() and bad.grad[[1, 2]].abs().sum() == 0
+
+
+@pytest.mark.parametrize("assign", [False, True])
+def test_a_glow_built_on_the_meta_device_loads_whole(assign):
+    """Deferred initialisation: build on meta, then materialise and load (or load with assign=True)."""
+    trained = _trained_a_little("glow", torch.float32)
+    x = _data(trained, 4, torch.float32)
+    with torch.device("meta"):
+        model = TINY["glow"]()
+    if not assign:
+        model.to_empty(device="cpu")
+    model.load_state_dict(trained.state_dict(), assign=assign)
+    model.eval()
+    torch.testing.assert_close(model.log_prob(x), trained.log_prob(x))
+    torch.testing.assert_close(model.inverse(model(x)[0])[0], x, atol=1e-5, rtol=1e-5)
+
+
+def test_an_eval_glow_compiles_with_fullgraph():
+    model = _trained_a_little("glow", torch.float32)
+    x = _data(model, 4, torch.float32)
+    expected = model.log_prob(x)  # fills InvConv1x1's eval cache, which compiled code must not consult
+    torch._dynamo.reset()
+    compiled = torch.compile(model.log_prob, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x), expected)
+
+
+def test_sample_runs_in_eval_mode_and_restores_every_module_mode():
+    torch.manual_seed(0)
+    model = Glow((1, 4, 4), 17, num_levels=2, steps_per_level=2, hidden_channels=8, dropout=0.5)
+    model.log_prob(_data(model, 8, torch.float32))  # training mode: ActNorm initialised
+    frozen = model.layers[1].eval()  # a submodule the user keeps in eval
+    draws = [model.sample(3, 0.7, generator=torch.Generator().manual_seed(1), quantize=False) for _ in range(2)]
+    assert torch.equal(draws[0], draws[1])  # no dropout while sampling
+    assert model.training and not frozen.training
+    model.eval()
+    torch.testing.assert_close(model.sample(3, 0.7, generator=torch.Generator().manual_seed(1), quantize=False),
+                               draws[0])
+    assert model.sample(2, temperature=np.float32(0.5)).shape == (2, 1, 4, 4)
 
 
 def test_inverse_checks_the_latents_shapes():

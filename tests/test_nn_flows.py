@@ -139,6 +139,20 @@ def test_actnorm_state_dict_carries_the_initialisation():
     assert torch.equal(b.log_scale.detach(), params)
 
 
+def test_actnorm_buffer_set_behind_its_back_is_not_initialised_again():
+    """DDP broadcasts rank 0's (loaded) buffers into the other ranks' modules by copy_, which
+    load_state_dict never sees; a rank that initialised again would run a collective of its own."""
+    torch.manual_seed(0)
+    trained = fnn.ActNorm(3)
+    trained(torch.randn(16, 3, 2, 2) * 2 + 1)
+    fresh = fnn.ActNorm(3)
+    with torch.no_grad():
+        for mine, theirs in zip([*fresh.parameters(), *fresh.buffers()], [*trained.parameters(), *trained.buffers()]):
+            mine.copy_(theirs)
+    fresh(torch.randn(8, 3, 2, 2) * 5 - 3)
+    assert torch.equal(fresh.bias, trained.bias) and torch.equal(fresh.log_scale, trained.log_scale)
+
+
 def test_actnorm_does_not_initialise_in_eval_mode():
     layer = fnn.ActNorm(2).eval()
     x = torch.randn(4, 2, 3, 3)
@@ -215,6 +229,11 @@ def test_inverse_weight_is_cached_in_eval_and_invalidated_by_a_parameter_change(
         edited = layer.weights(with_inverse=True)
         torch.testing.assert_close(edited[0] @ edited[2], torch.eye(4), atol=1e-5, rtol=0)
         assert not torch.allclose(edited[0], changed[0])
+        layer.permutation.copy_(layer.permutation[[1, 0, 3, 2]])  # a buffer (e.g. loaded) is seen too
+        permuted = layer.weights(with_inverse=True)
+        torch.testing.assert_close(permuted[0], layer._compute_weight())
+        assert not torch.allclose(permuted[0], edited[0])
+        torch.testing.assert_close(permuted[0] @ permuted[2], torch.eye(4), atol=1e-5, rtol=0)
     layer.train()
     assert layer.weights()[0].requires_grad  # training: recomputed with autograd
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from fastgen.data import bits_per_dim as _bits_per_dim
 from fastgen.data import dequantize, discrete_nll_from_density
 from fastgen.models._conv import check_positive_int
 from fastgen.models._discrete import image_levels
+from fastgen.models._modes import evaluating
 from fastgen.ops._dispatch import accumulation_dtype
 
 _log = logging.getLogger(__name__)
@@ -69,9 +71,14 @@ class FlowModel(nn.Module):
         if self.preprocessing == "none":
             return x, zero
         p = LOGIT_ALPHA + (1 - 2 * LOGIT_ALPHA) * x
+        # The logit is defined for p in (0, 1): x outside about [-0.055, 1.055] has density zero.
+        # Such a sample gets logdet -inf (so log_prob -inf, and no gradient), not NaN; its
+        # out-of-support values are replaced so the rest of the flow stays finite.
+        outside = (p <= 0) | (p >= 1)
+        p = torch.where(outside, 0.5, p)
         y = torch.log(p) - torch.log1p(-p)
-        logdet = _per_sample(math.log(1 - 2 * LOGIT_ALPHA) - torch.log(p) - torch.log1p(-p))
-        return y, logdet.to(zero.dtype)
+        logdet = _per_sample(math.log(1 - 2 * LOGIT_ALPHA) - torch.log(p) - torch.log1p(-p)).to(zero.dtype)
+        return y, torch.where(_per_sample(outside.to(zero.dtype)) > 0, -math.inf, logdet)
 
     def _postprocess(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.preprocessing == "shift":
@@ -143,12 +150,8 @@ class FlowModel(nn.Module):
     def _probe_latent_shapes(self) -> list[tuple[int, ...]]:
         with torch.no_grad():
             probe = torch.full((1, *self.data_shape), 0.5, device=self._device(), dtype=self._param_dtype())
-            was_training = self.training
-            self.eval()
-            try:
+            with evaluating(self):
                 return [tuple(z.shape[1:]) for z in self.forward(probe)[0]]
-            finally:
-                self.train(was_training)
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
@@ -156,7 +159,8 @@ class FlowModel(nn.Module):
     # ----------------------------------------------------------- densities
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log-density of x (N, *data_shape) in nats, (N,); for images x is in [0, 1]
-        (dequantized data; see :meth:`bits_per_dim` for discrete images)."""
+        (dequantized data; see :meth:`bits_per_dim` for discrete images). With the logit
+        preprocessing the density is zero outside about [-0.055, 1.055]: such a sample gets -inf."""
         latents, logdet = self.forward(x)
         return sum(standard_normal_log_density(z) for z in latents) + logdet
 
@@ -188,17 +192,21 @@ class FlowModel(nn.Module):
                quantize: bool = True) -> torch.Tensor:
         """``n`` samples (n, *data_shape): latents drawn from N(0, temperature^2) and inverted.
 
-        For images the result is clamped to [0, 1] and (``quantize=True``) rounded to the level
-        grid ``k / (levels - 1)``, the form fastgen's image models return.
+        The flow runs in eval mode (no dropout in the couplings, so the same generator gives the
+        same samples and they are the inverse of :meth:`forward` in eval mode); every module's
+        mode is restored afterwards. For images the result is clamped to [0, 1] and
+        (``quantize=True``) rounded to the level grid ``k / (levels - 1)``, the form fastgen's
+        image models return.
         """
         n = check_positive_int(n, "n")
-        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+        if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
                 or not math.isfinite(temperature) or temperature < 0):
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
         device, dtype = self._device(), self._param_dtype()
-        latents = [torch.randn((n, *shape), generator=generator, device=device, dtype=dtype) * temperature
+        latents = [torch.randn((n, *shape), generator=generator, device=device, dtype=dtype) * float(temperature)
                    for shape in self.latent_shapes()]
-        x, _ = self.inverse(latents)
+        with evaluating(self):
+            x, _ = self.inverse(latents)
         bad = ~torch.isfinite(x).reshape(n, -1).all(1)
         if bool(bad.any()):
             # An inverse can overflow for latents far in the tails (unbounded scale maps, high

@@ -21,6 +21,7 @@ from fastgen.models._conv import (
     check_positive_int,
     normal_like,
 )
+from fastgen.models._modes import evaluating
 
 LOSSES = ("non_saturating", "hinge")
 
@@ -127,12 +128,8 @@ class DCGAN(nn.Module):
         """``n`` images (n, C, H, W) in [0, 1] from the generator in eval mode (BatchNorm running
         statistics); the generator's train/eval mode is restored afterwards."""
         z = self.latent(n, generator)
-        was_training = self.generator.training
-        self.generator.eval()
-        try:
+        with evaluating(self.generator):
             return self.generator(z)
-        finally:
-            self.generator.train(was_training)
 
     def generator_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
         """Scalar generator loss from D's logits on generated images, (N,).

@@ -12,6 +12,7 @@ from torch import nn
 
 from fastgen.models import _autoregressive as ar
 from fastgen.models._discrete import image_levels
+from fastgen.models._modes import evaluating
 from fastgen.nn import GatedPixelCNNLayer
 from fastgen.ops import _dispatch
 from fastgen.ops.pixelcnn_generate import KERNEL_DTYPES as PIXELCNN_ROW_DTYPES
@@ -118,17 +119,17 @@ class PixelCNN(nn.Module):
 
     # ------------------------------------------------------------------ density
     def _check_x(self, x: object) -> torch.Tensor:
-        """Images as floats k / (levels - 1) in [0, 1], or as integer levels k (uint8 data, say),
-        which come back as floats in the dtype of the model's parameters."""
+        """Images as floats k / (levels - 1) in [0, 1], or as integer levels k (uint8 data, say);
+        both come back as floats in the dtype of the model's parameters."""
         if not isinstance(x, torch.Tensor) or x.dtype == torch.bool or x.is_complex():
             raise TypeError(f"x must be a tensor of images (floats in [0, 1] or integer levels), got "
                             f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
         if x.dim() != 4 or tuple(x.shape[1:]) != self.data_shape:
             raise ValueError(f"x must have shape (N, {', '.join(map(str, self.data_shape))}), got {tuple(x.shape)}")
+        dtype = next(self.parameters()).dtype
         if not x.is_floating_point():
-            dtype = next(self.parameters()).dtype
-            x = image_levels(x, self.levels).to(dtype) / (self.levels - 1)
-        return x
+            return image_levels(x, self.levels).to(dtype) / (self.levels - 1)
+        return x.to(dtype)  # float64 images through a float32 model, as the flows take them
 
     @staticmethod
     def _network_input(x: torch.Tensor) -> torch.Tensor:
@@ -201,15 +202,11 @@ class PixelCNN(nn.Module):
         c, height, width = self.data_shape
         u = ar.uniforms_for(uniforms, (n, c, height, width), param.device, param.dtype, generator)
         cond = ar.class_one_hot(y, n, self.num_classes, param.device, param.dtype)
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             if method == "naive":
                 return self._sample_naive(u, cond)
             fused_rows = ar.use_fused(fused, self._why_not_fused(u), "fused row sampler", "PixelCNN.sample", _log)
             return self._sample_cached(u, cond, fused_rows)
-        finally:
-            self.train(was_training)
 
     def _draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Values in [0, 1] for params (N, C, P) and uniforms (N, C)."""

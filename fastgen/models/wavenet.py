@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastgen.models import _autoregressive as ar
+from fastgen.models._modes import evaluating
 from fastgen.nn import WaveNetLayer
 from fastgen.ops import _dispatch
 from fastgen.ops._checks import MAX_REACH
@@ -37,7 +38,8 @@ class WaveNet(nn.Module):
 
     * local: ``cond_channels`` features per time step, given at the sample rate, or at a frame
       rate of one frame per ``cond_hop`` samples (repeated to the sample rate), e.g. mel
-      features;
+      features. A ``cond`` at least as long as the audio is read at the sample rate, a shorter
+      one as frames (it needs ``ceil(T / cond_hop)`` of them); the surplus at the end is unused;
     * global: a class id in [0, ``num_classes``) (e.g. the instrument), embedded in
       ``class_embedding`` features.
 
@@ -70,8 +72,8 @@ class WaveNet(nn.Module):
 
     Shapes
     ------
-    x: (N, T) or (N, 1, T) integer codes in [0, levels); cond: (N, cond_channels, T) (or
-    (N, cond_channels, ceil(T / cond_hop)) frames); y: (N,) int64.
+    x: (N, T) or (N, 1, T) integer codes in [0, levels); cond: (N, cond_channels, T) at the
+    sample rate, or (N, cond_channels, ceil(T / cond_hop)) frames; y: (N,) int64.
     """
 
     def __init__(
@@ -177,9 +179,11 @@ class WaveNet(nn.Module):
             frames = math.ceil(length / self.cond_hop)
             if cond.shape[0] != n or cond.shape[1] != self.cond_channels or cond.shape[2] < frames:
                 raise ValueError(f"cond must have shape ({n}, {self.cond_channels}, >= {frames}) for {length} samples "
-                                 f"with cond_hop={self.cond_hop}, got {tuple(cond.shape)}")
+                                 f"with cond_hop={self.cond_hop} (or ({n}, {self.cond_channels}, >= {length}) "
+                                 f"at the sample rate), got {tuple(cond.shape)}")
             cond = cond.to(like.dtype)
-            if self.cond_hop > 1:
+            # At least `length` steps: given at the sample rate. Fewer: frames of cond_hop samples.
+            if self.cond_hop > 1 and cond.shape[2] < length:
                 cond = cond.repeat_interleave(self.cond_hop, dim=2)
             parts.append(cond[:, :, :length])
         if self.class_embed is not None:
@@ -277,9 +281,7 @@ class WaveNet(nn.Module):
         weight = self.head_out.weight
         u = ar.uniforms_for(uniforms, (n, length), weight.device, weight.dtype, generator)
         c = self._conditioning(cond, y, n, length, weight)
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             if method == "naive":
                 return self._sample_naive(u, c)
             if cuda_graph:
@@ -291,8 +293,6 @@ class WaveNet(nn.Module):
             if ar.use_fused(fused, self._why_not_fused(u), "fused decoder", "WaveNet.sample", _log):
                 return self._sample_fused(u, c)
             return self._sample_steps(u, c)
-        finally:
-            self.train(was_training)
 
     def _draw(self, params: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return ar.draw(params, u, self.output, self.levels)

@@ -50,7 +50,8 @@ class ActNorm(nn.Module):
     Under ``torch.distributed`` the statistics are reduced across all ranks first, so every
     rank starts from the same parameters. Later steps check a Python flag only: no host
     synchronisation, and ``torch.compile`` sees no data-dependent branch. The flag is saved in
-    the state dict (buffer ``initialized``), so a loaded model is not initialised again.
+    the state dict (buffer ``initialized``), so a loaded model is not initialised again, nor one
+    whose buffer was set otherwise (DDP broadcasting rank 0's loaded buffers to the other ranks).
 
     Parameters
     ----------
@@ -76,6 +77,16 @@ class ActNorm(nn.Module):
         key = prefix + "initialized"
         if key in state_dict:
             self._initialized = bool(state_dict[key])
+
+    def _buffer_says_initialized(self) -> bool:
+        """Whether the ``initialized`` buffer was set behind the mirror's back (DDP's broadcast of
+        rank 0's buffers, a copy into ``buffers()``): read, a host sync, only while the mirror is
+        still False, so at most until the first training step. Not under torch.compile, where
+        the mirror alone decides (a data-dependent branch would break the graph)."""
+        if torch.compiler.is_compiling() or self.initialized.is_meta or not bool(self.initialized):
+            return False
+        self._initialized = True
+        return True
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:
@@ -107,7 +118,7 @@ class ActNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (N, C, *spatial) -> (y, logdet (N,))."""
         _check_input(x, "x", self.num_channels)
-        if not self._initialized and self.training:
+        if not self._initialized and self.training and not self._buffer_says_initialized():
             self.initialize(x)
         return in_layer_dtype(lambda t: ops.actnorm(t, self.bias.to(t.dtype), self.log_scale.to(t.dtype)), x, self)
 
@@ -159,7 +170,8 @@ class InvConv1x1(nn.Module):
     ``log|det W| = sum(log_s)``: no ``slogdet`` while training, and W stays invertible.
     ``lu=False``: W is a free (C, C) parameter and ``log|det W|`` comes from ``slogdet``.
     Both start from a random rotation. In eval mode W, W^-1 and log|det W| are cached and
-    recomputed only when a parameter changes (compared by value, so any kind of update is seen);
+    recomputed only when a parameter or buffer changes (compared by value, so any kind of update
+    is seen; not under ``torch.compile``, which recomputes them in the graph);
     with autograd on, the cached W^-1 and log|det W| stay differentiable in the parameters.
 
     Parameters
@@ -183,29 +195,32 @@ class InvConv1x1(nn.Module):
             self.register_buffer("permutation", p.float())
             self.register_buffer("sign_s", torch.sign(diag).float())
             self.register_buffer("lower_mask", torch.tril(torch.ones(c, c), -1))
-            # Not saved (derived): the strictly-upper mask and the identity, kept so a step
-            # builds W without allocating them.
-            self.register_buffer("upper_mask", torch.triu(torch.ones(c, c), 1), persistent=False)
-            self.register_buffer("eye", torch.eye(c), persistent=False)
             self.lower = nn.Parameter((lower * torch.tril(torch.ones(c, c), -1)).float())
             self.upper = nn.Parameter(torch.triu(upper, 1).float())
             self.log_s = nn.Parameter(torch.log(diag.abs()).float())
         self._cache: tuple | None = None
 
+    def _state(self) -> list[torch.Tensor]:
+        """What W is made of: the parameters and (LU) the permutation, signs and mask buffers."""
+        return [*self.parameters(recurse=False), *self.buffers(recurse=False)]
+
     def _unchanged(self, saved: list[torch.Tensor]) -> bool:
-        """Whether the parameters equal the copies the cache was built from. Compared by value:
-        an in-place edit through ``.data`` does not move a parameter's version counter."""
-        params = list(self.parameters(recurse=False))
-        return len(params) == len(saved) and all(
-            p.dtype == q.dtype and p.device == q.device and torch.equal(p, q) for p, q in zip(params, saved))
+        """Whether the parameters and buffers equal the copies the cache was built from. Compared by
+        value: an in-place edit through ``.data`` does not move a parameter's version counter."""
+        state = self._state()
+        return len(state) == len(saved) and all(
+            p.dtype == q.dtype and p.device == q.device and torch.equal(p, q) for p, q in zip(state, saved))
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(L unit-lower, U upper with diagonal sign * exp(log_s)) of the LU parameterisation."""
         lower_param, upper_param, log_s = map(full_precision, (self.lower, self.upper, self.log_s))
         dtype = log_s.dtype  # the buffers follow the parameters' dtype under module.to(); float32 here
-        lower = torch.addcmul(self.eye.to(dtype), lower_param, self.lower_mask.to(dtype))
+        # Only saved buffers here (the strictly-upper mask is lower_mask.T): a layer built on the
+        # meta device and then loaded (to_empty + load_state_dict, or assign=True) is whole.
+        strictly_lower = lower_param * self.lower_mask.to(dtype)
+        lower = strictly_lower + torch.diag(torch.ones_like(log_s))
         upper = torch.addcmul(torch.diag(self.sign_s.to(dtype) * torch.exp(log_s)), upper_param,
-                              self.upper_mask.to(dtype))
+                              self.lower_mask.T.to(dtype))
         return lower, upper
 
     def _compute_weight(self) -> torch.Tensor:
@@ -245,7 +260,7 @@ class InvConv1x1(nn.Module):
             with torch.inference_mode(False), torch.no_grad():
                 # The plain parameterisation keeps W^-1 anyway: its log|det W| gradient is W^-T.
                 values = self._compute(with_inverse or not self.lu)
-                cache = self._cache = ([p.detach().clone() for p in self.parameters(recurse=False)], *values)
+                cache = self._cache = ([p.detach().clone() for p in self._state()], *values)
         return cache[1], cache[2], cache[3]
 
     def weights(self, *, with_inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -261,7 +276,9 @@ class InvConv1x1(nn.Module):
         # log-determinant sum(log_s), nor be the inverse of the W^-1 solved for.
         device_type = next(self.parameters()).device.type
         with torch.autocast(device_type, enabled=False):
-            if self.training:
+            # Under torch.compile no cache: its by-value check is data-dependent (a graph break,
+            # an error with fullgraph=True), and the compiled graph recomputes W cheaply anyway.
+            if self.training or torch.compiler.is_compiling():
                 return self._compute(with_inverse)
             weight, logabsdet, inverse = self._cached(with_inverse)
             if not (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters(recurse=False))):

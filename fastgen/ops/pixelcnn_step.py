@@ -87,7 +87,10 @@ def gated_pixelcnn_vertical_step(
         float64. Updated in place.
     new_row : torch.Tensor
         (N, C_in, W): the new row of the vertical input, dtype and device of ``state``.
-    w_v, b_v, w_v2h, b_v2h, cond, w_cond_v
+    w_v : torch.Tensor
+        (2C, C_in, k + 1, n): the causal rows of the layer's kernel only (the full n x n kernel
+        :func:`gated_pixelcnn_layer` also takes is refused here: cut it, ``w_v[:, :, : n // 2 + 1]``).
+    b_v, w_v2h, b_v2h, cond, w_cond_v
         As in :func:`gated_pixelcnn_layer`.
 
     Returns
@@ -151,7 +154,11 @@ def gated_pixelcnn_horizontal_step(
         (N, C_in), dtype and device of ``state``.
     link : torch.Tensor
         (N, 2C): the link of the row above at this column (:func:`gated_pixelcnn_vertical_step`).
-    w_h, b_h, w_res, b_res, mask_type, cond, w_cond_h
+    w_h : torch.Tensor
+        (2C, C_in, 1, k + 1): the causal half of the layer's kernel only, its columns up to the
+        centre. :func:`gated_pixelcnn_layer` also takes the full 1 x n kernel, but here the two
+        cannot be told apart by shape: cut it first, ``w_h[..., : n // 2 + 1]``.
+    b_h, w_res, b_res, mask_type, cond, w_cond_h
         As in :func:`gated_pixelcnn_layer`.
 
     Returns
