@@ -14,16 +14,22 @@ Commands defined in other modules register the same way; list the module in
 
 User errors (bad arguments, unknown names, unwritable paths) are raised as
 :class:`CommandError` and printed as one line, ``fastgen: error: ...``, with exit status 2.
+
+While a command runs, the ``fastgen`` loggers' INFO and higher records (such as a sampler
+falling back to slower ops) are printed to stderr as ``fastgen: <message>``. Only the command
+line does this: ``import fastgen`` configures no logging.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import logging
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -94,6 +100,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LogFormatter(logging.Formatter):
+    """``fastgen: <message>``, and ``fastgen: warning: <message>`` from WARNING up."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "fastgen: warning: " if record.levelno >= logging.WARNING else "fastgen: "
+        return prefix + super().format(record)
+
+
+@contextlib.contextmanager
+def _log_to_stderr() -> Iterator[None]:
+    """Print the ``fastgen`` logger hierarchy's INFO and higher records on stderr while a command runs.
+
+    The fallback notes (e.g. a sampler running the per-layer ops) are logged at INFO, which
+    Python's default WARNING threshold would drop. Only the ``fastgen`` logger is changed, and
+    only for the command: the root logger and other libraries' logging stay as they were.
+    """
+    logger = logging.getLogger("fastgen")
+    handler = logging.StreamHandler(sys.stderr)  # the stderr of this call (tests swap sys.stderr)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(_LogFormatter())
+    level = logger.level
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``fastgen`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     try:
@@ -102,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as done:  # --help and --version
             return done.code if isinstance(done.code, int) else 0
-        status = args.handler(args)
+        with _log_to_stderr():
+            status = args.handler(args)
         return 0 if status is None else int(status)
     except CommandError as error:
         print(f"fastgen: error: {error}", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import subprocess
 import sys
 
@@ -178,3 +180,56 @@ def test_commands_register_without_editing_main(monkeypatch, capsys):
     assert capsys.readouterr().out == "hello fastgen\n"
     assert cli.main(["hello", "--name", "nobody"]) == 2
     assert _one_error_line(capsys) == "fastgen: error: --name: nobody is not a name"
+
+
+# Options still without a help text, in modules outside this change: (command path, option).
+HELP_MISSING_ELSEWHERE = {("compare", "--seed")}  # fastgen/compare/cli.py
+
+
+def _options(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(command path, option name, help) of every argument of every (sub)command of ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                yield path, choice.dest, choice.help
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*path, name))
+        else:
+            yield path, (action.option_strings or [action.dest])[-1], action.help
+
+
+def test_every_argument_of_every_command_has_help():
+    missing = [(" ".join(path), name) for path, name, text in _options(cli.build_parser())
+               if not text and (" ".join(path), name) not in HELP_MISSING_ELSEWHERE]
+    assert not missing
+    for command in ("sample", "evaluate"):
+        shown = {name: text for path, name, text in _options(cli.build_parser()) if path == (command,)}
+        assert shown["checkpoint"] and shown["--seed"] and shown["--device"]
+
+
+def test_the_command_prints_fastgen_log_records_and_leaves_logging_as_it_was(monkeypatch, capsys):
+    """INFO records of the fastgen loggers (the samplers' fallback notes) reach the command
+    line's stderr as "fastgen: <message>"; other loggers, the root logger and the fastgen logger
+    outside the command are left alone."""
+    monkeypatch.setattr(cli, "_COMMANDS", dict(cli._COMMANDS))
+    fastgen_logger, root = logging.getLogger("fastgen"), logging.getLogger()
+    before = (fastgen_logger.level, list(fastgen_logger.handlers), root.level)
+    assert before[:2] == (logging.NOTSET, [])  # `import fastgen` (conftest) configures no logging
+
+    @cli.command("notes", help="log a few records")
+    def _notes(parser):
+        def run(args):
+            logging.getLogger("fastgen.models.example").debug("a debug detail")
+            logging.getLogger("fastgen.models.example").info("sampling with the per-layer step ops")
+            logging.getLogger("fastgen.ops.example").warning("a kernel failed to load")
+            logging.getLogger("otherlib").info("another library's note")
+            return 0
+
+        return run
+
+    assert cli.main(["notes"]) == 0
+    assert capsys.readouterr().err == ("fastgen: sampling with the per-layer step ops\n"
+                                       "fastgen: warning: a kernel failed to load\n")
+    assert (fastgen_logger.level, list(fastgen_logger.handlers), root.level) == before
+    logging.getLogger("fastgen.models.example").info("outside a command")
+    assert capsys.readouterr().err == ""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 def _records(out: Path, kind: str) -> list[dict]:
     lines = (out / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+@contextlib.contextmanager
+def _holding_the_lock(out: Path):
+    """Hold ``out``'s run lock as another run would (an flock on its lock file)."""
+    from fastgen.train.run_lock import LOCK_NAME
+
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / LOCK_NAME).open("a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
 
 
 def _config(out: Path, **overrides) -> TrainConfig:
@@ -456,3 +470,92 @@ def test_amp_and_quick_can_be_switched_off_on_resume(tmp_path):
     saved = torch.load(out / "last.pt", weights_only=True)["train_config"]
     assert saved["amp"] == "none" and saved["quick"] is False
     assert TrainConfig(model="vae", out="runs/x").out == Path("runs/x")  # text paths from Python too
+
+
+def test_a_second_run_on_a_locked_run_folder_stops_at_once(tmp_path, capsys):
+    """Two runs in one --out would both write last.pt and metrics.jsonl: the second stops before
+    it reads or writes anything (a --resume does not even read the checkpoint)."""
+    out = tmp_path / "run"
+    with _holding_the_lock(out):
+        for extra in ([], ["--resume"]):
+            assert main(["train", "realnvp", "--out", str(out), "--quick", "--epochs", "1", "--no-progress",
+                         *extra]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"fastgen: error: --out {out}: another fastgen run") and len(err.splitlines()) == 1
+            assert "is using this run folder" in err, err
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+def test_a_run_holds_its_folder_lock_until_it_ends(tmp_path, monkeypatch):
+    from fastgen.train import recipes
+    from fastgen.train.run_lock import RunFolderBusy, RunLock
+
+    out, recipe, seen = tmp_path / "run", recipes.get("vae"), []
+    evaluate = recipe.evaluate
+
+    def evaluate_and_try_the_lock(*args, **kwargs):  # mid-run: another run cannot take the folder
+        with pytest.raises(RunFolderBusy, match=re.escape(f"--out {out}: another fastgen run (process {os.getpid()})")):
+            RunLock.acquire(out)
+        seen.append(True)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(recipe, "evaluate", evaluate_and_try_the_lock)
+    train(_config(out, epochs=1))
+    assert seen
+    RunLock.acquire(out).release()  # released at the end: the next run may start
+    with pytest.raises(TrainingInterrupted):
+        train(_config(tmp_path / "stopped", epochs=1, stop_after_steps=2))
+    RunLock.acquire(tmp_path / "stopped").release()  # an interrupted run releases it too
+
+
+def test_only_rank_zero_locks_the_run_folder(tmp_path, monkeypatch):
+    """Under torchrun only rank 0 writes the run's files, so only it takes the lock."""
+    from fastgen.train import distributed
+    from fastgen.train.run_lock import RunFolderBusy
+    from fastgen.train.trainer import Trainer
+
+    out = tmp_path / "run"
+    with _holding_the_lock(out):
+        monkeypatch.setattr(distributed, "setup", lambda device: distributed.Distributed(rank=1, world_size=2))
+        Trainer(_config(out)).close()
+        monkeypatch.setattr(distributed, "setup", lambda device: distributed.Distributed(rank=0, world_size=2))
+        with pytest.raises(RunFolderBusy):
+            Trainer(_config(out))
+
+
+def test_files_that_are_not_checkpoints_say_so(tmp_path, capsys):
+    """torch.load's own error for another kind of file ("IndexError: pop from empty list" for a
+    WAV file) means nothing to the user."""
+    from fastgen.data import write_wav
+
+    write_wav(tmp_path / "samples.wav", np.zeros(100), 8000)
+    (tmp_path / "script.py").write_text("print('hello')\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name, reason in (("samples.wav", "not a file torch.save writes"), ("script.py", "not a file torch.save writes"),
+                         ("empty.pt", "an empty file")):
+        assert main(["evaluate", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"fastgen: error: cannot read checkpoint {tmp_path / name}: not a fastgen checkpoint ({reason})\n"
+    np.savez(tmp_path / "arrays.npz", x=np.zeros(3))  # a zip archive, as torch.save writes, but not torch's
+    assert main(["sample", str(tmp_path / "arrays.npz")]) == 2
+    assert "arrays.npz: not a fastgen checkpoint, or a damaged or truncated one (" in capsys.readouterr().err
+
+
+def test_resumed_data_that_does_not_fit_names_the_setting():
+    from fastgen.train.resume import data_mismatch
+
+    audio = {"name": "/wavs", "shape": [1, 4000], "levels": 256, "sample_rate": 8000}
+    assert data_mismatch(audio, dict(audio)) is None
+    assert data_mismatch(audio, {**audio, "name": "notes"}) is None  # other data of the same shape: fine-tuning
+    rate = data_mismatch(audio, {**audio, "shape": [1, 8000], "sample_rate": 16000})
+    assert rate.startswith("--sample-rate 16000 differs from the 8000 Hz") and "--data" not in rate
+    both = data_mismatch(audio, {"name": "/other", "shape": [1, 8000], "levels": 256, "sample_rate": 16000})
+    assert "--sample-rate 16000" in both and "--data /other (shape (1, 8000), 256 levels) differs from the " \
+        "checkpoint's data, /wavs (shape (1, 4000), 256 levels)" in both
+    images = {"name": "digits", "shape": [1, 8, 8], "levels": 17}
+    other = data_mismatch(images, {"name": "/x.npy", "shape": [1, 12, 12], "levels": 256})
+    assert other.startswith("--data /x.npy (shape (1, 12, 12), 256 levels) differs from the checkpoint's data, digits")
+    changed = data_mismatch(images, {**images, "shape": [1, 12, 12]})  # the same name, other contents
+    assert changed.startswith("the checkpoint was trained on data of shape (1, 8, 8) with 17 levels, but digits now")
+    old = {k: v for k, v in audio.items() if k != "sample_rate"}  # from before rates were recorded
+    assert data_mismatch(old, {**audio, "sample_rate": 16000}) is None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +13,19 @@ import torch
 
 from fastgen.cli import main
 from fastgen.data import read_wav, write_wav
+from fastgen.models import WaveNet
+from fastgen.train import checkpoint
+
+
+def _tiny_wavenet_checkpoint(path, *, data=None, **config):
+    """An untrained small WaveNet saved as a checkpoint at ``path``: what sample and resume read,
+    without a training run. ``data`` replaces the recorded data facts (8 kHz notes by default)."""
+    model = WaveNet(residual_channels=4, gate_channels=8, skip_channels=4, layers_per_stack=2, stacks=1,
+                    sample_rate=8000, **config)
+    facts = {"name": "notes", "shape": [1, 4000], "levels": 256, "sample_rate": 8000}
+    checkpoint.save_atomic({"format": checkpoint.FORMAT, "model": "wavenet", "config": model.config(),
+                            "data": data or facts, "state_dict": model.state_dict()}, path)
+    return path
 
 
 def test_pixelcnn_train_sample_evaluate(tmp_path, capsys):
@@ -98,3 +114,42 @@ def test_train_list_names_the_autoregressive_models(capsys):
     assert main(["train", "--list"]) == 0
     names = capsys.readouterr().out.split()
     assert "pixelcnn" in names and "wavenet" in names
+
+
+def test_wavenet_sample_creates_the_wav_folder_and_write_errors_are_one_line(tmp_path, capsys):
+    """-o in a folder not made yet is created, as for PNG grids; a WAV file that cannot be
+    written (here -o names a folder) is a one-line error, not a traceback after sampling."""
+    run = _tiny_wavenet_checkpoint(tmp_path / "wn.pt")
+    out = tmp_path / "nodir" / "x.wav"
+    assert main(["sample", str(run), "-n", "1", "--seconds", "0.01", "-o", str(out)]) == 0
+    assert read_wav(out)[0].shape == (80,)  # 0.01 s at 8 kHz
+    blocked = tmp_path / "taken.wav"
+    blocked.mkdir()
+    capsys.readouterr()
+    assert main(["sample", str(run), "-n", "1", "--seconds", "0.01", "-o", str(blocked)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastgen: error: ") and len(err.strip().splitlines()) == 1, err
+    assert f"{blocked}: cannot write the WAV file" in err
+
+
+def test_the_command_prints_the_fallback_notes(tmp_path):
+    """The samplers log at INFO why they fall back to slower ops; the command shows it on stderr."""
+    run = _tiny_wavenet_checkpoint(tmp_path / "wn.pt")
+    env = {**os.environ, "FASTGEN_FORCE_REFERENCE": "1"}  # no kernels: the fused decoder cannot run
+    result = subprocess.run([sys.executable, "-m", "fastgen", "sample", str(run), "-n", "1", "--seconds", "0.01",
+                             "-o", str(tmp_path / "x.wav")], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert ("fastgen: WaveNet.sample: no fused decoder kernel for cpu; sampling with the per-layer step ops"
+            in result.stderr.splitlines())
+
+
+def test_resuming_at_another_sample_rate_names_it(tmp_path, capsys, wav_folder):
+    """A run at 8 kHz resumed with --sample-rate 16000: the error is about --sample-rate, with
+    both rates, not about --data (which the user did not change)."""
+    run = tmp_path / "run"
+    facts = {"name": str(wav_folder.resolve()), "shape": [1, 4000], "levels": 256, "sample_rate": 8000}
+    _tiny_wavenet_checkpoint(run / "last.pt", data=facts)
+    assert main(["train", "wavenet", "--resume", "--out", str(run), "--sample-rate", "16000", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--sample-rate 16000 differs from the 8000 Hz the checkpoint's run trained at" in err, err
+    assert "--data" not in err and len(err.strip().splitlines()) == 1

@@ -8,6 +8,7 @@ involved. Sampling uses the cached samplers (row caches, ring buffers).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -116,12 +117,14 @@ class WaveNetRecipe(Recipe):
         return model.sample(n, length, generator=generator)
 
     def save_samples(self, model, samples: torch.Tensor, path) -> None:
-        """Codes (n, T) -> one WAV file: the clips one after another, 0.25 s of silence between."""
+        """Codes (n, T) -> one WAV file: the clips one after another, 0.25 s of silence between.
+        The file's folder is created if need be, as for the image recipes' PNG grids."""
         rate = model.sample_rate
         gap = torch.zeros(rate // 4)
         waves = []
         for codes in samples.cpu():
             waves += [mu_law_decode(codes, model.levels), gap]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_wav(path, torch.cat(waves[:-1]).numpy(), rate)
 
 

@@ -21,6 +21,7 @@ FORMAT = "fastgen-checkpoint-1"
 LAST = "last.pt"
 BEST = "best.pt"  # written by recipes that keep the checkpoint best on a validation split
 REQUIRED = {"model": str, "config": dict, "data": dict, "state_dict": dict}  # entries every use reads
+ZIP_MAGIC = b"PK\x03\x04"  # how every file torch.save writes (a zip archive) begins
 
 
 class CheckpointError(ValueError):
@@ -74,6 +75,30 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    """The error for a file torch.load fails on.
+
+    What torch raises for another kind of file (a WAV file: "IndexError: pop from empty list")
+    says nothing to the user, so only a zip archive, the format torch.save writes, gets torch's
+    reason: it is a damaged checkpoint, or another archive.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(ZIP_MAGIC))
+    except OSError as failure:
+        return CheckpointError(f"cannot read checkpoint {path}: {failure.strerror or failure}")
+    if head != ZIP_MAGIC:
+        what = "an empty file" if not head else "not a file torch.save writes"
+        return CheckpointError(f"cannot read checkpoint {path}: not a fastgen checkpoint ({what})")
+    if isinstance(error, pickle.UnpicklingError):
+        # torch's message is a page of advice to load with weights_only=False, which would run
+        # whatever code the file holds; a fastgen checkpoint never needs that
+        return CheckpointError(f"cannot read checkpoint {path}: not a fastgen checkpoint (torch.load with "
+                               "weights_only=True finds more than tensors and plain values in it)")
+    return CheckpointError(f"cannot read checkpoint {path}: not a fastgen checkpoint, or a damaged or truncated one "
+                           f"({type(error).__name__}: {_first_line(error)})")
+
+
 def load(path: str | Path, *, expected_model: str | None = None) -> dict[str, Any]:
     """Read and validate a checkpoint (on the CPU). ``path`` is a file or a run folder (then
     its ``best.pt`` if there is one, else ``last.pt``).
@@ -89,13 +114,8 @@ def load(path: str | Path, *, expected_model: str | None = None) -> dict[str, An
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # torch's message is a page of advice to load with weights_only=False, which would run
-        # whatever code the file holds; a fastgen checkpoint never needs that
-        raise CheckpointError(f"cannot read checkpoint {path}: not a fastgen checkpoint (torch.load with "
-                              "weights_only=True finds more than tensors and plain values in it)") from None
     except Exception as error:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {_first_line(error)}") from None
+        raise _unreadable(path, error) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a fastgen checkpoint")
     for key, kind in REQUIRED.items():

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from fastgen.cli import CommandError, Handler, command, int_at_least, number_at_least, seed_value
 
+CHECKPOINT_HELP = "a checkpoint (.pt) or a run folder (its best.pt when it has one, else last.pt)"
+
 
 def parse_device(name: str):
     """``--device`` as a torch.device; a CommandError for an unknown or unavailable device."""
@@ -61,7 +63,7 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--batch-size", type=int_at_least(1), help="global batch size (default: the model's)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the model's)")
     parser.add_argument("--out", type=Path, help="run folder (default runs/MODEL)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--amp", choices=["bf16", "fp16", "none"],
                         help="mixed precision (none: float32, e.g. to resume an --amp run without it)")
     parser.add_argument("--seed", type=seed_value, help="random seed (default 0)")
@@ -114,6 +116,16 @@ def _train(parser: argparse.ArgumentParser) -> Handler:
     return run
 
 
+def _write_samples(recipe, model, samples, output: Path) -> None:
+    """Write ``samples`` to ``-o``; a path that cannot be written is a user error (one line)."""
+    try:
+        recipe.save_samples(model, samples, output)
+    except OSError as error:
+        raise CommandError(f"-o {output}: {error.strerror or error}") from None
+    except user_errors() as error:  # write_wav's DataError names the file and the problem
+        raise CommandError(str(error)) from None
+
+
 def _load_for_inference(path: str, device):
     from fastgen.train import checkpoint, recipes
 
@@ -126,11 +138,12 @@ def _load_for_inference(path: str, device):
 def _sample(parser: argparse.ArgumentParser) -> Handler:
     """Draw -n samples from CHECKPOINT (a file or a run folder) and write them as one PNG grid
     (image models) or one WAV file with the clips one after another (WaveNet)."""
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("-n", type=int_at_least(1), default=64, help="number of samples")
-    parser.add_argument("-o", "--output", type=Path, help="file to write (default samples.png, or samples.wav)")
-    parser.add_argument("--seed", type=seed_value, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("-o", "--output", type=Path, help="file to write (default samples.png, or samples.wav); "
+                        "its folder is created if need be")
+    parser.add_argument("--seed", type=seed_value, default=0, help="random seed of the draws (default 0)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--temperature", type=number_at_least(0),
                         help="flows (glow, realnvp): latents drawn from N(0, T^2) (default 1; Glow's samples often "
                              "look best near 0.7)")
@@ -161,10 +174,7 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
             options["seconds"] = args.seconds
         with torch.no_grad():
             samples = recipe.sample(model, args.n, torch.Generator(device=device).manual_seed(args.seed), **options)
-        try:
-            recipe.save_samples(model, samples, output)
-        except OSError as error:
-            raise CommandError(f"-o {output}: {error.strerror or error}") from None
+        _write_samples(recipe, model, samples, output)
         print(f"wrote {args.n} samples of {payload['model']} ({checkpoint.resolve(args.checkpoint)}) to {output}")
         return 0
 
@@ -174,10 +184,11 @@ def _sample(parser: argparse.ArgumentParser) -> Handler:
 @command("evaluate", help="print a checkpoint's test metrics")
 def _evaluate(parser: argparse.ArgumentParser) -> Handler:
     """Evaluate CHECKPOINT on the test split of its data (or of --data, which must match in shape)."""
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--data", help="dataset (default: the one it was trained on)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=seed_value, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--seed", type=seed_value, default=0,
+                        help="random seed of the sampled metrics (importance samples, generated images; default 0)")
     parser.add_argument("--quick", action="store_true", help="fewer importance samples / generated images")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
 

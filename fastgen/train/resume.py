@@ -34,6 +34,39 @@ def check_mid_epoch_settings(payload: dict[str, Any] | None, batch_size: int, se
                              "none), or change it at an epoch boundary")
 
 
+def data_mismatch(saved: dict[str, Any], here: dict[str, Any]) -> str | None:
+    """Why the data a resumed run loaded does not fit its checkpoint's model, or None when it does.
+
+    Parameters
+    ----------
+    saved : dict
+        The checkpoint's record of its data: name, shape, levels and, for audio, sample_rate.
+    here : dict
+        The same facts of the data this run loaded.
+
+    Returns
+    -------
+    str or None
+        The message, naming each setting that differs with both values. Another sample rate is
+        refused (the model is built for its rate); another dataset only when its shape or levels
+        differ (fine-tuning on other data of the same shape is allowed).
+    """
+    problems = []
+    rate = saved.get("sample_rate")  # None: images, or a checkpoint from before rates were recorded
+    if rate is not None and here.get("sample_rate") != rate:
+        problems.append(f"--sample-rate {here.get('sample_rate')} differs from the {rate} Hz the checkpoint's run "
+                        f"trained at (its model is built for that rate): resume without --sample-rate")
+    shape = [saved["shape"], saved["levels"]] != [here["shape"], here["levels"]]
+    if shape and saved.get("name") != here["name"]:
+        problems.append(f"--data {here['name']} (shape {tuple(here['shape'])}, {here['levels']} levels) differs "
+                        f"from the checkpoint's data, {saved.get('name')} (shape {tuple(saved['shape'])}, "
+                        f"{saved['levels']} levels): resume without --data, or with data of that shape")
+    if shape and not problems:  # the same settings: the data itself changed since the checkpoint
+        problems.append(f"the checkpoint was trained on data of shape {tuple(saved['shape'])} with {saved['levels']} "
+                        f"levels, but {here['name']} now has shape {tuple(here['shape'])} with {here['levels']} levels")
+    return "; ".join(problems) or None
+
+
 def scale_learning_rates(optimizers: dict[str, torch.optim.Optimizer], schedulers: dict[str, Any],
                          factor: float) -> None:
     """Multiply every learning rate by ``factor``: the optimizers' current and initial rates and

@@ -8,6 +8,7 @@
                          samples.wav for audio models
       loss.png           loss curves
       final_metrics.json the test metrics at the end of training
+      .lock              locked (flock) while a run trains in the folder; see run_lock.py
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from fastgen.train import plots
 from fastgen.train.checkpoint import BEST, LAST
+from fastgen.train.run_lock import make_run_folder
 
 
 class RunFiles:
@@ -31,10 +33,7 @@ class RunFiles:
 
     def prepare(self, *, resume: bool) -> None:
         if self.enabled:
-            try:
-                self.out.mkdir(parents=True, exist_ok=True)
-            except OSError as error:  # a user error (a file in the way, no permission): one line, no traceback
-                raise ValueError(f"--out {self.out}: cannot create the folder ({error.strerror or error})") from None
+            make_run_folder(self.out)
             if not resume and self.metrics.exists():
                 self.metrics.unlink()  # a fresh run starts a fresh log
 

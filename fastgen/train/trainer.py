@@ -23,8 +23,16 @@ from fastgen.data import ImageData
 from fastgen.data.split import split_indices
 from fastgen.train import checkpoint, distributed
 from fastgen.train.recipes import Amp, Recipe, get
-from fastgen.train.resume import IMAGES, check_mid_epoch_settings, epoch_totals, saved_setting, scale_learning_rates
+from fastgen.train.resume import (
+    IMAGES,
+    check_mid_epoch_settings,
+    data_mismatch,
+    epoch_totals,
+    saved_setting,
+    scale_learning_rates,
+)
 from fastgen.train.run_files import RunFiles
+from fastgen.train.run_lock import RunLock
 from fastgen.train.step_context import StepContext, global_batches
 from fastgen.train.sync_batchnorm import convert_batchnorm, min_batch_size
 
@@ -150,6 +158,19 @@ class Trainer:
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.files = RunFiles(self.out, enabled=self.dist.is_main)
+        # Rank 0 writes the run's files, so it alone locks the folder: from before the checkpoint
+        # is read until close(), so that a second run on the folder stops before it reads or writes.
+        self._lock: RunLock | None = None
+        try:
+            if self.dist.is_main:
+                self._lock = RunLock.acquire(self.out)
+            self._configure(config)
+        except BaseException:
+            self.close()
+            raise
+
+    def _configure(self, config: TrainConfig) -> None:
+        """Read the checkpoint being resumed, settle the settings and load the data."""
         self._resume_from = None
         if config.resume:
             self._resume_from = checkpoint.load(self.files.checkpoint, expected_model=self.recipe.name)
@@ -250,14 +271,10 @@ class Trainer:
             print(f"resuming with --lr {self.lr:g} (the run started with {started_with:g})", file=sys.stderr)
 
     def _check_data(self, payload: dict[str, Any]) -> None:
-        saved = payload["data"]
-        here = {"shape": list(self.data.shape), "levels": self.data.levels}
-        if [saved["shape"], saved["levels"]] != [here["shape"], here["levels"]]:
-            raise checkpoint.CheckpointError(
-                f"the checkpoint was trained on data of shape {tuple(saved['shape'])} with {saved['levels']} levels "
-                f"('{saved['name']}'), but --data {self.config.data} has shape {tuple(here['shape'])} "
-                f"with {here['levels']} levels"
-            )
+        """The data loaded to resume must fit the checkpoint's model (see :func:`data_mismatch`)."""
+        problem = data_mismatch(payload["data"], self._data_facts())
+        if problem:
+            raise checkpoint.CheckpointError(problem)
 
     def _data_facts(self) -> dict[str, Any]:
         """What a checkpoint records of its data (audio: also the sample rate, for evaluate)."""
@@ -453,6 +470,9 @@ class Trainer:
         return final
 
     def close(self) -> None:
+        """Release the run folder's lock and leave the process group."""
+        if self._lock is not None:
+            self._lock.release()
         distributed.teardown(self.dist)
 
 
