@@ -182,10 +182,6 @@ def test_commands_register_without_editing_main(monkeypatch, capsys):
     assert _one_error_line(capsys) == "fastgen: error: --name: nobody is not a name"
 
 
-# Options still without a help text, in modules outside this change: (command path, option).
-HELP_MISSING_ELSEWHERE = {("compare", "--seed")}  # fastgen/compare/cli.py
-
-
 def _options(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
     """(command path, option name, help) of every argument of every (sub)command of ``parser``."""
     for action in parser._actions:
@@ -199,8 +195,7 @@ def _options(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
 
 
 def test_every_argument_of_every_command_has_help():
-    missing = [(" ".join(path), name) for path, name, text in _options(cli.build_parser())
-               if not text and (" ".join(path), name) not in HELP_MISSING_ELSEWHERE]
+    missing = [(" ".join(path), name) for path, name, text in _options(cli.build_parser()) if not text]
     assert not missing
     for command in ("sample", "evaluate"):
         shown = {name: text for path, name, text in _options(cli.build_parser()) if path == (command,)}

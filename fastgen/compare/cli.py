@@ -100,7 +100,7 @@ def _compare(parser: argparse.ArgumentParser) -> Handler:
     parser.add_argument("--out", type=Path, default=Path("reports/compare"), help="report folder")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_BUDGET} per model and quick evaluations "
                         "(about 5 minutes on 2 CPU cores)")
-    parser.add_argument("--seed", type=seed_value, default=0)
+    parser.add_argument("--seed", type=seed_value, default=0, help="random seed of training and measuring (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     def run(args: argparse.Namespace) -> int:
