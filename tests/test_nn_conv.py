@@ -248,6 +248,18 @@ def test_masked_conv2d_loads_the_recipe_with_a_mask_buffer(mask_shape):
         wrong.load_state_dict({**recipe[0].state_dict(), "mask": torch.ones(3, 3)})
 
 
+def test_conv_forward_hook_applies_the_mask_and_the_causal_padding():
+    """nn.Conv2d / nn.Conv1d code calls _conv_forward(x, weight, bias) with weights of its own."""
+    torch.manual_seed(5)
+    masked = fnn.MaskedConv2d(3, 4, 3, mask_type="A")
+    x, w, b = torch.randn(2, 3, 5, 5), torch.randn(4, 3, 3, 3), torch.randn(4)
+    mask = reference.masked_conv2d_mask(w.shape, "A")
+    torch.testing.assert_close(masked._conv_forward(x, w, b), F.conv2d(x, w * mask, b, padding=1))
+    causal = fnn.CausalConv1d(3, 4, 2, dilation=3)
+    x1, w1 = torch.randn(2, 3, 9), torch.randn(4, 3, 2)
+    torch.testing.assert_close(causal._conv_forward(x1, w1, None), F.conv1d(F.pad(x1, (3, 0)), w1, dilation=3))
+
+
 def test_masked_conv2d_built_on_the_meta_device():
     """The deferred-initialisation recipes of nn.Module leave the mask right (it is rebuilt, not copied)."""
     torch.manual_seed(4)

@@ -183,8 +183,13 @@ class CausalConv1d(nn.Conv1d):
         unbatched = _check_unbatched(x, 3, "C_in, T", "CausalConv1d", self.in_channels)
         if unbatched:
             x = x.unsqueeze(0)
-        y = ops.causal_conv1d(x, self.weight, self.bias, dilation=self.dilation[0])
+        y = self._conv_forward(x, self.weight, self.bias)
         return y.squeeze(0) if unbatched else y
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The causal convolution with the given ``weight`` and ``bias``: ``nn.Conv1d``'s hook,
+        which code built on ``nn.Conv1d`` calls with a weight of its own (batched input only)."""
+        return ops.causal_conv1d(input, weight, bias, dilation=self.dilation[0])
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, causal=True"
@@ -400,10 +405,15 @@ class MaskedConv2d(nn.Conv2d):
         unbatched = _check_unbatched(x, 4, "C_in, H, W", "MaskedConv2d", self.in_channels)
         if unbatched:
             x = x.unsqueeze(0)
-        y = ops.masked_conv2d(x, self.weight, self.bias, mask_type=self.mask_type,
-                              dilation=self.dilation[0], groups=self.groups,
-                              color_channels=self.color_channels)
+        y = self._conv_forward(x, self.weight, self.bias)
         return y.squeeze(0) if unbatched else y
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The masked convolution with the given ``weight`` and ``bias``: ``nn.Conv2d``'s hook,
+        which code built on ``nn.Conv2d`` calls with a weight of its own; the mask applies to it
+        too (batched input only)."""
+        return ops.masked_conv2d(input, weight, bias, mask_type=self.mask_type, dilation=self.dilation[0],
+                                 groups=self.groups, color_channels=self.color_channels)
 
     def extra_repr(self) -> str:
         s = f"{super().extra_repr()}, mask_type={self.mask_type!r}"
