@@ -238,6 +238,17 @@ def test_inverse_weight_is_cached_in_eval_and_invalidated_by_a_parameter_change(
     assert layer.weights()[0].requires_grad  # training: recomputed with autograd
 
 
+def test_the_gpu_cache_check_compares_like_torch_equal():
+    """The comparison InvConv1x1's eval cache uses on a GPU (one wait), run here on CPU tensors."""
+    from fastgen.nn.flow_layers import _all_equal_one_wait
+
+    a, b = [torch.randn(3, 3), torch.randn(3)], [torch.randn(3, 3), torch.randn(3)]
+    assert _all_equal_one_wait(a, [t.clone() for t in a])
+    assert not _all_equal_one_wait(a, [a[0].clone(), b[1]])
+    nan = torch.tensor([float("nan")])
+    assert not _all_equal_one_wait([nan], [nan.clone()])  # as torch.equal: the cache is rebuilt
+
+
 @pytest.mark.parametrize("lu", [True, False])
 def test_cached_inverse_keeps_its_gradients_with_autograd_on(monkeypatch, lu):
     """In eval mode with autograd on: W^-1 (and the plain log|det W|) computed once, and the

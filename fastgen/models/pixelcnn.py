@@ -187,7 +187,7 @@ class PixelCNN(nn.Module):
             the same uniforms both methods return the same images. Default: drawn from
             ``generator``.
         generator : torch.Generator or None
-            Source of the uniforms when they are not given.
+            Source of the uniforms when they are not given (unused when they are).
         fused : bool or None
             For "cached": draw each image row in one call (:func:`fastgen.ops.pixelcnn_generate_row`:
             every layer's pixel step, the head and the draw, pixel by pixel) instead of one

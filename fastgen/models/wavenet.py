@@ -256,6 +256,7 @@ class WaveNet(nn.Module):
             (n, length) uniforms, one per draw; the same uniforms give the same codes with both
             methods. Default: drawn from ``generator``.
         generator : torch.Generator or None
+            Source of the uniforms when they are not given (unused when they are).
         fused : bool or None
             For "cached": run the whole network for every step inside one kernel call
             (:func:`fastgen.ops.wavenet_generate`) instead of one step-op call per layer and

@@ -162,6 +162,12 @@ class _CachedLogabsdet(torch.autograd.Function):
         return grad * inverse.mT, None, None
 
 
+def _all_equal_one_wait(tensors: list[torch.Tensor], others: list[torch.Tensor]) -> bool:
+    """Whether each pair is equal (same shapes), compared on the device with one wait for the
+    answer: on a GPU each ``torch.equal`` would wait for the device by itself. NaN is unequal."""
+    return not bool(torch.stack([torch.ne(a, b).any() for a, b in zip(tensors, others)]).any())
+
+
 class InvConv1x1(nn.Module):
     """Glow's invertible 1x1 convolution, plain or LU-parameterised.
 
@@ -208,8 +214,12 @@ class InvConv1x1(nn.Module):
         """Whether the parameters and buffers equal the copies the cache was built from. Compared by
         value: an in-place edit through ``.data`` does not move a parameter's version counter."""
         state = self._state()
-        return len(state) == len(saved) and all(
-            p.dtype == q.dtype and p.device == q.device and torch.equal(p, q) for p, q in zip(state, saved))
+        if len(state) != len(saved) or any(p.dtype != q.dtype or p.device != q.device or p.shape != q.shape
+                                           for p, q in zip(state, saved)):
+            return False
+        if state[0].device.type == "cpu":
+            return all(torch.equal(p, q) for p, q in zip(state, saved))
+        return _all_equal_one_wait(state, saved)
 
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(L unit-lower, U upper with diagonal sign * exp(log_s)) of the LU parameterisation."""
