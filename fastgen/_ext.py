@@ -44,10 +44,10 @@ def _load() -> None:
             _load_error = _describe_failure(error)
     if _loaded:
         return
-    message = f"fastgen._C could not be loaded ({_load_error}); using the plain-PyTorch reference."
+    message = f"fastgen._C could not be loaded ({_load_error})"
     if require:
-        raise ImportError(message + " FASTGEN_REQUIRE_EXT=1 makes this an error.")
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+        raise ImportError(message + "; FASTGEN_REQUIRE_EXT=1 turns off the plain-PyTorch fallback.")
+    warnings.warn(message + "; using the plain-PyTorch reference.", RuntimeWarning, stacklevel=3)
 
 
 def _has_cuda_kernel() -> bool:
@@ -100,7 +100,7 @@ def check_ops(names: list[str], compiled_autograd: tuple[str, ...] = ()) -> bool
                "this package, so they run the plain-PyTorch reference; rebuild it with "
                "`pip install --no-build-isolation -e .`.")
     if env_flag("FASTGEN_REQUIRE_EXT"):
-        raise ImportError(message + " FASTGEN_REQUIRE_EXT=1 makes this an error.")
+        raise ImportError(message + " (FASTGEN_REQUIRE_EXT=1 turns that fallback into this error.)")
     warnings.warn(message, RuntimeWarning, stacklevel=3)
     return False
 

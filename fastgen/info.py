@@ -88,6 +88,8 @@ def collect() -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "backends": {
             "reference": True,  # plain PyTorch: always there
+            # the kernels may be built and loaded and still bypassed
+            "force_reference": os.environ.get("FASTGEN_FORCE_REFERENCE", "0") not in ("", "0"),
             "cpu_extension": extension["cpu"],
             "cuda_extension": extension["cuda"],
             "extension_load_error": extension["load_error"],
@@ -132,7 +134,8 @@ def format_info(data: dict[str, Any]) -> str:
         ("python", data["python"]),
         ("platform", data["platform"]),
         ("CPU threads", str(data["cpu_threads"])),
-        ("reference ops", "yes (plain PyTorch)"),
+        ("reference ops", "yes (plain PyTorch)" + ("; FASTGEN_FORCE_REFERENCE=1: every op runs it, the kernels "
+                                                   "are bypassed" if backends.get("force_reference") else "")),
         ("CPU extension", cpu_ext),
         ("CUDA extension", _yes_no(backends["cuda_extension"])),
         ("Triton", triton),

@@ -57,6 +57,14 @@ def test_info_prints_backends(capsys):
         assert label in out
 
 
+def test_info_says_when_the_kernels_are_bypassed(capsys, monkeypatch):
+    assert cli.main(["info"]) == 0
+    assert "FASTGEN_FORCE_REFERENCE" not in capsys.readouterr().out
+    monkeypatch.setenv("FASTGEN_FORCE_REFERENCE", "1")
+    assert cli.main(["info"]) == 0
+    assert "FASTGEN_FORCE_REFERENCE=1: every op runs it, the kernels are bypassed" in capsys.readouterr().out
+
+
 def test_info_json(capsys):
     assert cli.main(["info", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -13,6 +13,7 @@ import torch.autograd.forward_ad as fwAD
 from functional_calls import functional_calls
 
 from fastgen import nn as fnn
+from fastgen import ops
 
 OPS = list(functional_calls())
 
@@ -78,3 +79,21 @@ def test_jacfwd_of_a_causal_layer_is_causal():
     assert per_time[future].max() == 0
     assert (per_time.diagonal() > 0).all()
     torch.testing.assert_close(jac, torch.func.jacrev(layer)(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["reparameterize", "reparameterize_with_kl"])
+def test_vmap_randomness_modes_of_the_drawn_noise(name):
+    """eps=None under vmap: torch's randomness modes hold, as for randn_like."""
+    op = getattr(ops, name)
+
+    def z_of(mu, logvar):
+        out = op(mu, logvar)
+        return out[0] if isinstance(out, tuple) else out
+
+    zeros = torch.zeros(4, 3, 5)
+    different = torch.vmap(z_of, randomness="different")(zeros, zeros)
+    same = torch.vmap(z_of, randomness="same")(zeros, zeros)
+    assert not torch.equal(different[0], different[1])
+    assert torch.equal(same[0], same[1]) and same.std() > 0.5
+    with pytest.raises(RuntimeError, match="randomness"):
+        torch.vmap(z_of)(zeros, zeros)  # the default, "error"

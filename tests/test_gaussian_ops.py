@@ -109,3 +109,24 @@ def test_row_sums_are_deterministic(device):
     first = ops.gaussian_kl(mu, logvar)
     for _ in range(3):
         assert torch.equal(ops.gaussian_kl(mu, logvar), first)
+
+
+def test_meta_tensors_propagate_shapes_with_drawn_noise():
+    mu = torch.randn(4, 5, device="meta")
+    z = ops.reparameterize(mu, mu)
+    z2, kl = ops.reparameterize_with_kl(mu, mu)
+    assert z.is_meta and z.shape == z2.shape == (4, 5) and kl.shape == (4,)
+
+
+def test_the_reference_with_given_noise_compiles_with_fullgraph(monkeypatch):
+    """Without the kernels (extension missing, FASTGEN_FORCE_REFERENCE=1) and eps given there is
+    no noise to draw, so nothing is kept out of the graph."""
+    import fastgen.ops.gaussian as gaussian
+
+    monkeypatch.setattr(gaussian, "use_kernel", lambda name, tensor: False)
+    mu, logvar, eps = torch.randn(4, 6), torch.randn(4, 6), torch.randn(4, 6)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda m, v, e: ops.reparameterize_with_kl(m, v, e), fullgraph=True, backend="eager")
+    expected = reference.reparameterize_with_kl(mu, logvar, eps)
+    for got, want in zip(compiled(mu, logvar, eps), expected):
+        torch.testing.assert_close(got, want)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from gaussian_cases import gaussian_inputs
 
@@ -49,3 +51,20 @@ def test_eval_mode_can_return_the_mean(device):
     torch.testing.assert_close(layer.kl, ops.gaussian_kl(mu, logvar))
     sampling = fnn.GaussianReparameterization().eval()
     assert not torch.equal(sampling(mu, logvar), mu)
+
+
+def test_copies_of_a_trained_module_leave_the_last_kl_out():
+    """The kept KL is part of the last forward's graph: deepcopy (EMA/SWA model copies) refused it."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from fastgen.models import VAE
+
+    model = VAE((1, 8, 8), latent_dim=4, hidden=8)
+    model(torch.rand(2, 1, 8, 8))["loss"].backward()
+    assert model.reparameterize.kl is not None
+    copied = copy.deepcopy(model)
+    assert copied.reparameterize.kl is None and model.reparameterize.kl is not None
+    AveragedModel(model)
+    x = torch.rand(3, 1, 8, 8)
+    torch.testing.assert_close(copied(x, generator=torch.Generator().manual_seed(0))["loss"],
+                               model(x, generator=torch.Generator().manual_seed(0))["loss"])

@@ -49,5 +49,12 @@ class GaussianReparameterization(nn.Module):
         self.kl = kl
         return (z, kl) if return_kl else z
 
+    def __getstate__(self) -> dict:
+        # The last KL belongs to the last forward's autograd graph (a non-leaf tensor, which
+        # deepcopy refuses): copies and pickles of the module (deepcopy, EMA/SWA models) leave it out.
+        state = self.__dict__.copy()
+        state["kl"] = None
+        return state
+
     def extra_repr(self) -> str:
         return f"sample_in_eval={self.sample_in_eval}"

@@ -46,12 +46,12 @@ def use_kernel(op_name: str, tensor: torch.Tensor) -> bool:
     kernels have no forward derivative nor functorch rules, and PyTorch gives a custom op's output
     no tangent rather than an error, so ``jvp`` would silently be zero.
     """
-    if not torch.compiler.is_compiling() and _under_function_transform():
+    if not torch.compiler.is_compiling() and under_function_transform():
         return False
     return tensor.device.type in KERNEL_DEVICES.get(op_name, frozenset())
 
 
-def _under_function_transform() -> bool:
+def under_function_transform() -> bool:
     """Whether a forward-AD dual level or a torch.func transform is active (global state: the
     transformed tensor may be any argument, e.g. only the weight under ``torch.func.grad``)."""
     return torch.autograd.forward_ad._current_level >= 0 or torch._C._functorch.peek_interpreter_stack() is not None

@@ -65,7 +65,7 @@ def _check_dropout(dropout: object) -> float:
     return float(dropout)
 
 
-@torch._disable_dynamo  # eager, as fastgen.ops.gaussian._reference_noise (the Philox stream)
+@torch._disable_dynamo  # eager, as fastgen.ops.gaussian._stream_noise (the Philox stream)
 def _reference_dropout_masks(seed: torch.Tensor, x: torch.Tensor, hidden: tuple[int, int], dropout: float
                              ) -> tuple[torch.Tensor, torch.Tensor]:
     positions = x.shape[0] * x.shape[2] * x.shape[3]

@@ -12,7 +12,7 @@ import torch
 from fastgen import reference
 from fastgen.ops._autocast import autocast_inputs
 from fastgen.ops._checks import check_float_tensor, check_generator, check_like
-from fastgen.ops._dispatch import use_kernel
+from fastgen.ops._dispatch import under_function_transform, use_kernel
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -43,6 +43,13 @@ def _noise_inputs(
     check_generator(generator)
     if eps is not None:
         return eps, None
+    if mu.is_meta or (not torch.compiler.is_compiling() and under_function_transform()):
+        # Meta tensors (shape propagation) and torch.func transforms (vmap's randomness modes)
+        # get torch's own noise, as randn_like would draw it, not fastgen's stream: a seed
+        # drawn under vmap(randomness="different") is batched, and meta has no values.
+        if generator is None or mu.is_meta:
+            return torch.randn_like(mu, memory_format=torch.contiguous_format), None
+        return torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device), None
     return None, draw_seed(mu.device, generator)
 
 
@@ -52,10 +59,8 @@ def _noise_inputs(
 # torch._disable_dynamo is torch.compiler.disable with torch._dynamo imported at the first call,
 # not at import: the decorator alone made `import fastgen.ops` take ~1.4 s longer.
 @torch._disable_dynamo
-def _reference_noise(mu: torch.Tensor, eps: torch.Tensor | None, seed: torch.Tensor | None) -> torch.Tensor:
-    if eps is not None:
-        return eps
-    assert seed is not None
+def _stream_noise(mu: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+    """The kernels' noise for ``seed``, in plain PyTorch (the reference's eps=None)."""
     noise_dtype = torch.float64 if mu.dtype == torch.float64 else torch.float32
     return reference.standard_normal(mu.shape, int(seed), dtype=noise_dtype, device=mu.device)
 
@@ -93,7 +98,8 @@ def reparameterize(
     eps, seed = _noise_inputs(mu, eps, generator)
     if use_kernel("reparameterize", mu):
         return torch.ops.fastgen.reparameterize(mu, logvar, eps, seed)
-    return reference.reparameterize(mu, logvar, _reference_noise(mu, eps, seed))
+    # eps given: nothing to draw, and nothing kept out of a torch.compile graph
+    return reference.reparameterize(mu, logvar, eps if eps is not None else _stream_noise(mu, seed))
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -139,7 +145,7 @@ def reparameterize_with_kl(
     if use_kernel("reparameterize_with_kl", mu):
         z, kl = torch.ops.fastgen.reparameterize_with_kl(mu, logvar, eps, seed)
         return z, kl
-    return reference.reparameterize_with_kl(mu, logvar, _reference_noise(mu, eps, seed))
+    return reference.reparameterize_with_kl(mu, logvar, eps if eps is not None else _stream_noise(mu, seed))
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
