@@ -84,6 +84,17 @@ def test_frechet_identical_and_symmetric():
     assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-9)
 
 
+def test_frechet_of_one_feature_by_hand():
+    # a: mean 0, variance 2; b: mean 3, variance 8 -> 9 + 2 + 8 - 2 * sqrt(2 * 8) = 11
+    assert frechet_distance(torch.tensor([[-1.0], [1.0]]), torch.tensor([[1.0], [5.0]])) == pytest.approx(11.0)
+
+
+def test_bits_per_dim_is_the_nats_conversion():
+    import fastgen.metrics as metrics
+
+    assert metrics.bits_per_dim(2 * math.log(2.0), 2) == pytest.approx(1.0)
+
+
 def test_frechet_equal_covariance_is_squared_mean_distance():
     a = _random_feats(100, 5, 2)
     shift = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0], dtype=torch.float64)

@@ -356,3 +356,36 @@ def test_images_of_another_float_dtype_and_empty_batches():
     torch.testing.assert_close(gan(x), gan(x.float()))
     assert vae.log_likelihood(x[:0], k=4).shape == (0,)
     assert gan.generate(torch.zeros(2, 32, dtype=torch.float64)).dtype == torch.float32
+
+
+def test_vae_evaluation_refuses_images_outside_0_1_and_flags_a_many_level_bernoulli():
+    model = VAE((1, 8, 8), levels=17, latent_dim=3, hidden=8)
+    x = torch.randint(0, 17, (2, 1, 8, 8)).float() / 16
+    assert model.bits_per_dim(x, 2).shape == (2,)
+    for scaled in (x * 16, x - 0.5, torch.full_like(x, float("nan"))):  # levels, centred, NaN
+        with pytest.raises(ValueError, match=r"x must hold images in \[0, 1\]"):
+            model.bits_per_dim(scaled, 2)
+    bernoulli = VAE((1, 8, 8), levels=17, latent_dim=3, hidden=8, likelihood="bernoulli")
+    with pytest.warns(UserWarning, match="Bernoulli likelihood is a distribution over 2 levels"):
+        bernoulli.log_likelihood(x, 2)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        model.sample(2, generator=0)
+
+
+def test_models_copy_after_training_steps():
+    """deepcopy (EMA / SWA copies) of models that ran a forward: the VAE's kept KL and the legacy
+    spectral norm's computed weight were non-leaf tensors deepcopy refuses."""
+    import copy
+
+    from torch.optim.swa_utils import AveragedModel
+
+    vae = VAE((1, 8, 8), levels=17, latent_dim=3, hidden=8)
+    vae(torch.rand(2, 1, 8, 8))["loss"].backward()
+    gan = DCGAN((1, 8, 8), hidden=8, spectral_norm=True)
+    gan(torch.rand(4, 1, 8, 8)).sum().backward()
+    for model in (vae, gan):
+        copied = copy.deepcopy(model)
+        AveragedModel(model)
+        assert copied.state_dict().keys() == model.state_dict().keys()
+    x = torch.rand(3, 1, 8, 8)
+    torch.testing.assert_close(copy.deepcopy(gan).eval()(x), gan.eval()(x))

@@ -13,8 +13,11 @@ from fastgen.metrics.sample_quality import (
     frechet_floor_train_vs_test,
 )
 
+bits_per_dim = nats_to_bits_per_dim  # the name the docs and fastgen.data use for the same conversion
+
 __all__ = [
     "DigitClassifier",
+    "bits_per_dim",
     "class_coverage",
     "digit_sample_quality",
     "digits_train_test_split",

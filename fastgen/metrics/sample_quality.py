@@ -61,7 +61,8 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("features contain NaN or inf")
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False, ddof=1), np.cov(b, rowvar=False, ddof=1)
+    # atleast_2d: with one feature np.cov returns a 0-d array
+    cov_a, cov_b = (np.atleast_2d(np.cov(f, rowvar=False, ddof=1)) for f in (a, b))
     root_a = _sqrtm_psd(cov_a)
     middle = root_a @ cov_b @ root_a
     middle = (middle + middle.T) / 2  # exact symmetry, so eigvalsh sees the matrix it assumes

@@ -187,6 +187,8 @@ def uniform_like(shape: Sequence[int], ref: torch.Tensor, generator: torch.Gener
 
 
 def _draw(fn, shape, ref: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     # A CPU generator with CUDA parameters: draw on the generator's device, then move.
     dev = ref.device if generator is None else generator.device
     return fn(tuple(shape), generator=generator, device=dev, dtype=ref.dtype).to(ref.device)

@@ -47,7 +47,9 @@ class Discriminator(nn.Module):
 
     def __init__(self, data_shape: tuple[int, int, int], hidden: int, spectral_norm: bool) -> None:
         super().__init__()
-        wrap = nn.utils.spectral_norm if spectral_norm else None
+        # The parametrization, not the legacy nn.utils.spectral_norm: that one leaves a non-leaf
+        # `weight` attribute after a forward, which deepcopy (EMA / SWA copies) refuses.
+        wrap = nn.utils.parametrizations.spectral_norm if spectral_norm else None
         self.net = ConvEncoder(data_shape, hidden, 1, act=_LeakyReLU, norm=not spectral_norm, wrap=wrap)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ the importance-weighted bound uses :func:`fastgen.ops.reparameterize` with expli
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -233,6 +234,16 @@ class VAE(nn.Module):
         k = check_positive_int(k, "k")
         batch_size = check_positive_int(batch_size, "batch_size")
         check_images(x, self.data_shape)
+        # Evaluation only, so one host read is fine: images scaled to 0..levels-1 or 0..255
+        # would otherwise be clamped into the bins and give a plausible, wrong figure.
+        if x.numel() and not bool(((x >= 0) & (x <= 1)).all()):
+            raise ValueError(f"x must hold images in [0, 1] (level k as k / (levels - 1)), got values in "
+                             f"[{x.min().item():g}, {x.max().item():g}]")
+        if self.likelihood == "bernoulli" and self.levels > 2:
+            warnings.warn(f"the Bernoulli likelihood is a distribution over 2 levels: with levels={self.levels} "
+                          "its log-likelihood is not that of a distribution over the levels, and not comparable "
+                          "with discrete models' (binarize the data with levels=2, or use 'logistic')",
+                          stacklevel=2)
         if x.shape[0] == 0:
             return x.new_zeros(0, dtype=torch.promote_types(x.dtype, torch.float32))
         per_x = max(1, batch_size // k)
