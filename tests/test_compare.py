@@ -144,3 +144,59 @@ def test_select_best_keeps_the_state_best_on_a_validation_split(tmp_path):
     assert "--select best" in results["command"]
     assert "best on validation at" in results["models"]["pixelcnn"]["source"]
     assert results["models"]["gan"]["source"] == "trained in this run"  # no likelihood: the last state
+
+
+def test_a_bad_out_is_refused_before_any_training(tmp_path, capsys, monkeypatch):
+    import fastgen.compare.training as training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking --out")
+
+    monkeypatch.setattr(training, "train_under_budget", no_training)
+    (tmp_path / "afile").write_text("")
+    assert main(["compare", "--models", "gan", "--steps", "1", "--out", str(tmp_path / "afile" / "r"),
+                 "--no-progress"]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_a_diverging_model_stops_with_one_line(tmp_path, capsys, monkeypatch):
+    """A model whose parameters turned NaN would give figures built on NaN: a one-line error instead."""
+    from fastgen.train import recipes
+
+    realnvp = recipes.get("realnvp")
+    monkeypatch.setattr(type(realnvp), "lr", 1e6)  # a learning rate no flow survives
+    assert main(["compare", "--models", "realnvp", "--steps", "20", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "realnvp: training diverged at step" in err and "Traceback" not in err
+
+
+def test_the_report_records_the_seed_and_the_kernels(tmp_path):
+    out = tmp_path / "r"
+    assert main(["compare", "--models", "gan", "--steps", "1", "--quick", "--seed", "7", "--out", str(out),
+                 "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["seed"] == 7 and "--seed 7" in results["command"]
+    assert {"cpu_extension", "cuda_extension", "triton", "force_reference"} <= set(results["environment"])
+    assert results["environment"]["force_reference"] is False
+
+
+def test_relabelled_checkpoints_and_a_missing_one(tmp_path, capsys):
+    import torch
+
+    from fastgen.train import checkpoint
+
+    runs = tmp_path / "runs"
+    assert main(["train", "gan", "--epochs", "1", "--out", str(runs / "gan"), "--no-progress", "--samples", "4"]) == 0
+    payload = checkpoint.load(runs / "gan")
+    torch.save({**payload, "model": "vae"}, runs / "vae.pt")  # a GAN's weights under the VAE's name
+    capsys.readouterr()
+    assert main(["compare", "--models", "vae", "--checkpoints", str(runs), "--quick", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "do not make a 'vae' model" in err and "Traceback" not in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["compare", "--models", "gan", "--checkpoints", str(empty), "--steps", "1", "--quick",
+                 "--out", str(tmp_path / "r2"), "--no-progress"]) == 0
+    assert f"gan: no gan/ or gan.pt in {empty}: training it" in capsys.readouterr().err

@@ -43,11 +43,15 @@ def _environment(device) -> dict[str, Any]:
     import torch
 
     import fastgen
+    from fastgen.info import collect
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU"
+    backends = collect()["backends"]  # which kernels the figures were measured with
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "device": str(device), "device_name": name, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "fastgen": fastgen.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "fastgen": fastgen.__version__, "python": platform.python_version(),
+            "cpu_extension": backends["cpu_extension"], "cuda_extension": backends["cuda_extension"],
+            "triton": backends["triton_version"], "force_reference": backends["force_reference"]}
 
 
 def _command_line(args: argparse.Namespace, models: list[str], budget_text: str | None) -> str:
@@ -59,6 +63,8 @@ def _command_line(args: argparse.Namespace, models: list[str], budget_text: str 
         parts.append(f"--select {args.select}")
     if args.quick:
         parts.append("--quick")
+    if args.seed:
+        parts.append(f"--seed {args.seed}")
     return " ".join(parts + [f"--device {args.device}", f"--out {args.out}"])
 
 
@@ -70,6 +76,9 @@ def _obtain(recipe, data, device, budget, args, progress: bool):
     if path is not None:
         print(f"{recipe.name}: loading {path}", file=sys.stderr)
         return load_trained(recipe, path, data, device)
+    if args.checkpoints is not None:  # a misnamed run folder would otherwise cost a whole budget unseen
+        print(f"{recipe.name}: no {recipe.name}/ or {recipe.name}.pt in {args.checkpoints}: training it",
+              file=sys.stderr)
     return train_under_budget(recipe, data, device, budget, seed=args.seed, progress=progress, select=args.select)
 
 
@@ -117,9 +126,15 @@ def _compare(parser: argparse.ArgumentParser) -> Handler:
         from fastgen.train.cli import parse_device, user_errors
 
         device = parse_device(args.device)
+        try:  # before any training: a bad --out found after an hour of it would lose the hour
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CommandError(f"--out {args.out}: {error.strerror or error}") from None
+        from fastgen.train.trainer import TrainingDiverged
+
         try:
             return _run(args, models, budget, budget_text, device)
-        except user_errors() as error:
+        except (*user_errors(), TrainingDiverged) as error:
             raise CommandError(str(error)) from None
 
     return run
@@ -165,7 +180,7 @@ def _run(args: argparse.Namespace, models: list[str], budget, budget_text, devic
         audio = {**measure_wavenet(recipe, trained.model, audio_data, device, quick=args.quick, seed=args.seed),
                  **_training_figures(trained), "data": audio_data.name}
     results = {"command": _command_line(args, models, budget_text), "data": args.data if image_models else "notes",
-               "budget": budget.label, "environment": _environment(device), "models": rows,
+               "budget": budget.label, "seed": args.seed, "environment": _environment(device), "models": rows,
                "histogram_baseline_bits_per_dim": histogram_baseline(rows), "audio": audio}
     try:
         results["figures"] = write_figures(args.out, rows, samples)

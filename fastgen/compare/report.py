@@ -120,6 +120,17 @@ def curve_lines(models: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN or infinite float inside it replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
+
+
 def write_report(out: Path, results: dict[str, Any]) -> str:
     """Write report.md and results.json into ``out``; return the report text."""
     env, models = results["environment"], results["models"]
@@ -158,7 +169,9 @@ def write_report(out: Path, results: dict[str, Any]) -> str:
     text = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(text)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    # Strict JSON: a non-finite number (none is expected) is written as null, not as NaN/Infinity.
+    (out / "results.json").write_text(json.dumps(_finite_or_null(results), indent=2, default=str,
+                                                 allow_nan=False) + "\n")
     return text
 
 

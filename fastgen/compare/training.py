@@ -9,6 +9,7 @@ in between (test bits/dim at a few points of the budget) are timed apart.
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from fastgen.train import checkpoint
 from fastgen.train.recipes import Amp, Recipe
 from fastgen.train.step_context import StepContext, global_batches
 from fastgen.train.sync_batchnorm import min_batch_size
-from fastgen.train.trainer import hold_out, warmup_schedulers
+from fastgen.train.trainer import TrainingDiverged, hold_out, warmup_schedulers
 
 
 @dataclass
@@ -74,7 +75,9 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
     batch_size = min(recipe.batch_size, len(train))
     min_batch = min_batch_size(model)
     if len(train) < min_batch:
-        raise ValueError(f"{recipe.name} (BatchNorm) needs at least 2 training images, got {len(train)}")
+        from fastgen.data import DataError
+
+        raise DataError(f"{recipe.name} (BatchNorm) needs at least 2 training images, got {len(train)}")
     best: tuple[float, float, dict] | None = None  # (validation score, seconds, state)
     bar = _bar(recipe.name, budget) if progress else None
     spent, steps, images, epoch = 0.0, 0, 0, 0
@@ -96,6 +99,7 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
                 spent += time.perf_counter() - start
                 steps += 1
                 images += len(rows)
+                _check_finite(recipe.name, model, losses, steps)
                 if bar is not None:
                     # refresh=False and update(): redrawn at most every mininterval, not every step
                     # (a log file got two lines a step)
@@ -123,6 +127,19 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
     return Trained(model, source, steps, images / max(spent, 1e-9), spent, curve, losses)
 
 
+def _check_finite(name: str, model: nn.Module, losses: dict[str, float], step: int) -> None:
+    """Stop with a plain message once training has diverged: every figure measured after it
+    (bits/dim, samples, x -> z) would be built on NaN. A non-finite loss alone is not divergence
+    (the parameters are checked then, as ``fastgen train`` does)."""
+    if all(math.isfinite(v) for v in losses.values()):
+        return
+    if all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return
+    bad = ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))
+    raise TrainingDiverged(f"{name}: training diverged at step {step} ({bad}; the parameters are no longer "
+                           "finite), so nothing of it could be measured")
+
+
 def load_trained(recipe: Recipe, path: Path, data: Any, device: torch.device) -> Trained:
     """The model of a checkpoint (file or run folder); its training figures from the recorded metrics.
 
@@ -131,12 +148,13 @@ def load_trained(recipe: Recipe, path: Path, data: Any, device: torch.device) ->
     """
     payload = checkpoint.load(path, expected_model=recipe.name)
     saved = payload["data"]
+    if not all(key in saved for key in ("shape", "levels")):
+        raise checkpoint.CheckpointError(f"{path}: the checkpoint does not record its data's shape and levels")
     if list(saved["shape"]) != list(data.shape) or saved["levels"] != data.levels:
         raise checkpoint.CheckpointError(
             f"{path}: trained on data of shape {tuple(saved['shape'])} with {saved['levels']} levels, not "
             f"{tuple(data.shape)} with {data.levels} levels ('{data.name}')")
-    model = recipe.rebuild(payload["config"])
-    model.load_state_dict(payload["state_dict"])
+    model = checkpoint.rebuild_model(payload, recipe, path)
     metrics = payload.get("metrics") or {}
     return Trained(model.to(device).eval(), f"checkpoint {path} (epoch {payload.get('epoch')})",
                    steps=payload.get("global_step"), images_per_second=metrics.get("images_per_second"))
