@@ -9,7 +9,6 @@ in between (test bits/dim at a few points of the budget) are timed apart.
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from fastgen.train import checkpoint
 from fastgen.train.recipes import Amp, Recipe
 from fastgen.train.step_context import StepContext, global_batches
 from fastgen.train.sync_batchnorm import min_batch_size
-from fastgen.train.trainer import TrainingDiverged, hold_out, warmup_schedulers
+from fastgen.train.trainer import TrainingDiverged, divergence, hold_out, warmup_schedulers
 
 
 @dataclass
@@ -129,13 +128,10 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
 
 def _check_finite(name: str, model: nn.Module, losses: dict[str, float], step: int) -> None:
     """Stop with a plain message once training has diverged: every figure measured after it
-    (bits/dim, samples, x -> z) would be built on NaN. A non-finite loss alone is not divergence
-    (the parameters are checked then, as ``fastgen train`` does)."""
-    if all(math.isfinite(v) for v in losses.values()):
+    (bits/dim, samples, x -> z) would be built on NaN."""
+    bad = divergence(model, losses)
+    if bad is None:
         return
-    if all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-        return
-    bad = ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))
     raise TrainingDiverged(f"{name}: training diverged at step {step} ({bad}; the parameters are no longer "
                            "finite), so nothing of it could be measured")
 

@@ -104,6 +104,19 @@ class TrainingDiverged(RuntimeError):
     """Raised when a step leaves the model's parameters NaN or infinite (the last checkpoint is kept)."""
 
 
+def divergence(model: torch.nn.Module, losses: dict[str, float]) -> str | None:
+    """The non-finite losses of a step after which the parameters are not finite either, else None.
+
+    A non-finite loss alone is not divergence: fp16 autocast overflows now and then, and its grad
+    scaler skips those steps; the parameters are read only when a loss is not finite.
+    """
+    if all(math.isfinite(v) for v in losses.values()):
+        return None
+    if all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return None
+    return ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))
+
+
 class _SignalFlag:
     """Turns SIGINT/SIGTERM into a flag the loop checks between steps (so it can checkpoint)."""
 
@@ -385,13 +398,10 @@ class Trainer:
 
     def _check_finite(self, state: dict[str, Any], losses: dict[str, float], epoch: int, step: int) -> None:
         """Stop with a plain message once training has diverged, before NaN parameters reach a
-        checkpoint or the samples. A non-finite loss alone is not divergence: fp16 autocast
-        overflows now and then, and its grad scaler skips those steps."""
-        if all(math.isfinite(v) for v in losses.values()):
+        checkpoint or the samples (see :func:`divergence`)."""
+        bad = divergence(state["model"], losses)
+        if bad is None:
             return
-        if all(bool(torch.isfinite(p).all()) for p in state["model"].parameters()):
-            return
-        bad = ", ".join(f"{k} {v}" for k, v in losses.items() if not math.isfinite(v))
         kept = (f"the last checkpoint, {self.files.checkpoint}, is kept as it was"
                 if self.files.checkpoint.exists() else "no checkpoint was written")
         raise TrainingDiverged(f"training diverged at step {step + 1} of epoch {epoch + 1} ({bad}; the model's "
