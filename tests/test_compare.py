@@ -206,3 +206,18 @@ def test_relabelled_checkpoints_and_a_missing_one(tmp_path, capsys):
     assert main(["compare", "--models", "gan", "--checkpoints", str(empty), "--steps", "1", "--quick",
                  "--out", str(tmp_path / "r2"), "--no-progress"]) == 0
     assert f"gan: no gan/ or gan.pt in {empty}: training it" in capsys.readouterr().err
+
+
+def test_fewer_steps_than_curve_points_give_one_point_per_step():
+    """Two steps and four curve points: each step passes two points, and the curve got the same
+    state scored twice per step."""
+    import torch
+
+    from fastgen.compare.training import train_under_budget
+    from fastgen.data import load_images
+    from fastgen.train import recipes
+
+    trained = train_under_budget(recipes.get("vae"), load_images("digits"), torch.device("cpu"), Budget(steps=2),
+                                 curve_points=4, progress=False)
+    assert trained.steps == 2 and len(trained.curve) == 2
+    assert trained.curve[0][0] < trained.curve[1][0]

@@ -105,7 +105,10 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
                     shown = {k: f"{v:.3g}" for k, v in list(losses.items())[:1]}
                     bar.set_postfix(shown | {"img/s": f"{images / spent:.0f}"}, refresh=False)
                     bar.update(round(budget.fraction(spent, steps) * 1000) - bar.n)
+                reached = next_point
                 while next_point <= curve_points and budget.fraction(spent, steps) >= next_point / curve_points:
+                    next_point += 1
+                if next_point > reached:  # one evaluation however many points this step passed
                     score = curve_score(recipe, model, data, device, seed)
                     if score is not None:
                         curve.append((spent, score))
@@ -113,7 +116,6 @@ def train_under_budget(recipe: Recipe, data: Any, device: torch.device, budget: 
                         held = curve_score(recipe, model, validation, device, seed)
                         if held is not None and (best is None or held < best[0]):
                             best = (held, spent, copy.deepcopy(model.state_dict()))
-                    next_point += 1
             epoch += 1
     finally:
         if bar is not None:
