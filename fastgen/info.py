@@ -16,6 +16,8 @@ from typing import Any, TextIO
 
 import torch
 
+from fastgen._env import env_flag
+
 
 def _fastgen_version() -> str | None:
     # Read lazily: fastgen/__init__.py imports this module before it sets __version__.
@@ -89,7 +91,7 @@ def collect() -> dict[str, Any]:
         "backends": {
             "reference": True,  # plain PyTorch: always there
             # the kernels may be built and loaded and still bypassed
-            "force_reference": os.environ.get("FASTGEN_FORCE_REFERENCE", "0") not in ("", "0"),
+            "force_reference": env_flag("FASTGEN_FORCE_REFERENCE"),
             "cpu_extension": extension["cpu"],
             "cuda_extension": extension["cuda"],
             "extension_load_error": extension["load_error"],

@@ -76,9 +76,9 @@ class FlowModel(nn.Module):
         # out-of-support values are replaced so the rest of the flow stays finite.
         outside = (p <= 0) | (p >= 1)
         p = torch.where(outside, 0.5, p)
-        y = torch.log(p) - torch.log1p(-p)
-        logdet = _per_sample(math.log(1 - 2 * LOGIT_ALPHA) - torch.log(p) - torch.log1p(-p)).to(zero.dtype)
-        return y, torch.where(_per_sample(outside.to(zero.dtype)) > 0, -math.inf, logdet)
+        log_p, log_q = torch.log(p), torch.log1p(-p)
+        logdet = _per_sample(math.log(1 - 2 * LOGIT_ALPHA) - log_p - log_q).to(zero.dtype)
+        return log_p - log_q, torch.where(outside.flatten(1).any(1), -math.inf, logdet)
 
     def _postprocess(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.preprocessing == "shift":

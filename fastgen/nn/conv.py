@@ -323,9 +323,12 @@ class MaskedConv2d(nn.Conv2d):
         """(Re)build :attr:`mask` on the weight's device and dtype: it is a function of the
         configuration, so it is rebuilt wherever memory may not hold it (after ``to_empty``, or a
         ``load_state_dict(assign=True)`` into a layer made on the meta device)."""
-        mask = reference.masked_conv2d_mask(self.weight.shape, self.mask_type, self.color_channels, self.groups)
-        self.register_buffer("mask", mask.to(device=self.weight.device, dtype=self.weight.dtype),
+        self.register_buffer("mask", self._mask_on_cpu().to(device=self.weight.device, dtype=self.weight.dtype),
                              persistent=False)
+
+    def _mask_on_cpu(self) -> torch.Tensor:
+        """The 0/1 mask of this configuration, float32 on the CPU (also for a layer on meta)."""
+        return reference.masked_conv2d_mask(self.weight.shape, self.mask_type, self.color_channels, self.groups)
 
     def reset_parameters(self) -> None:
         """Re-initialise ``weight`` and ``bias`` as ``nn.Conv2d`` does, and rebuild :attr:`mask`
@@ -370,7 +373,6 @@ class MaskedConv2d(nn.Conv2d):
                               error_msgs) -> None:
         # The usual recipe (an nn.Conv2d subclass with a registered "mask" buffer) saves its mask:
         # accept it when it keeps the same taps as this layer's, and say so when it does not.
-        self._build_mask()
         theirs = state_dict.pop(prefix + "mask", None)
         if theirs is not None:
             problem = self._mask_mismatch(theirs)
@@ -386,7 +388,7 @@ class MaskedConv2d(nn.Conv2d):
         if not isinstance(theirs, torch.Tensor):
             return f"is a {type(theirs).__name__}, not a tensor"
         # Compared on the CPU: this layer may live on the meta device (no values to compare).
-        ours = reference.masked_conv2d_mask(self.weight.shape, self.mask_type, self.color_channels, self.groups) != 0
+        ours = self._mask_on_cpu() != 0
         try:
             kept = torch.broadcast_to(theirs.detach().cpu() != 0, ours.shape)
         except RuntimeError:

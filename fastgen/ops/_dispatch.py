@@ -46,14 +46,17 @@ def use_kernel(op_name: str, tensor: torch.Tensor) -> bool:
     kernels have no forward derivative nor functorch rules, and PyTorch gives a custom op's output
     no tangent rather than an error, so ``jvp`` would silently be zero.
     """
-    if not torch.compiler.is_compiling() and under_function_transform():
+    if under_function_transform():
         return False
     return tensor.device.type in KERNEL_DEVICES.get(op_name, frozenset())
 
 
 def under_function_transform() -> bool:
     """Whether a forward-AD dual level or a torch.func transform is active (global state: the
-    transformed tensor may be any argument, e.g. only the weight under ``torch.func.grad``)."""
+    transformed tensor may be any argument, e.g. only the weight under ``torch.func.grad``).
+    Always False while torch.compile traces: the compiled graph uses the kernels."""
+    if torch.compiler.is_compiling():
+        return False
     return torch.autograd.forward_ad._current_level >= 0 or torch._C._functorch.peek_interpreter_stack() is not None
 
 

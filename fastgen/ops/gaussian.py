@@ -43,7 +43,7 @@ def _noise_inputs(
     check_generator(generator)
     if eps is not None:
         return eps, None
-    if mu.is_meta or (not torch.compiler.is_compiling() and under_function_transform()):
+    if mu.is_meta or under_function_transform():
         # Meta tensors (shape propagation) and torch.func transforms (vmap's randomness modes)
         # get torch's own noise, as randn_like would draw it, not fastgen's stream: a seed
         # drawn under vmap(randomness="different") is batched, and meta has no values.
