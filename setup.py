@@ -38,9 +38,17 @@ def _sources(pattern: str) -> list[str]:
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern), recursive=True))
 
 
+def _remove_stale_builds() -> None:
+    """Python imports an in-place build from before the stable-ABI switch (fastgen/_C.cpython-*.so)
+    ahead of fastgen/_C.abi3.so, so a rebuild would not be seen."""
+    for path in glob.glob(os.path.join(ROOT, "fastgen", "_C.cpython-*.so")):
+        os.remove(path)
+
+
 def _extensions() -> tuple[list, dict]:
     if _flag("FASTGEN_SKIP_EXT"):
         return [], {}
+    _remove_stale_builds()
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
@@ -50,7 +58,10 @@ def _extensions() -> tuple[list, dict]:
     include_dirs = [os.path.join(ROOT, "kernels", "include")]
     # -fopenmp at link time: at::parallel_for is inlined into our code and only runs in
     # parallel when compiled with OpenMP; libgomp resolves to the copy torch already loaded.
-    common = {"include_dirs": include_dirs, "extra_link_args": ["-fopenmp"]}
+    # py_limited_api: the module object uses only CPython's stable ABI (csrc/module.cpp) and the
+    # ops are dispatcher registrations, so one build (fastgen/_C.abi3.so) loads under every Python
+    # >= 3.10 with the same torch; torch_python is not linked.
+    common = {"include_dirs": include_dirs, "extra_link_args": ["-fopenmp"], "py_limited_api": True}
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", os.environ.get("FASTGEN_CUDA_ARCHS", "8.0;9.0"))
         sources += _sources("csrc/cuda/*.cpp") + _sources("kernels/**/*.cu")

@@ -13,7 +13,11 @@
 # FASTGEN_GPU_CHECK_BUDGET_S=N the whole script stops after about N seconds: a step that would
 # run past it is cut off (exit 124) and later steps are skipped, so a time-boxed GPU lease
 # still brings back a report. FASTGEN_CUDA_ARCHS=9.0 builds for Hopper only (faster).
-# On a lent machine that returns at most 8 files from $OUT (the workplace's device tool):
+# What scripts/gpu_carry.sh built before the lease (FASTGEN_GPU_CARRY, default .gpu-carry) saves
+# the build and most Triton compiles: the extension is used when it was built from these sources,
+# and the compiled Triton kernels are unpacked into TRITON_CACHE_DIR (/tmp/fastgen-triton-cache).
+# On a lent machine that returns at most 8 files from $OUT (the workplace's device tool; carry
+# .gpu-carry):
 #   FASTGEN_GPU_CHECK_BUDGET_S=520 FASTGEN_CUDA_ARCHS=9.0 bash scripts/gpu_check.sh /tmp/gpu;
 #   cp /tmp/gpu/report.md "$OUT"/; tar czf "$OUT"/gpu.tgz -C /tmp gpu
 set -uo pipefail
@@ -25,11 +29,33 @@ python="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 started=$(date +%s)
 budget="${FASTGEN_GPU_CHECK_BUDGET_S:-0}"  # 0: no limit
-source scripts/steps.sh  # step, report_head, cuda_home
+source scripts/steps.sh  # step, report_head, cuda_home, source_digest
 # torch guesses CUDA_HOME from nvcc's path, wrong where that is a wrapper (/usr/local/bin/nvcc).
 if [ -z "${CUDA_HOME:-}" ] && cuda="$(cuda_home)"; then export CUDA_HOME="$cuda"; fi
 
-step "build with CUDA" build.log "$python" -m pip install --no-build-isolation --no-deps -v -e .
+carry="${FASTGEN_GPU_CARRY:-.gpu-carry}"
+has_cuda_kernels() {
+  "$python" -c "import sys, torch, fastgen._C
+sys.exit(not torch._C._dispatch_has_kernel_for_dispatch_key('fastgen::reparameterize', 'CUDA'))"
+}
+install_prebuilt() {  # gpu_carry.sh's fastgen._C; removed again if it does not load here
+  FASTGEN_SKIP_EXT=1 "$python" -m pip install --no-build-isolation --no-deps -e . && cp "$carry/_C.abi3.so" fastgen/ &&
+    has_cuda_kernels || { rm -f fastgen/_C.abi3.so; return 1; }
+}
+export -f has_cuda_kernels install_prebuilt && export python carry
+if [ -f "$carry/_C.abi3.so" ] && [ "$(cat "$carry/sources.sha256")" = "$(source_digest)" ]; then
+  step "install with the extension built before the lease ($carry)" build_prebuilt.log install_prebuilt
+elif [ -f "$carry/_C.abi3.so" ]; then
+  echo "== $carry/_C.abi3.so was built from other sources than these: building"
+fi
+if [ -f "$carry/triton-cache-sm90.tar.xz" ]; then
+  export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-/tmp/fastgen-triton-cache}"
+  step "unpack the Triton kernels compiled before the lease" triton_cache.log \
+    "$python" scripts/triton_cache.py unpack "$carry/triton-cache-sm90.tar.xz" "$TRITON_CACHE_DIR"
+fi
+if ! has_cuda_kernels 2>/dev/null; then
+  step "build with CUDA" build.log "$python" -m pip install --no-build-isolation --no-deps -v -e .
+fi
 if ! "$python" -c "import fastgen._C" 2>/dev/null; then
   # The CUDA sources have never met this compiler before: keep the rest of the check alive (CPU
   # kernels + Triton on the GPU) with a CPU-only build; build.log says what failed.
@@ -63,6 +89,13 @@ step "benchmarks (cpu, quick)" bench_cpu.log "$python" -m fastgen bench --quick 
 
 {
   report_head "GPU check, $(date -u +%Y-%m-%dT%H:%MZ)"
+  if [ -f "$out/triton_cache.log" ]; then
+    echo "## Triton kernels compiled before the lease"
+    echo '```'
+    cat "$out/triton_cache.log"
+    "$python" scripts/triton_cache.py count "$TRITON_CACHE_DIR"
+    echo '```'
+  fi
   if [ -f "$out/build_cpu.log" ]; then
     echo "## The CUDA build's first errors (build.log)"
     echo '```'

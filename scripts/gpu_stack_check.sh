@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Before a GPU lease, on a machine without a GPU: the GPU machine's software stack (by default
-# torch 2.11.0 built with CUDA 13.0 and Triton 3.6.0, what the lent H100/H200 machines run) in a
-# virtual environment, then
+# Python 3.12, torch 2.11.0 built with CUDA 13.0 and Triton 3.6.0, what the lent H100/H200
+# machines run) in a virtual environment, then
 #   1. the extension built with CUDA against that torch (the real CUDA glue build, which CI's
 #      nvcc check only parses against the CPU torch's headers),
 #   2. the test suite (CPU kernels, Triton in the interpreter; the CUDA tests skip),
@@ -10,56 +10,24 @@
 #
 #   bash scripts/gpu_stack_check.sh [OUT_DIR]          (default bench-results/gpu-stack)
 #
-# Environment: FASTGEN_STACK_TORCH (2.11.0), FASTGEN_STACK_TRITON (3.6.0), FASTGEN_STACK_VENV
-# (/tmp/fastgen-gpu-stack; reused when it already holds those versions), FASTGEN_CUDA_ARCHS (9.0).
-# Needs PyPI (the CUDA torch and its CUDA libraries: about 5 GB installed) and nvcc. The working
-# tree (tracked and untracked, not ignored files) is copied and built in a scratch folder, so this
-# checkout's own build of fastgen._C is left alone. Exits non-zero if any step failed.
+# Environment: those of scripts/gpu_stack.sh (the Python, torch and Triton versions, the venv's
+# folder), FASTGEN_CUDA_ARCHS (9.0). Needs PyPI (the CUDA torch and its CUDA libraries: about 5 GB
+# installed) and nvcc. The working tree (tracked and untracked, not ignored files) is copied and
+# built in a scratch folder, so this checkout's own build of fastgen._C is left alone. Exits
+# non-zero if any step failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-torch_version="${FASTGEN_STACK_TORCH:-2.11.0}"
-triton_version="${FASTGEN_STACK_TRITON:-3.6.0}"
-venv="${FASTGEN_STACK_VENV:-/tmp/fastgen-gpu-stack}"
 out="$(mkdir -p "${1:-bench-results/gpu-stack}" && cd "${1:-bench-results/gpu-stack}" && pwd)"
-python="$venv/bin/python"
-
-have_stack() {
-  "$python" -c "import sys, torch, triton; sys.exit(not (torch.__version__.startswith('$torch_version') and
-    torch.version.cuda and triton.__version__ == '$triton_version'))" 2>/dev/null
-}
-
-install_stack() {
-  rm -rf "$venv" && python3 -m venv "$venv" &&
-    "$python" -m pip install -q --upgrade pip wheel &&
-    # The workplace's pip constraints cap torch for the main environment; this one pins its own.
-    # numpy < 2.3: Triton 3.6's interpreter turns scalar arguments into 1-element arrays, which
-    # newer numpy refuses to convert with int() (the compiled kernels are not affected).
-    PIP_CONSTRAINT="" "$python" -m pip install -q "torch==$torch_version" "triton==$triton_version" \
-      ninja setuptools "numpy<2.3" tqdm scikit-learn pillow matplotlib pytest pytest-benchmark hypothesis scikit-image
-}
-
-copy_tree() {
-  rm -rf "$src" && mkdir -p "$src" &&
-    git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$src" &&
-    if [ -d ../shared ]; then ln -sfn "$(cd ../shared && pwd)" "$(dirname "$src")/shared"; fi
-}
-
 source scripts/steps.sh  # step, report_head, cuda_home
+source scripts/gpu_stack.sh  # ensure_stack, copy_tree, $python
 if [ -z "${CUDA_HOME:-}" ] && cuda="$(cuda_home)"; then export CUDA_HOME="$cuda"; fi
-
-if ! have_stack; then
-  step "install torch $torch_version (CUDA) and triton $triton_version into $venv" install.log install_stack
-fi
-if ! have_stack; then
-  echo "the stack could not be installed (see $out/install.log)" >&2
-  exit 1
-fi
+ensure_stack || exit 1
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 src="$scratch/main"
-step "copy the working tree" copy.log copy_tree
+step "copy the working tree" copy.log copy_tree "$src"
 step "build with CUDA (sm_${FASTGEN_CUDA_ARCHS:-9.0})" build.log env -C "$src" \
   FASTGEN_CUDA_ARCHS="${FASTGEN_CUDA_ARCHS:-9.0}" "$python" -m pip install --no-build-isolation --no-deps -v -e .
 step "fastgen info" info.txt env -C "$scratch" "$python" -m fastgen info

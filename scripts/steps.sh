@@ -1,7 +1,8 @@
-# Sourced by gpu_check.sh and gpu_stack_check.sh (from the repository root): run named steps with
-# their output in log files, keep going after a failure, and list them in $out/steps.md for the
-# report. Needs $out; $budget (seconds for the whole run, 0: none) counts from $started. A failed
-# or skipped step sets status=1. cuda_home finds the CUDA toolkit for the extension build.
+# Sourced by the GPU scripts (gpu_check.sh, gpu_stack_check.sh, gpu_carry.sh; from the repository
+# root): run named steps with their output in log files, keep going after a failure, and list them
+# in $out/steps.md for the report. Needs $out; $budget (seconds for the whole run, 0: none) counts
+# from $started. A failed or skipped step sets status=1. cuda_home finds the CUDA toolkit for the
+# extension build.
 status=0
 started="${started:-$(date +%s)}"
 budget="${budget:-0}"
@@ -19,6 +20,9 @@ step() {  # step NAME LOGFILE COMMAND...
       return
     fi
     limit=(timeout --kill-after=5 "$left")
+    # timeout runs programs: a shell function runs in a child bash, so it must be exported
+    # (export -f, with the variables it reads).
+    if [ "$(type -t "$1")" = function ]; then limit+=(bash -c '"$@"' bash); fi
   fi
   "${limit[@]}" "$@" >"$out/$log" 2>&1
   local rc=$?
@@ -45,4 +49,9 @@ report_head() {  # report_head TITLE: the report's title, `fastgen info` and the
   echo
   cat "$out/steps.md"
   echo
+}
+
+source_digest() {  # a digest of the extension's sources: which sources a prebuilt fastgen._C came from
+  find setup.py csrc kernels -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) \
+    -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
 }

@@ -35,6 +35,14 @@ def test_extension_is_loaded_here():
     assert fastgen.info(echo=False)["backends"]["cpu_extension"] is True
 
 
+def test_extension_is_built_for_the_stable_python_abi():
+    # One build serves every Python 3.10+ with the same torch: scripts/gpu_carry.sh builds it under
+    # one Python for a GPU machine that runs another.
+    import fastgen._C
+
+    assert fastgen._C.__file__.endswith(".abi3.so"), fastgen._C.__file__
+
+
 def test_missing_extension_warns_once_and_falls_back_to_the_reference():
     result = _run({"FASTGEN_DISABLE_EXT": "1", "FASTGEN_REQUIRE_EXT": "0"})
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,38 @@
+# Sourced by gpu_stack_check.sh and gpu_carry.sh: the lent GPU machines' software stack (by
+# default Python 3.12, torch 2.11.0 built with CUDA 13.0, Triton 3.6.0) in a virtual environment
+# on a machine without a GPU, and a scratch copy of the working tree to build in.
+# Environment: FASTGEN_STACK_PYTHON (python3.12 where there is one, else python3),
+# FASTGEN_STACK_TORCH (2.11.0), FASTGEN_STACK_TRITON (3.6.0), FASTGEN_STACK_VENV
+# (/tmp/fastgen-gpu-stack; reused when it already holds those versions).
+torch_version="${FASTGEN_STACK_TORCH:-2.11.0}"
+triton_version="${FASTGEN_STACK_TRITON:-3.6.0}"
+venv="${FASTGEN_STACK_VENV:-/tmp/fastgen-gpu-stack}"
+base_python="${FASTGEN_STACK_PYTHON:-$(command -v python3.12 || command -v python3)}"
+python="$venv/bin/python"
+
+have_stack() {
+  "$python" -c "import sys, torch, triton; sys.exit(not (torch.__version__.startswith('$torch_version') and
+    torch.version.cuda and triton.__version__ == '$triton_version'))" 2>/dev/null
+}
+
+install_stack() {
+  rm -rf "$venv" && "$base_python" -m venv "$venv" &&
+    "$python" -m pip install -q --upgrade pip wheel &&
+    # The workplace's pip constraints cap torch for the main environment; this one pins its own.
+    # numpy < 2.3: Triton 3.6's interpreter turns scalar arguments into 1-element arrays, which
+    # newer numpy refuses to convert with int() (the compiled kernels are not affected).
+    PIP_CONSTRAINT="" "$python" -m pip install -q "torch==$torch_version" "triton==$triton_version" \
+      ninja setuptools "numpy<2.3" tqdm scikit-learn pillow matplotlib pytest pytest-benchmark hypothesis scikit-image
+}
+
+ensure_stack() {  # installs the stack unless the venv holds it already; fails if it cannot
+  have_stack || step "install torch $torch_version (CUDA) and triton $triton_version into $venv" install.log install_stack
+  have_stack || { echo "the stack could not be installed (see $out/install.log)" >&2; return 1; }
+}
+
+copy_tree() {  # copy_tree DEST: the tracked and untracked, not ignored files, and ../shared beside it
+  local dest="$1"
+  rm -rf "$dest" && mkdir -p "$dest" &&
+    git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$dest" &&
+    if [ -d ../shared ]; then ln -sfn "$(cd ../shared && pwd)" "$(dirname "$dest")/shared"; fi
+}
