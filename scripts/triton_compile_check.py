@@ -195,10 +195,13 @@ def _gaussian_cases(dtypes):
 
 
 def _flow_cases(dtypes):
+    from fastgen.bench.cases import flows as bench_flows
     from fastgen.triton_kernels import flows as tk
 
+    # The benchmark's GPU shapes too: the tile sizes the wrappers pick depend on the shape.
+    shapes = [(3, 5, 7, 1)] + sorted({shape for _, shape, _ in bench_flows.GPU_SHAPES})
     for dtype in dtypes:
-        for shape in [(64, 6, 16, 16), (3, 5, 7, 1)]:
+        for shape in shapes:
             x = _rnd(dtype, *shape)
             c = torch.zeros(shape[1], dtype=dtype)
             logdet_grad = torch.ones(shape[0], dtype=torch.float64 if dtype == torch.float64 else torch.float32)
@@ -216,10 +219,13 @@ def _flow_cases(dtypes):
 
 
 def _causal_conv_cases(dtypes):
+    from fastgen.bench.cases import conv as bench_conv
     from fastgen.triton_kernels import conv as tk
 
+    bench = [(n, c, c, t, k, dilation) for n, c, t, k, dilation in bench_conv.GPU_SHAPES]
+    cases = [(16, 64, 128, 1000, 2, 8), (2, 3, 5, 37, 3, 2), (1, 33, 40, 150, 1, 1)] + bench
     for dtype in dtypes:
-        for n, c_in, c_out, t, k, dilation in [(16, 64, 128, 1000, 2, 8), (2, 3, 5, 37, 3, 2), (1, 33, 40, 150, 1, 1)]:
+        for n, c_in, c_out, t, k, dilation in cases:
             x, w, b, gy = _rnd(dtype, n, c_in, t), _rnd(dtype, c_out, c_in, k), _rnd(dtype, c_out), \
                 _rnd(dtype, n, c_out, t)
             yield f"causal_conv1d {dtype} {n}x{c_in}x{t}->{c_out} k{k}", lambda: (
@@ -277,11 +283,13 @@ def _gated_pixelcnn_cases(dtypes):
 
 
 def _wavenet_cases(dtypes):
+    from fastgen.bench.cases import wavenet as bench_wavenet
     from fastgen.triton_kernels import wavenet as tk
 
     # (N, C_res, C_gate, C_skip, C_cond, T, K, dilation)
+    h = bench_wavenet.HEADLINE
     cases = [(16, 64, 128, 256, 0, 600, 2, 8), (2, 3, 6, 5, 2, 37, 3, 2), (1, 2, 4, 33, 3, 130, 1, 2),
-             (2, 6, 300, 40, 3, 20, 2, 1)]
+             (2, 6, 300, 40, 3, 20, 2, 1), (h.n, h.c_res, h.c_gate, h.c_skip, 0, h.t, h.k, h.dilation)]
     for dtype in dtypes:
         for case in cases:
             n, r, g, s, d, t, k, dilation = case
