@@ -13,7 +13,7 @@
 #   bash scripts/gpu_carry.sh [CARRY_DIR]
 #
 # Then the lease's one command carries the folder (the device tool's `carry: [".gpu-carry"]`,
-# about 15 MiB) and runs gpu_check.sh as the README's GPU section says. Takes about 10 minutes on
+# about 17 MiB) and runs gpu_check.sh as the README's GPU section says. Takes about 10 minutes on
 # 2 cores (the stack's first install adds a few: about 5 GB from PyPI).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -7,8 +7,16 @@
 torch_version="${FASTGEN_STACK_TORCH:-2.11.0}"
 triton_version="${FASTGEN_STACK_TRITON:-3.6.0}"
 venv="${FASTGEN_STACK_VENV:-/tmp/fastgen-gpu-stack}"
-base_python="${FASTGEN_STACK_PYTHON:-$(command -v python3.12 || command -v python3)}"
 python="$venv/bin/python"
+
+python312() {  # a Python 3.12 that runs (a pyenv shim may name one it will not run), else python3
+  local candidate
+  for candidate in "$(command -v python3.12)" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12; do
+    if [ -x "$candidate" ] && "$candidate" -c "" 2>/dev/null; then echo "$candidate"; return; fi
+  done
+  command -v python3
+}
+base_python="${FASTGEN_STACK_PYTHON:-$(python312)}"
 
 have_stack() {
   "$python" -c "import sys, torch, triton; sys.exit(not (torch.__version__.startswith('$torch_version') and
