@@ -21,18 +21,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 carry="$(mkdir -p "${1:-.gpu-carry}" && cd "${1:-.gpu-carry}" && pwd)"
 out="$carry/logs"
 mkdir -p "$out"
-source scripts/steps.sh  # step, cuda_home, source_digest
-source scripts/gpu_stack.sh  # ensure_stack, copy_tree, $python
-if [ -z "${CUDA_HOME:-}" ] && cuda="$(cuda_home)"; then export CUDA_HOME="$cuda"; fi
-ensure_stack || exit 1
-
-scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
-src="$scratch/main"
+source scripts/steps.sh  # step, source_digest
+source scripts/gpu_stack.sh  # build_in_scratch, $python
 rm -f "$carry/_C.abi3.so" "$carry/sources.sha256" "$carry/triton-cache-sm90.tar.xz"
-step "copy the working tree" copy.log copy_tree "$src"
-step "build with CUDA (sm_${FASTGEN_CUDA_ARCHS:-9.0})" build.log env -C "$src" \
-  FASTGEN_CUDA_ARCHS="${FASTGEN_CUDA_ARCHS:-9.0}" "$python" -m pip install --no-build-isolation --no-deps -v -e .
+build_in_scratch || exit 1  # sets $scratch and $src
 step "the build has the CUDA kernels" load.log env -C "$src" "$python" -c "import sys, torch, fastgen._C
 sys.exit(not torch._C._dispatch_has_kernel_for_dispatch_key('fastgen::reparameterize', 'CUDA'))"
 if [ "$status" -eq 0 ]; then

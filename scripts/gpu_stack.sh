@@ -1,7 +1,7 @@
-# Sourced by gpu_stack_check.sh and gpu_carry.sh: the lent GPU machines' software stack (by
-# default Python 3.12, torch 2.11.0 built with CUDA 13.0, Triton 3.6.0) in a virtual environment
-# on a machine without a GPU, and a scratch copy of the working tree to build in.
-# Environment: FASTGEN_STACK_PYTHON (python3.12 where there is one, else python3),
+# Sourced by gpu_stack_check.sh and gpu_carry.sh, after steps.sh: the lent GPU machines' software
+# stack (by default Python 3.12, torch 2.11.0 built with CUDA 13.0, Triton 3.6.0) in a virtual
+# environment on a machine without a GPU, and the working tree built with it in a scratch copy.
+# Environment: FASTGEN_STACK_PYTHON (a Python 3.12 where there is one, else python3),
 # FASTGEN_STACK_TORCH (2.11.0), FASTGEN_STACK_TRITON (3.6.0), FASTGEN_STACK_VENV
 # (/tmp/fastgen-gpu-stack; reused when it already holds those versions).
 torch_version="${FASTGEN_STACK_TORCH:-2.11.0}"
@@ -43,4 +43,16 @@ copy_tree() {  # copy_tree DEST: the tracked and untracked, not ignored files, a
   rm -rf "$dest" && mkdir -p "$dest" &&
     git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$dest" &&
     if [ -d ../shared ]; then ln -sfn "$(cd ../shared && pwd)" "$(dirname "$dest")/shared"; fi
+}
+
+build_in_scratch() {  # the stack (installed if missing), then the working tree copied into a scratch
+  # folder ($src, removed on exit) and built there with CUDA (FASTGEN_CUDA_ARCHS, default 9.0)
+  if [ -z "${CUDA_HOME:-}" ] && cuda="$(cuda_home)"; then export CUDA_HOME="$cuda"; fi
+  ensure_stack || return 1
+  scratch="$(mktemp -d)"
+  trap 'rm -rf "$scratch"' EXIT
+  src="$scratch/main"
+  step "copy the working tree" copy.log copy_tree "$src"
+  step "build with CUDA (sm_${FASTGEN_CUDA_ARCHS:-9.0})" build.log env -C "$src" \
+    FASTGEN_CUDA_ARCHS="${FASTGEN_CUDA_ARCHS:-9.0}" "$python" -m pip install --no-build-isolation --no-deps -v -e .
 }

@@ -19,17 +19,9 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 out="$(mkdir -p "${1:-bench-results/gpu-stack}" && cd "${1:-bench-results/gpu-stack}" && pwd)"
-source scripts/steps.sh  # step, report_head, cuda_home
-source scripts/gpu_stack.sh  # ensure_stack, copy_tree, $python
-if [ -z "${CUDA_HOME:-}" ] && cuda="$(cuda_home)"; then export CUDA_HOME="$cuda"; fi
-ensure_stack || exit 1
-
-scratch="$(mktemp -d)"
-trap 'rm -rf "$scratch"' EXIT
-src="$scratch/main"
-step "copy the working tree" copy.log copy_tree "$src"
-step "build with CUDA (sm_${FASTGEN_CUDA_ARCHS:-9.0})" build.log env -C "$src" \
-  FASTGEN_CUDA_ARCHS="${FASTGEN_CUDA_ARCHS:-9.0}" "$python" -m pip install --no-build-isolation --no-deps -v -e .
+source scripts/steps.sh  # step, report_head
+source scripts/gpu_stack.sh  # build_in_scratch, $python
+build_in_scratch || exit 1  # sets $scratch and $src
 step "fastgen info" info.txt env -C "$scratch" "$python" -m fastgen info
 step "test suite" tests.log env -C "$src" FASTGEN_REQUIRE_EXT=1 "$python" -m pytest -q -p no:cacheprovider
 step "Triton kernels compiled for sm_90" triton_compile.log env -C "$src" \
