@@ -21,12 +21,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 carry="$(mkdir -p "${1:-.gpu-carry}" && cd "${1:-.gpu-carry}" && pwd)"
 out="$carry/logs"
 mkdir -p "$out"
-source scripts/steps.sh  # step, source_digest
+source scripts/steps.sh  # step, source_digest, has_cuda_kernels
 source scripts/gpu_stack.sh  # build_in_scratch, $python
 rm -f "$carry/_C.abi3.so" "$carry/sources.sha256" "$carry/triton-cache-sm90.tar.xz"
 build_in_scratch || exit 1  # sets $scratch and $src
-step "the build has the CUDA kernels" load.log env -C "$src" "$python" -c "import sys, torch, fastgen._C
-sys.exit(not torch._C._dispatch_has_kernel_for_dispatch_key('fastgen::reparameterize', 'CUDA'))"
+step "the build has the CUDA kernels" load.log has_cuda_kernels "$src"
 if [ "$status" -eq 0 ]; then
   cp "$src/fastgen/_C.abi3.so" "$carry/" && (cd "$src" && source_digest) >"$carry/sources.sha256"
 fi

@@ -29,15 +29,11 @@ python="${PYTHON:-python3}"
 export PYTHONUNBUFFERED=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 started=$(date +%s)
 budget="${FASTGEN_GPU_CHECK_BUDGET_S:-0}"  # 0: no limit
-source scripts/steps.sh  # step, report_head, cuda_home, source_digest
+source scripts/steps.sh  # step, report_head, cuda_home, source_digest, has_cuda_kernels
 # torch guesses CUDA_HOME from nvcc's path, wrong where that is a wrapper (/usr/local/bin/nvcc).
 if [ -z "${CUDA_HOME:-}" ] && cuda="$(cuda_home)"; then export CUDA_HOME="$cuda"; fi
 
 carry="${FASTGEN_GPU_CARRY:-.gpu-carry}"
-has_cuda_kernels() {
-  "$python" -c "import sys, torch, fastgen._C
-sys.exit(not torch._C._dispatch_has_kernel_for_dispatch_key('fastgen::reparameterize', 'CUDA'))"
-}
 install_prebuilt() {  # gpu_carry.sh's fastgen._C; removed again if it does not load here
   FASTGEN_SKIP_EXT=1 "$python" -m pip install --no-build-isolation --no-deps -e . && cp "$carry/_C.abi3.so" fastgen/ &&
     has_cuda_kernels || { rm -f fastgen/_C.abi3.so; return 1; }

@@ -55,3 +55,8 @@ source_digest() {  # a digest of the extension's sources: which sources a prebui
   find setup.py csrc kernels -type f \( -name '*.py' -o -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) \
     -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16
 }
+
+has_cuda_kernels() {  # [DIR]: $python imports the fastgen in DIR (default .) with its CUDA kernels
+  (cd "${1:-.}" && "$python" -c "import sys, torch, fastgen._C
+sys.exit(not torch._C._dispatch_has_kernel_for_dispatch_key('fastgen::reparameterize', 'CUDA'))")
+}

@@ -55,12 +55,13 @@ def pack(cache: Path, archive: Path) -> int:
             for path in sorted(group.parent.iterdir()):
                 if path.suffix in KEPT_SUFFIXES:
                     tar.add(path, arcname=f"{path.parent.name}/{path.name}")
-        fingerprint = (build_fingerprint() + "\n").encode()
+        fingerprint = build_fingerprint()
+        data = (fingerprint + "\n").encode()
         info = tarfile.TarInfo(FINGERPRINT)
-        info.size = len(fingerprint)
-        tar.addfile(info, io.BytesIO(fingerprint))
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
     print(f"{len(groups)} kernels from {cache} -> {archive} ({archive.stat().st_size / 2**20:.1f} MiB); "
-          f"{build_fingerprint()}")
+          f"{fingerprint}")
     return 0
 
 
@@ -71,7 +72,8 @@ def unpack(archive: Path, cache: Path) -> int:
         members = [m for m in tar.getmembers() if m.isfile() and ".." not in Path(m.name).parts]
         tar.extractall(cache, members=members, filter="data")
     carried = (cache / FINGERPRINT).read_text().strip()
-    groups = [g for g in kernel_groups(cache) if g.parent.name in {Path(m.name).parts[0] for m in members}]
+    unpacked = {Path(m.name).parts[0] for m in members}  # the archive's entries, not others already there
+    groups = [g for g in kernel_groups(cache) if g.parent.name in unpacked]
     for group in groups:
         # The group names its files by absolute path, the packing machine's: point it here, and
         # drop the files that were not packed (Triton skips a missing one, but say it plainly).
