@@ -131,6 +131,38 @@ def test_wrong_gradient_is_caught():
     assert _rows_by_impl(run)[FASTGEN].check.startswith("FAIL")
 
 
+def _sum_case(fast, **overrides) -> BenchCase:
+    """A case with two outputs, x and a per-row sum of x (the shape of a flow's (y, logdet))."""
+    return _axpy_case(implementations={EAGER: lambda x, y: (x + y, (x + y).sum(1)), FASTGEN: fast}, **overrides)
+
+
+def test_output_atol_loosens_only_the_output_it_names():
+    def off_in_the_sum(x, y):  # the sum off by 5e-4, as another summation order of many terms can be
+        return x + y, (x + y).sum(1) + 5e-4
+
+    def off_in_both(x, y):
+        return x + y + 5e-4, (x + y).sum(1) + 5e-4
+
+    def check(fast, output_atol) -> str:
+        run = run_cases([_sum_case(fast, output_atol=output_atol)], "cpu", implementations={EAGER, FASTGEN}, **FAST)
+        return _rows_by_impl(run)[FASTGEN].check
+
+    assert check(off_in_the_sum, {}).startswith("FAIL: output 1")
+    assert check(off_in_the_sum, {1: 1e-3}) == "ok"
+    assert check(off_in_both, {1: 1e-3}).startswith("FAIL: output 0")
+
+
+def test_flow_logdet_tolerance_grows_with_the_terms_summed():
+    from fastgen.bench.cases import flows
+
+    for op, (n, c, h, w), scale in flows.GPU_SHAPES:
+        for case in flows._cases((op, (n, c, h, w), scale), torch.float32, FORWARD, False):
+            if op == "additive_coupling":
+                assert case.output_atol == {}
+            else:
+                assert case.output_atol == {1: pytest.approx(flows.LOGDET_ATOL_PER_TERM * c * h * w)}
+
+
 def test_noise_ops_are_checked_through_their_explicit_noise_twins():
     def eager(x):
         return x + torch.randn_like(x)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -65,6 +65,10 @@ class BenchCase:
         grad_args: indices of the inputs to differentiate in ``"forward+backward"``
             (None: every floating-point input).
         tolerance: ``(rtol, atol)`` overriding :data:`DEFAULT_TOLERANCES`.
+        output_atol: output index -> an absolute tolerance for that output, used where it is
+            larger than ``atol``. For a per-sample sum of many terms (a flow's log-determinant):
+            its rounding grows with the sum of the terms' magnitudes, not with the sum itself,
+            which cancels to near zero for some samples; so ``rtol`` of the sum is no bound.
         flops: the useful floating-point operations of the whole pass (same for every
             implementation; e.g. a masked convolution counts its kept taps only), from which
             achieved TFLOP/s is computed; 0 (the default) for ops where FLOPs say nothing
@@ -84,6 +88,7 @@ class BenchCase:
     check_extra: Callable[[Inputs], Inputs] | None = None
     grad_args: tuple[int, ...] | None = None
     tolerance: tuple[float, float] | None = None
+    output_atol: Mapping[int, float] = field(default_factory=dict)
     flops: int = 0
 
     def __post_init__(self) -> None:

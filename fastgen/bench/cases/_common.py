@@ -52,13 +52,13 @@ def family_cases(spec: CaseSpec, triton_family: str, shapes: Iterable[Any], make
 def layer_case(op: str, label: str, dtype: torch.dtype, mode: str, *,
                make_inputs: Callable[[torch.device], tuple], eager: Callable, fastgen: Callable,
                triton: Callable | None, elements_moved: int, grad_args: tuple[int, ...], gradient_atol: float,
-               flops: int = 0) -> BenchCase:
+               flops: int = 0, output_atol: dict[int, float] | None = None) -> BenchCase:
     """One case comparing eager, fastgen and (``triton`` not None) fastgen-triton.
 
     ``elements_moved``: the minimum elements the pass reads and writes. ``gradient_atol``: the
     absolute tolerance of float32/float64 forward+backward, whose weight and bias gradients sum
     many products (a different but equally exact summation order differs by about that much);
-    the default tolerances otherwise.
+    the default tolerances otherwise. ``output_atol``: see :class:`BenchCase`.
     """
     implementations: dict[str, Callable] = {EAGER: eager, FASTGEN: fastgen}
     if triton is not None:
@@ -68,7 +68,7 @@ def layer_case(op: str, label: str, dtype: torch.dtype, mode: str, *,
     return BenchCase(
         op=op, shape=label, dtype=dtype, mode=mode, make_inputs=make_inputs, implementations=implementations,
         bytes_moved=elements_moved * element, grad_args=grad_args,
-        tolerance=(1e-4, gradient_atol) if exact else None, flops=flops,
+        tolerance=(1e-4, gradient_atol) if exact else None, flops=flops, output_atol=output_atol or {},
     )
 
 
