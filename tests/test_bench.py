@@ -82,6 +82,46 @@ def test_measure_rejects_zero_repeats():
         measure(lambda: None, "cpu", repeats=0)
 
 
+def test_measure_interleaved_takes_samples_in_turns_rotating_the_order():
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name) or time.sleep(3e-4)) for name in "abc"}
+    timings = harness.measure_interleaved(fns, "cpu", warmup=1, repeats=3, max_seconds=10)
+    assert calls[:3] == ["a", "b", "c"]  # one warm-up call each
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert {name: t.samples for name, t in timings.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_measure_interleaved_keeps_ratios_under_drift():
+    """The machine slows down call by call; b does twice a's work. Timed in turns, b/a stays
+    near 2; timed one after the other (measure), b would see the later, slower machine."""
+    count = [0]
+
+    def work(units: int) -> None:
+        count[0] += 1
+        time.sleep(1e-3 * units * (1 + 0.1 * count[0]))
+
+    timings = harness.measure_interleaved({"a": lambda: work(1), "b": lambda: work(2)}, "cpu", warmup=1,
+                                          repeats=20, max_seconds=30)
+    assert 1.6 < timings["b"].median_s / timings["a"].median_s < 2.5
+    count[0] = 0  # the same, b timed first and then a: the drift hides the 2x
+    b_first = measure(lambda: work(2), "cpu", warmup=1, repeats=20, max_seconds=30)
+    a_then = measure(lambda: work(1), "cpu", warmup=1, repeats=20, max_seconds=30)
+    assert b_first.median_s / a_then.median_s < 1.3
+
+
+def test_measure_interleaved_drops_a_callable_that_raises():
+    def broken() -> None:
+        raise RuntimeError("kernel failed")
+
+    errors: dict[str, BaseException] = {}
+    timings = harness.measure_interleaved({"ok": lambda: None, "bad": broken}, "cpu", warmup=1, repeats=3,
+                                          errors=errors)
+    assert set(timings) == {"ok"} and timings["ok"].samples == 3
+    assert isinstance(errors["bad"], RuntimeError)
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        harness.measure_interleaved({"bad": broken}, "cpu", warmup=1, repeats=3)
+
+
 def test_copy_bandwidth_cpu_is_positive():
     assert harness.copy_bandwidth("cpu", nbytes=4 * 2**20, repeats=3) > 0
 

@@ -38,14 +38,14 @@ from fastgen.bench.registry import (
     parse_dtype,
     register_cases,
 )
-from fastgen.bench.timer import Timing, copy_bandwidth, measure
+from fastgen.bench.timer import Timing, copy_bandwidth, measure, measure_interleaved
 
 __all__ = [
     "COMPILED", "EAGER", "FASTGEN", "FASTGEN_TRITON", "FORWARD", "FORWARD_BACKWARD",
     "IMPLEMENTATION_ORDER", "PASSES", "BenchCase", "BenchRow", "BenchRun", "CaseFactory",
     "CaseLoadError", "CaseSpec", "CompileCache", "DEFAULT_TOLERANCES", "Inputs", "Timing",
     "case_families", "check_case", "collect_cases", "copy_bandwidth", "dtype_name",
-    "make_timed_callable", "many_recompiles", "measure", "parse_dtype", "register_cases",
+    "make_timed_callable", "many_recompiles", "measure", "measure_interleaved", "parse_dtype", "register_cases",
     "resolve_implementation", "run_cases",
 ]
 
@@ -440,20 +440,25 @@ def _run_case(case: BenchCase, names: list[str], device: torch.device,
         _release(device)
         return [row(name, error=f"eager reference: {_describe(error)}") for name in names]
 
-    timings: dict[str, Timing] = {}
+    # The implementations that passed the check are timed together, their samples in turns
+    # (measure_interleaved), so that drift of a shared machine's speed does not move the ratios.
+    timed: dict[str, Callable[[], Any]] = {}
+    raised: dict[str, BaseException] = {}
     for name in names:
         if name in errors or checks.get(name, "-").startswith(("FAIL", "error")):
-            bar.update(1)
             continue
         try:
-            timed = make_timed_callable(case, callables[name], inputs)
-            timings[name] = measure(timed, device, warmup=warmup, repeats=repeats,
-                                    max_seconds=max_seconds)
+            timed[name] = make_timed_callable(case, callables[name], inputs)
         except Exception as error:  # noqa: BLE001 - compile failures surface here
-            prefix = "compile" if name == COMPILED else "run"
-            errors[name] = f"{prefix}: {_describe(error)}"
-            _release(device)
-        bar.update(1)
+            raised[name] = error
+    timings = measure_interleaved(timed, device, warmup=warmup, repeats=repeats, max_seconds=max_seconds,
+                                  errors=raised)
+    for name, error in raised.items():
+        prefix = "compile" if name == COMPILED else "run"
+        errors[name] = f"{prefix}: {_describe(error)}"
+    if raised:
+        _release(device)
+    bar.update(len(names))
 
     eager_s = timings[EAGER].median_s if EAGER in timings else None
     compiled_s = timings[COMPILED].median_s if COMPILED in timings else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +69,78 @@ def measure(
     overhead is negligible for tiny calls). Sampling stops early once ``max_seconds`` are
     spent, after at least ``min(repeats, 3)`` samples.
     """
+    errors: dict[str, BaseException] = {}
+    timings = measure_interleaved({"fn": fn}, device, warmup=warmup, repeats=repeats, max_seconds=max_seconds,
+                                  min_sample_seconds=min_sample_seconds, flush_cache=flush_cache, errors=errors)
+    if errors:
+        raise errors["fn"]
+    return timings["fn"]
+
+
+def measure_interleaved(
+    fns: Mapping[str, Callable[[], Any]],
+    device: torch.device | str = "cpu",
+    *,
+    warmup: int = 3,
+    repeats: int = 20,
+    max_seconds: float = 2.0,
+    min_sample_seconds: float = 2e-4,
+    flush_cache: bool = True,
+    errors: dict[str, BaseException] | None = None,
+) -> dict[str, Timing]:
+    """Time several callables that do the same work, taking their samples in turns.
+
+    Each is warmed up (``warmup`` calls), then sampling goes round by round: one sample of
+    each per round, the order rotated every round, up to ``repeats`` rounds or, after
+    ``min(repeats, 3)``, until ``max_seconds`` per callable are spent. Samples as in
+    :func:`measure`. On a shared machine the speed drifts by tens of percent within seconds;
+    taken in turns, every callable sees the same drift, so the ratios of their medians hold
+    where the times do not.
+
+    A callable that raises is dropped: its exception goes into ``errors`` (re-raised when
+    ``errors`` is None) and it gets no timing.
+    """
     device = torch.device(device)
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+
+    def failed(name: str, error: BaseException) -> None:
+        if errors is None:
+            raise error
+        errors[name] = error
+
     # Warm-up: compilation, autotuning, allocator caching happen here, outside the timing.
+    calls: dict[str, int] = {}
+    for name, fn in fns.items():
+        try:
+            calls[name] = _calls_per_sample(fn, device, warmup, min_sample_seconds)
+        except Exception as error:  # noqa: BLE001 - reported through `errors`
+            failed(name, error)
+    samples: dict[str, list[Any]] = {name: [] for name in calls}
+    names = list(calls)
+    min_rounds = min(repeats, 3)
+    deadline = time.perf_counter() + max_seconds * max(len(names), 1)
+    for round_index in range(repeats):
+        shift = round_index % max(len(names), 1)
+        for name in names[shift:] + names[:shift]:
+            if name not in samples:
+                continue
+            try:
+                samples[name].append(_sample(fns[name], device, calls[name], flush_cache))
+            except Exception as error:  # noqa: BLE001 - reported through `errors`
+                del samples[name]
+                failed(name, error)
+        if round_index + 1 >= min_rounds and time.perf_counter() > deadline:
+            break
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return {name: _summarize([begin.elapsed_time(end) / 1e3 for begin, end in events], 1)
+                for name, events in samples.items()}
+    return {name: _summarize(times, calls[name]) for name, times in samples.items()}
+
+
+def _calls_per_sample(fn: Callable[[], Any], device: torch.device, warmup: int, min_sample_seconds: float) -> int:
+    """Warm ``fn`` up; the calls one sample needs to last ``min_sample_seconds`` (1 on a GPU)."""
     per_call_estimate = math.inf
     for _ in range(max(warmup, 1)):
         start = time.perf_counter()
@@ -80,35 +148,25 @@ def measure(
         _synchronize(device)
         # The fastest warm-up call: the first one may include compilation.
         per_call_estimate = min(per_call_estimate, time.perf_counter() - start)
-    min_samples = min(repeats, 3)
-    deadline = time.perf_counter() + max_seconds
-    times: list[float] = []
+    if device.type == "cuda" or per_call_estimate >= min_sample_seconds:
+        return 1
+    return max(1, math.ceil(min_sample_seconds / max(per_call_estimate, 1e-9)))
+
+
+def _sample(fn: Callable[[], Any], device: torch.device, calls: int, flush_cache: bool) -> Any:
+    """One sample: seconds per call on the CPU, a pair of recorded CUDA events on a GPU."""
     if device.type == "cuda":
-        events = []
-        for i in range(repeats):
-            if flush_cache:
-                _flush_l2(device)
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            fn()
-            end.record()
-            events.append((begin, end))
-            if i + 1 >= min_samples and time.perf_counter() > deadline:
-                break
-        torch.cuda.synchronize(device)
-        times = [begin.elapsed_time(end) / 1e3 for begin, end in events]
-        return _summarize(times, 1)
-    calls = 1
-    if per_call_estimate < min_sample_seconds:
-        calls = max(1, math.ceil(min_sample_seconds / max(per_call_estimate, 1e-9)))
-    for i in range(repeats):
-        begin = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - begin) / calls)
-        if i + 1 >= min_samples and time.perf_counter() > deadline:
-            break
-    return _summarize(times, calls)
+        if flush_cache:
+            _flush_l2(device)
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        fn()
+        end.record()
+        return begin, end
+    begin = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - begin) / calls
 
 
 def copy_bandwidth(
