@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 import fastgen
+from fastgen.bench.report import cpu_ticks, steal_share
 from fastgen.models import PixelCNN, WaveNet
 from fastgen.ops._step_registration import cuda_decoder_built
 
@@ -254,7 +255,9 @@ def _markdown(wave: list[dict], pixel: list[dict], env: dict) -> str:
         "# Autoregressive sampling: naive vs cached", "",
         f"{env['date']}, {env['machine']}, torch {env['torch']}, fastgen {env['fastgen']}, "
         f"{env['threads']} threads, device {env['device']}. Command: `python benchmarks/autoregressive_sampling.py"
-        f"{' --device ' + env['device'] if env['device'] != 'cpu' else ''}`.", "",
+        f"{' --device ' + env['device'] if env['device'] != 'cpu' else ''}`."
+        + ("" if env.get("cpu_steal_share") is None else
+           f" CPU time taken by other guests of the host during the run (steal): {env['cpu_steal_share']:.0%}."), "",
         "## WaveNet (2 x 15 layers, residual 64 / gate 128 / skip 256, receptive field 65,535)", "",
         "| batch | naive samples/s | cached, step ops samples/s | cached, fused decoder samples/s "
         "| fused / naive | real-time factor (step ops, fused) | naive = step ops = fused |",
@@ -318,11 +321,13 @@ def main() -> int:
     global DEVICE
     DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    ticks_before = cpu_ticks()
     wave = wavenet_rows((1, 16), wave_steps=200 if args.quick else 8000, naive_steps=1 if args.quick else 3)
     pixel = pixelcnn_rows((1, 16) if args.quick else (1, 16, 128), naive_pixels=2 if args.quick else 4)
     machine = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"{platform.machine()} CPU"
     env = {"date": datetime.date.today().isoformat(), "machine": machine, "device": str(DEVICE),
-           "torch": torch.__version__, "fastgen": fastgen.__version__, "threads": torch.get_num_threads()}
+           "torch": torch.__version__, "fastgen": fastgen.__version__, "threads": torch.get_num_threads(),
+           "cpu_steal_share": steal_share(ticks_before, cpu_ticks())}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"environment": env, "wavenet": wave, "pixelcnn": pixel},
                                                       indent=2) + "\n")

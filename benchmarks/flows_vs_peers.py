@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from fastgen import nn as fnn
+from fastgen.bench.report import cpu_ticks, steal_share
 from fastgen.data import dequantize, load_images
 from fastgen.models import Glow
 
@@ -830,7 +831,7 @@ def run_timing(peers: Peers, *, quick: bool) -> dict[str, Any]:
     steps["floor-fastgen"], _ = conditioner_floor_step(fused=True)
     settings = dict(warmup=2, repeats=10, round_size=5, sample_warmup=1, sample_repeats=5) if quick else \
         dict(warmup=10, repeats=100, round_size=5, sample_warmup=5, sample_repeats=50)
-    load_before = os.getloadavg()
+    load_before, ticks_before = os.getloadavg(), cpu_ticks()
     train = time_interleaved(steps, warmup=settings["warmup"], repeats=settings["repeats"],
                              round_size=settings["round_size"])
 
@@ -850,11 +851,11 @@ def run_timing(peers: Peers, *, quick: bool) -> dict[str, Any]:
                                   repeats=settings["sample_repeats"], round_size=5)
     finally:
         fastgen_log.setLevel(level)
-    load_after = os.getloadavg()
+    load_after, steal = os.getloadavg(), steal_share(ticks_before, cpu_ticks())
     return dict(impls=impls, train=train, sample=sample, nonfinite=count_nonfinite(impls), settings=settings,
                 losses={key: float(state["loss"]) for key, state in states.items()},
                 params={impl.key: count_parameters(impl.model) for impl in impls}, floor_params=floor_params,
-                load_before=load_before, load_after=load_after)
+                load_before=load_before, load_after=load_after, steal=steal)
 
 
 # ================================================================ the report
@@ -951,6 +952,8 @@ def format_report(env: dict, versions: dict, threads: int, quick: bool, command:
              f"- host: {env['host']} ({env['platform']}), date: {env['date']}",
              f"- load average (1, 5, 15 min) before timing: {load} "
              f"(above {threads}: other work shared the cores)",
+             "- CPU time taken by other guests of the host while timing (steal): "
+             + ("unknown" if timing.get("steal") is None else f"{timing['steal']:.0%}"),
              f"- command: `{command}`" + (" (quick mode: few repeats, rough numbers)" if quick else ""), ""]
 
     fast_ms, best_ms = train["fastgen"].median, train[best].median

@@ -390,7 +390,28 @@ def tiny_run():
 
 
 ENV_KEYS = {"device", "device_name", "torch", "triton", "fastgen", "cpu_threads", "date", "host",
-            "python", "copy_bandwidth_gbps"}
+            "python", "copy_bandwidth_gbps", "cpu_steal_share"}
+
+
+def test_steal_share_is_the_steal_counter_over_all_cpu_time():
+    before = [100, 0, 50, 800, 10, 0, 0, 40]
+    after = [160, 0, 70, 830, 10, 0, 0, 80]  # 150 ticks in all, 40 of them stolen
+    assert report.steal_share(before, after) == pytest.approx(40 / 150)
+    assert report.steal_share(None, after) is None and report.steal_share(after, after) is None
+    ticks = report.cpu_ticks()
+    assert ticks is None or (len(ticks) == 8 and all(t >= 0 for t in ticks))
+
+
+def test_steal_is_reported_with_the_environment(tiny_run):
+    steal = tiny_run.environment["cpu_steal_share"]
+    assert steal is None or 0.0 <= steal <= 1.0
+    try:  # the fixture is shared: put its value back
+        tiny_run.environment["cpu_steal_share"] = 0.25
+        assert "(steal): 25% -- times are slower" in report.format_run(tiny_run)
+        tiny_run.environment["cpu_steal_share"] = 0.0
+        assert "(steal): 0%" in report.format_run(tiny_run) and "slower" not in report.format_run(tiny_run)
+    finally:
+        tiny_run.environment["cpu_steal_share"] = steal
 
 
 def test_write_results_json_and_markdown(tiny_run, tmp_path):

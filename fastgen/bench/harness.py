@@ -348,7 +348,7 @@ def run_cases(
         failure, missing kernel, out of memory) gets a row with ``error`` set, and one that
         fails the correctness check is not timed and gets ``check = "FAIL: ..."``.
     """
-    from fastgen.bench.report import collect_environment
+    from fastgen.bench.report import collect_environment, cpu_ticks, steal_share
 
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
@@ -374,6 +374,7 @@ def run_cases(
     compile_cache = CompileCache()
     rows: list[BenchRow] = []
     bar = _progress_bar(total, progress)
+    ticks_before = cpu_ticks()
     try:
         with many_recompiles():
             for case, names in plan:
@@ -382,6 +383,7 @@ def run_cases(
                                       max_seconds, copy_gbps, bar))
     finally:
         bar.close()
+    env["cpu_steal_share"] = steal_share(ticks_before, cpu_ticks())
     return BenchRun(rows=rows, environment=env, settings=settings)
 
 

@@ -79,6 +79,29 @@ def collect_environment(device: torch.device | str) -> dict[str, Any]:
     }
 
 
+def cpu_ticks() -> list[int] | None:
+    """The machine's CPU time counters (user, nice, system, idle, iowait, irq, softirq, steal),
+    from Linux's /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    return [int(value) for value in fields[1:9]]
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of CPU time between two :func:`cpu_ticks` readings that the hypervisor gave
+    to other guests ("steal"): on a shared virtual machine, the run's slowdown and much of its
+    noise. None when unknown."""
+    if before is None or after is None:
+        return None
+    total = sum(after) - sum(before)
+    return (after[7] - before[7]) / total if total > 0 else None
+
+
 def format_seconds(seconds: float | None) -> str:
     """``1.23 ms``, ``45.6 us``: three significant digits in the unit that fits."""
     if seconds is None:
@@ -186,6 +209,10 @@ def _environment_lines(run: BenchRun) -> list[str]:
     ]
     if copy:
         lines.append(f"measured device copy bandwidth: {copy:.0f} GB/s")
+    steal = env.get("cpu_steal_share")
+    if steal is not None:
+        lines.append(f"CPU time taken by other guests of the host during the run (steal): {steal:.0%}"
+                     + (" -- times are slower and noisier than on idle cores" if steal >= 0.05 else ""))
     settings = run.settings
     if settings:
         lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
