@@ -85,10 +85,23 @@ def test_measure_rejects_zero_repeats():
 def test_measure_interleaved_takes_samples_in_turns_rotating_the_order():
     calls: list[str] = []
     fns = {name: (lambda name=name: calls.append(name) or time.sleep(3e-4)) for name in "abc"}
-    timings = harness.measure_interleaved(fns, "cpu", warmup=1, repeats=3, max_seconds=10)
+    timings = harness.measure_interleaved(fns, "cpu", warmup=1, repeats=4, max_seconds=10, samples_per_turn=2)
     assert calls[:3] == ["a", "b", "c"]  # one warm-up call each
-    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
-    assert {name: t.samples for name, t in timings.items()} == {"a": 3, "b": 3, "c": 3}
+    # Each turn: one untimed call (short calls re-warm after another's), then 2 samples.
+    turns = [calls[i:i + 3] for i in range(3, len(calls), 3)]
+    assert [turn[0] for turn in turns] == ["a", "b", "c", "b", "c", "a"]
+    assert all(len(set(turn)) == 1 for turn in turns) and len(calls) == 3 + 6 * 3
+    assert {name: t.samples for name, t in timings.items()} == {"a": 4, "b": 4, "c": 4}
+
+
+def test_measure_interleaved_gives_slow_calls_fewer_samples_per_turn():
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name) or time.sleep(0.06)) for name in "ab"}
+    timings = harness.measure_interleaved(fns, "cpu", warmup=1, repeats=4, max_seconds=0.2, samples_per_turn=5)
+    # A turn ends once it has lasted max_seconds / 4 (0.05 s): one 0.06 s sample; no re-warming
+    # call for calls this slow; at least 3 samples each.
+    assert calls[2:8] == ["a", "b", "b", "a", "a", "b"]
+    assert all(t.samples >= 3 for t in timings.values())
 
 
 def test_measure_interleaved_keeps_ratios_under_drift():

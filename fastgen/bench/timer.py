@@ -86,16 +86,22 @@ def measure_interleaved(
     max_seconds: float = 2.0,
     min_sample_seconds: float = 2e-4,
     flush_cache: bool = True,
+    samples_per_turn: int = 5,
     errors: dict[str, BaseException] | None = None,
 ) -> dict[str, Timing]:
     """Time several callables that do the same work, taking their samples in turns.
 
-    Each is warmed up (``warmup`` calls), then sampling goes round by round: one sample of
-    each per round, the order rotated every round, up to ``repeats`` rounds or, after
-    ``min(repeats, 3)``, until ``max_seconds`` per callable are spent. Samples as in
-    :func:`measure`. On a shared machine the speed drifts by tens of percent within seconds;
-    taken in turns, every callable sees the same drift, so the ratios of their medians hold
-    where the times do not.
+    Each is warmed up (``warmup`` calls), then sampling goes round by round: each callable in
+    turn takes ``samples_per_turn`` samples, the order rotated every round, until each has
+    ``repeats`` samples or, after ``min(repeats, 3)``, ``max_seconds`` per callable are spent.
+    Samples as in :func:`measure`. On a shared machine the speed drifts by tens of percent
+    within seconds; taken in turns, every callable sees the same drift, so the ratios of their
+    medians hold where the times do not.
+
+    On the CPU a turn starts with one untimed call: a callable's first call after another's
+    finds the caches and the allocator in the other's state, which costs small ops up to 2x;
+    several samples per turn keep what is left of that out of the median. (On a GPU every
+    sample starts from a flushed L2 anyway.)
 
     A callable that raises is dropped: its exception goes into ``errors`` (re-raised when
     ``errors`` is None) and it gets no timing.
@@ -111,26 +117,38 @@ def measure_interleaved(
 
     # Warm-up: compilation, autotuning, allocator caching happen here, outside the timing.
     calls: dict[str, int] = {}
+    call_seconds: dict[str, float] = {}
     for name, fn in fns.items():
         try:
-            calls[name] = _calls_per_sample(fn, device, warmup, min_sample_seconds)
+            call_seconds[name] = _warm_up(fn, device, warmup)
         except Exception as error:  # noqa: BLE001 - reported through `errors`
             failed(name, error)
+            continue
+        calls[name] = _calls_per_sample(device, call_seconds[name], min_sample_seconds)
     samples: dict[str, list[Any]] = {name: [] for name in calls}
     names = list(calls)
-    min_rounds = min(repeats, 3)
+    min_samples = min(repeats, 3)
     deadline = time.perf_counter() + max_seconds * max(len(names), 1)
-    for round_index in range(repeats):
-        shift = round_index % max(len(names), 1)
+    round_index = 0
+    while any(len(taken) < repeats for taken in samples.values()):
+        shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             if name not in samples:
                 continue
             try:
-                samples[name].append(_sample(fns[name], device, calls[name], flush_cache))
+                # Re-warming pays where another callable's state costs: short CPU calls.
+                if len(names) > 1 and device.type != "cuda" and calls[name] * call_seconds[name] < _REWARM_BELOW_S:
+                    fns[name]()
+                turn_end = time.perf_counter() + max_seconds / 4
+                for _ in range(min(samples_per_turn, repeats - len(samples[name]))):
+                    samples[name].append(_sample(fns[name], device, calls[name], flush_cache))
+                    if time.perf_counter() > turn_end:  # slow calls: fewer samples per turn
+                        break
             except Exception as error:  # noqa: BLE001 - reported through `errors`
                 del samples[name]
                 failed(name, error)
-        if round_index + 1 >= min_rounds and time.perf_counter() > deadline:
+        round_index += 1
+        if time.perf_counter() > deadline and all(len(taken) >= min_samples for taken in samples.values()):
             break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -139,18 +157,25 @@ def measure_interleaved(
     return {name: _summarize(times, calls[name]) for name, times in samples.items()}
 
 
-def _calls_per_sample(fn: Callable[[], Any], device: torch.device, warmup: int, min_sample_seconds: float) -> int:
-    """Warm ``fn`` up; the calls one sample needs to last ``min_sample_seconds`` (1 on a GPU)."""
-    per_call_estimate = math.inf
+_REWARM_BELOW_S = 0.05
+
+
+def _warm_up(fn: Callable[[], Any], device: torch.device, warmup: int) -> float:
+    """``warmup`` calls (at least one); the fastest one's seconds (the first may include compilation)."""
+    fastest = math.inf
     for _ in range(max(warmup, 1)):
         start = time.perf_counter()
         fn()
         _synchronize(device)
-        # The fastest warm-up call: the first one may include compilation.
-        per_call_estimate = min(per_call_estimate, time.perf_counter() - start)
-    if device.type == "cuda" or per_call_estimate >= min_sample_seconds:
+        fastest = min(fastest, time.perf_counter() - start)
+    return fastest
+
+
+def _calls_per_sample(device: torch.device, call_seconds: float, min_sample_seconds: float) -> int:
+    """The calls one sample needs to last ``min_sample_seconds`` (1 on a GPU, timed by events)."""
+    if device.type == "cuda" or call_seconds >= min_sample_seconds:
         return 1
-    return max(1, math.ceil(min_sample_seconds / max(per_call_estimate, 1e-9)))
+    return max(1, math.ceil(min_sample_seconds / max(call_seconds, 1e-9)))
 
 
 def _sample(fn: Callable[[], Any], device: torch.device, calls: int, flush_cache: bool) -> Any:
