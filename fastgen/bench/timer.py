@@ -77,6 +77,10 @@ def measure(
     return timings["fn"]
 
 
+# Samples shorter than this re-warm at the start of each turn (see measure_interleaved).
+_REWARM_BELOW_S = 0.05
+
+
 def measure_interleaved(
     fns: Mapping[str, Callable[[], Any]],
     device: torch.device | str = "cpu",
@@ -155,9 +159,6 @@ def measure_interleaved(
         return {name: _summarize([begin.elapsed_time(end) / 1e3 for begin, end in events], 1)
                 for name, events in samples.items()}
     return {name: _summarize(times, calls[name]) for name, times in samples.items()}
-
-
-_REWARM_BELOW_S = 0.05
 
 
 def _warm_up(fn: Callable[[], Any], device: torch.device, warmup: int) -> float:
